@@ -1,0 +1,157 @@
+"""tell_me_why benchmarks: speed and memory figures measured as ratios within one run.
+
+    python bench/run.py            # full sizes (several minutes on 2 CPU cores)
+    python bench/run.py --quick    # smaller sizes, same figures, for CI-style smoke runs
+    python bench/run.py --only masking,train_step
+
+Absolute times drift on a shared machine; ratios of two timings taken side by side hold better.
+Each row prints what was measured and the target; the script exits 1 if a target is missed.
+"""
+import argparse, gc, os, platform, resource, sys, time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+SHARED_PETS = Path(__file__).resolve().parents[2]/'shared'/'data'/'pets_sample'/'images'
+
+def timeit(fn, repeats=5, warmup=1):
+    "Median wall time of `fn()` in seconds."
+    for _ in range(warmup): fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+def rss_mb():
+    "Current resident set size in MB (Linux)."
+    with open('/proc/self/statm') as f: return int(f.read().split()[1])*os.sysconf('SC_PAGE_SIZE')/2**20
+
+def peak_rss_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
+
+def _aae(size, arch='resnet34', dims=128):
+    from tell_me_why.model_aae import AAE
+    from fastai.vision.all import resnet18, resnet34
+    torch.manual_seed(0)
+    return AAE(input_size=size, encoding_dims=dims, arch={'resnet18': resnet18, 'resnet34': resnet34}[arch], pretrained=False)
+
+def _step_fn(model, loss_func, x, y, opt):
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_func(model(x), y)
+        loss.backward(); opt.step()
+    return step
+
+def bench_masking(quick):
+    from tell_me_why.callbacks import RandomMasking
+    x = torch.rand(16, 3, 160, 160)
+    m = RandomMasking(0.3, 16)
+    t_mask, t_clone = timeit(lambda: m(x), 50), timeit(lambda: x.clone(), 50)
+    r = t_mask/t_clone
+    return [('RandomMasking ÷ x.clone() (16,3,160,160)', f'{r:.2f}x ({t_mask*1e3:.2f} ms vs {t_clone*1e3:.2f} ms)', '≤ 5x', r <= 5)]
+
+def bench_train_step(quick):
+    from tell_me_why.model_aae import XAAELoss
+    from torchvision.models import resnet34
+    size, bs = (128, 4) if quick else (192, 8)
+    x, y = torch.rand(bs, 3, size, size), torch.randint(0, 2, (bs,))
+    model = _aae(size)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    classif = XAAELoss(model, recons_weight=0.599, adv_weight=0.4, classif_weight=0.001)
+    t_aae = timeit(_step_fn(model, classif, x, y, opt), 3 if quick else 5)
+    model.run_decoder = False
+    adv = XAAELoss(model, adv_weight=1.)
+    t_adv = timeit(_step_fn(model, adv, x, y, opt), 3 if quick else 5)
+    model.run_decoder = True
+    plain = resnet34(num_classes=2)
+    popt = torch.optim.Adam(plain.parameters(), 1e-4)
+    t_plain = timeit(_step_fn(plain, F.cross_entropy, x, y, popt), 3 if quick else 5)
+    r1, r2 = t_aae/t_plain, t_adv/t_aae
+    return [(f'AAE classifier-phase step ÷ resnet34 CE step (bs {bs}, {size} px)', f'{r1:.2f}x ({t_aae:.3f} s vs {t_plain:.3f} s)', '≤ 4x', r1 <= 4),
+            ('adversarial-phase step ÷ classifier-phase step', f'{r2:.2f}x ({t_adv:.3f} s)', '≤ 0.5x', r2 <= 0.5)]
+
+def bench_latent(quick):
+    n, size = (64, 128) if quick else (256, 160)
+    model = _aae(size).eval()
+    x = torch.rand(n, 3, size, size)
+    def run(f):
+        with torch.no_grad():
+            for i in range(0, n, 32): f(x[i:i+32])
+    t_enc, t_fwd = timeit(lambda: run(model.encode), 3), timeit(lambda: run(model), 3)
+    r = t_enc/t_fwd
+    return [(f'latent extraction (encode) ÷ full forward, {n} images {size} px', f'{r:.2f}x ({t_enc:.2f} s vs {t_fwd:.2f} s)', '≤ 0.6x', r <= 0.6)]
+
+def bench_memory(quick):
+    from tell_me_why.model_aae import XAAELoss
+    size, bs, steps = 160, 16, (8 if quick else 20)
+    model = _aae(size)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    loss = XAAELoss(model, recons_weight=0.599, adv_weight=0.4, classif_weight=0.001)
+    x, y = torch.rand(bs, 3, size, size), torch.randint(0, 2, (bs,))
+    step, rss = _step_fn(model, loss, x, y, opt), []
+    for _ in range(steps): step(); gc.collect(); rss.append(rss_mb())
+    growth = rss[-1] - rss[2]
+    return [(f'peak RSS, classifier-phase steps (bs {bs}, {size} px)', f'{peak_rss_mb():.0f} MB peak', 'report', True),
+            (f'RSS growth from step 3 to step {steps}', f'{growth:+.0f} MB', '≤ +50 MB', growth <= 50)]
+
+def bench_features(quick):
+    from features import bench_feature_table, bench_feature_parallel
+    paths = sorted(SHARED_PETS.glob('*.jpg'))
+    paths = (paths*2)[:200] if not quick else paths[:60]
+    t = bench_feature_table(paths, repeats=1 if quick else 3)
+    p = bench_feature_parallel(paths)
+    return [(f'feature table ÷ decode only ({len(paths)} JPEGs)', f"{t['ratio']:.2f}x", '≤ 3x', t['ratio'] <= 3),
+            ('feature table, all cores vs one core', f"{p['speedup']:.2f}x speed-up", 'report', True)]
+
+def bench_tsne_row(quick):
+    from figures import bench_tsne
+    r = bench_tsne(n=1000 if quick else 5000)
+    ok = r['ratio'] <= 0.7 and abs(r['trust_ours'] - r['trust_default']) <= 0.02
+    return [(f"save_latent_tsne_figure ÷ sklearn TSNE default ({r['n']}×{r['d']})",
+             f"{r['ratio']:.2f}x, trustworthiness {r['trust_ours']:.3f} vs {r['trust_default']:.3f}", '≤ 0.7x, Δtrust ≤ 0.02', ok)]
+
+def bench_end_to_end(quick):
+    import tempfile, contextlib, io
+    from tell_me_why.data import two_class_dataloaders
+    from tell_me_why.training import train_xaaenet
+    size = 96 if quick else 160
+    dls = two_class_dataloaders(SHARED_PETS, label='pets', size=size, bs=16, seed=0)
+    model = _aae(size)
+    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
+        t0 = time.perf_counter()
+        learn = train_xaaenet(model, dls, epochs_adv=1, epochs_ae=1, epochs_classif=1, models_dir=d, show_latent_figures=False, seed=0)
+        total = time.perf_counter() - t0
+    t = learn.phase_timings
+    p3_train, p3_post = t['classifier']['train_s'], t['classifier']['figures_and_latent_s']
+    detail = ', '.join(f"{k} {v.get('train_s', 0):.0f}+{v.get('figure_s', v.get('figures_and_latent_s', 0)):.0f} s" for k, v in t.items())
+    return [(f'train_xaaenet 1/1/1 epochs, shared pets, {size} px', f'{total:.0f} s total ({detail}; train+figures)', 'report', True),
+            ('phase 3: latent extraction + PLS figure ÷ training', f'{p3_post/p3_train:.2f}x', '≤ 1x', p3_post <= p3_train)]
+
+BENCHES = dict(masking=bench_masking, train_step=bench_train_step, latent=bench_latent, memory=bench_memory,
+               features=bench_features, tsne=bench_tsne_row, end_to_end=bench_end_to_end)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true', help='smaller sizes for a fast smoke run')
+    ap.add_argument('--only', default='', help=f"comma-separated subset of: {','.join(BENCHES)}")
+    args = ap.parse_args()
+    names = [n for n in args.only.split(',') if n] or list(BENCHES)
+    unknown = set(names) - set(BENCHES)
+    if unknown: ap.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {list(BENCHES)}")
+    print(f"# tell_me_why benchmarks — {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {'quick' if args.quick else 'full'} mode\n")
+    rows = []
+    for n in names:
+        t0 = time.perf_counter()
+        new = BENCHES[n](args.quick)
+        rows += new
+        for r in new: print(f"{'ok  ' if r[3] else 'MISS'} {r[0]}: {r[1]} (target {r[2]})", flush=True)
+        print(f"     [{n}: {time.perf_counter()-t0:.0f} s]", flush=True)
+    print('\n| figure | measured | target | |\n|---|---|---|---|')
+    for r in rows: print(f'| {r[0]} | {r[1]} | {r[2]} | {"ok" if r[3] else "**missed**"} |')
+    missed = [r[0] for r in rows if not r[3]]
+    if missed: print(f"\n{len(missed)} target(s) missed: {missed}"); sys.exit(1)
+
+if __name__ == '__main__': main()
