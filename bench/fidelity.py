@@ -1,0 +1,87 @@
+"""Benchmark of the fidelity checks (issue 6): does train -> z -> PLS -> ranking find a planted cue, and does it
+stay quiet when there is none?
+
+For each planted cue at a moderate strength (Cohen's d = `STRENGTH` between the classes), `fidelity_check` is run
+for 10 seeds (quick: 2 cues x 2 seeds); a seed counts as a success when the planted feature ranks first among the
+five cue features AND its permutation p-value (999 label shuffles, PLS fit on train z, reported on valid z) is
+below 0.01. Target: >= 9 of 10 seeds per cue.
+
+At strength 0 the labels are independent of the images. Each seed tests five cues, so the right error rate is
+family-wise: a seed is a false alarm when any cue is significant after Bonferroni correction, i.e. when the
+smallest of the five permutation p-values is below 0.05 / 5 = 0.01. Bonferroni keeps the family-wise rate at or
+below 0.05, so over n seeds the number of false alarms is at most Binomial(n, 0.05); the row passes when the count
+is not above the 1%-tail of that binomial (<= 3 of 10 seeds, <= 1 of 2 in quick mode). Every cue's strength-0
+image set is the same (the cue only names the files), so the null runs use one set per seed. The share of seeds
+with any uncorrected p < 0.05 is printed for information (about 1 - 0.95^5 = 0.23 is expected when the five tests
+are independent).
+
+    python bench/fidelity.py           # 5 cues x 10 seeds + 10 null seeds (about half an hour on 2 CPU cores)
+    python bench/fidelity.py --quick   # 2 cues x 2 seeds + 2 null seeds
+"""
+from __future__ import annotations
+
+import argparse, math, sys, time
+
+import numpy as np
+from scipy import stats
+
+STRENGTH, ALPHA_FIRST, FWER = 2.0, 0.01, 0.05
+QUICK_CUES = ['brightness', 'center_texture']
+
+
+def _max_false_alarms(n:int, level:float=FWER, tail:float=0.01) -> int:
+    "Largest count k with P(Binomial(n, level) > k) <= tail."
+    return int(next(k for k in range(n + 1) if stats.binom.sf(k, n, level) <= tail))
+
+
+def bench_fidelity(quick:bool=False, strength:float=STRENGTH, n_seeds:int|None=None, verbose:bool=True, **check_kwargs) -> list:
+    "Rows (figure, measured, target, ok) of the planted-cue and strength-0 benchmarks."
+    from tell_me_why.fidelity import fidelity_check, PLANTED_CUES
+    cues = QUICK_CUES if quick else list(PLANTED_CUES)
+    n_seeds = n_seeds or (2 if quick else 10)
+    need = math.ceil(0.9 * n_seeds)
+    rows = []
+    for cue in cues:
+        runs = []
+        for seed in range(n_seeds):
+            r = fidelity_check(cue, strength, seed, **check_kwargs)
+            runs.append(r)
+            if verbose: print(f"  {cue} seed {seed}: rank {r['planted_rank']} (top {r['top_feature']}), perm p {r['planted_perm_p']:.3g}, "
+                              f"valid acc {r['valid_accuracy']:.2f}, {r['seconds']:.0f} s", flush=True)
+        hits = sum(r['planted_first'] and r['planted_perm_p'] < ALPHA_FIRST for r in runs)
+        firsts = sum(r['planted_first'] for r in runs)
+        rows.append(dict(figure=f"planted {cue} (d={strength:g}) ranked first with perm p < {ALPHA_FIRST:g}",
+                         measured=f"{hits}/{n_seeds} seeds (ranked first in {firsts}/{n_seeds}; median perm p "
+                                  f"{np.median([r['planted_perm_p'] for r in runs]):.3g}; median {np.median([r['seconds'] for r in runs]):.0f} s/run)",
+                         target=f">= {need}/{n_seeds}", ok=hits >= need))
+    nulls = []
+    for seed in range(n_seeds):
+        r = fidelity_check(cues[0], 0.0, 1000 + seed, **check_kwargs)
+        nulls.append(r)
+        if verbose: print(f"  strength 0 seed {1000 + seed}: min perm p {r['min_perm_p']:.3g} ({r['top_feature']} first)", flush=True)
+    bonf = FWER / len(nulls[0]['ranking'])
+    alarms = sum(r['min_perm_p'] < bonf for r in nulls)
+    raw = sum(r['min_perm_p'] < FWER for r in nulls)
+    allowed = _max_false_alarms(n_seeds)
+    rows.append(dict(figure=f"strength 0: any of {len(nulls[0]['ranking'])} cues significant (Bonferroni, min p < {bonf:g})",
+                     measured=f"{alarms}/{n_seeds} seeds (uncorrected min p < {FWER:g}: {raw}/{n_seeds})",
+                     target=f"<= {allowed}/{n_seeds} (family-wise level {FWER:g})", ok=alarms <= allowed))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--quick', action='store_true', help='2 cues x 2 seeds + 2 null seeds')
+    ap.add_argument('--threads', type=int, default=1, help='torch CPU threads (1 is fastest on a shared 2-core machine)')
+    args = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    rows = bench_fidelity(quick=args.quick)
+    for r in rows: print(f"{'OK  ' if r['ok'] else 'MISS'} {r['figure']}: {r['measured']} (target {r['target']})")
+    print(f"total {time.perf_counter() - start:.0f} s")
+    return 0 if all(r['ok'] for r in rows) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
