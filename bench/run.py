@@ -134,8 +134,12 @@ def bench_end_to_end(quick):
     return [(f'train_xaaenet 1/1/1 epochs, shared pets, {size} px', f'{total:.0f} s total ({detail}; train+figures)', 'report', True),
             ('phase 3: latent extraction + PLS figure ÷ training', f'{p3_post/p3_train:.2f}x', '≤ 1x', p3_post <= p3_train)]
 
+def bench_fidelity_rows(quick):
+    from fidelity import bench_fidelity
+    return bench_fidelity(quick=quick)
+
 BENCHES = dict(masking=bench_masking, train_step=bench_train_step, latent=bench_latent, memory=bench_memory,
-               features=bench_features, tsne=bench_tsne_row, end_to_end=bench_end_to_end)
+               features=bench_features, tsne=bench_tsne_row, end_to_end=bench_end_to_end, fidelity=bench_fidelity_rows)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
