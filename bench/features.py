@@ -23,7 +23,7 @@ FEATURE_TABLE_TARGET = 3.0  # whole table ÷ decode-only (grey + RGB) must be at
 def bench_paths(folder=None, n:int=200) -> list[str]:
     "`n` image paths from `folder` (default: the shared 184-image pets sample, else the bundled one), repeated cyclically to reach `n`."
     if folder is None:
-        shared = Path('/work/shared/data/pets_sample/images')
+        shared = Path(__file__).resolve().parents[2]/'shared'/'data'/'pets_sample'/'images'  # ../shared beside the repo
         folder = shared if shared.is_dir() else Path(__import__('tell_me_why').__file__).parent/'sample_data/pets/images'
     files = sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))
     if not files: raise FileNotFoundError(f"no .jpg/.png images in {folder}")
