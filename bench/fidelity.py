@@ -52,14 +52,14 @@ def _check(args):
 
 
 def bench_fidelity(quick:bool=False, strength:float=STRENGTH, n_seeds:int|None=None, verbose:bool=True, jobs:int=1,
-                   **check_kwargs) -> list:
+                   cues:list|None=None, nulls:bool=True, **check_kwargs) -> list:
     "Rows (figure, measured, target, ok) of the planted-cue and strength-0 benchmarks; `jobs` runs in parallel processes."
     from tell_me_why.fidelity import PLANTED_CUES
-    cues = QUICK_CUES if quick else list(PLANTED_CUES)
+    cues = list(cues or (QUICK_CUES if quick else PLANTED_CUES))
     n_seeds = n_seeds or (2 if quick else 10)
     need = math.ceil(0.9 * n_seeds)
     tasks = [(cue, strength, seed, check_kwargs) for cue in cues for seed in range(n_seeds)]
-    tasks += [(cues[0], 0.0, 1000 + seed, check_kwargs) for seed in range(n_seeds)]
+    if nulls: tasks += [(cues[0], 0.0, 1000 + seed, check_kwargs) for seed in range(n_seeds)]
     results = []
     with ProcessPoolExecutor(max(1, jobs), initializer=_one_thread) as pool:
         for (cue, s, seed, _), r in zip(tasks, pool.map(_check, tasks)):
@@ -79,6 +79,7 @@ def bench_fidelity(quick:bool=False, strength:float=STRENGTH, n_seeds:int|None=N
                                   f"{np.median([r['valid_accuracy'] for r in runs]):.2f}; median {np.median([r['seconds'] for r in runs]):.0f} s/run)",
                          target=f">= {need}/{n_seeds}", ok=hits >= need))
     nulls = [r for r in results if r['strength'] == 0]
+    if not nulls: return rows
     bonf = FWER / len(nulls[0]['ranking'])
     alarms = sum(r['min_perm_p'] < bonf for r in nulls)
     raw = sum(r['min_perm_p'] < FWER for r in nulls)
@@ -93,9 +94,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--quick', action='store_true', help='2 cues x 2 seeds + 2 null seeds')
     ap.add_argument('--jobs', type=int, default=1, help='fidelity checks run at once, one process (one torch thread) each')
+    ap.add_argument('--cues', default=None, help='comma-separated cues (default: all five; quick: brightness,center_texture)')
+    ap.add_argument('--strength', type=float, default=STRENGTH, help="Cohen's d of the planted cue")
+    ap.add_argument('--seeds', type=int, default=None, help='seeds per cue (default 10; quick 2)')
+    ap.add_argument('--no-null', action='store_true', help='skip the strength-0 runs')
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    rows = bench_fidelity(quick=args.quick, jobs=args.jobs)
+    rows = bench_fidelity(quick=args.quick, jobs=args.jobs, cues=args.cues.split(',') if args.cues else None,
+                          strength=args.strength, n_seeds=args.seeds, nulls=not args.no_null)
     for r in rows: print(f"{'OK  ' if r['ok'] else 'MISS'} {r['figure']}: {r['measured']} (target {r['target']})")
     print(f"total {time.perf_counter() - start:.0f} s")
     return 0 if all(r['ok'] for r in rows) else 1
