@@ -45,7 +45,7 @@ def _one_thread():
 
 
 def _check(args):
-    "One `fidelity_check` (run in a worker process); the ranking table is kept, the rest is numbers."
+    "One `fidelity_check` in a worker process; returns its result dict."
     from tell_me_why.fidelity import fidelity_check
     cue, strength, seed, kwargs = args
     return fidelity_check(cue, strength, seed, **kwargs)
@@ -56,6 +56,7 @@ def bench_fidelity(quick:bool=False, strength:float=STRENGTH, n_seeds:int|None=N
     "Rows (figure, measured, target, ok) of the planted-cue and strength-0 benchmarks; `jobs` runs in parallel processes."
     from tell_me_why.fidelity import PLANTED_CUES
     cues = list(cues or (QUICK_CUES if quick else PLANTED_CUES))
+    if not strength > 0: raise ValueError(f"`strength` must be > 0 (the strength-0 runs are the null rows), got {strength!r}.")
     n_seeds = n_seeds or (2 if quick else 10)
     need = math.ceil(0.9 * n_seeds)
     tasks = [(cue, strength, seed, check_kwargs) for cue in cues for seed in range(n_seeds)]
