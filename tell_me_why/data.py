@@ -6,16 +6,22 @@ Docs: https://tell-me-why.github.io/tell_me_why/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #e7ba737e
 from __future__ import annotations
-import re
+import hashlib, math, os, re, warnings
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
 
 import tell_me_why
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, RandomSplitter, Resize,
                                get_image_files, parent_label, DataLoaders)
 
 # %% auto #0
-__all__ = ['sample_data_path', 'sample_image_files', 'pet_species', 'label_rule', 'two_class_dataloaders']
+__all__ = ['sample_data_path', 'sample_image_files', 'pet_species', 'label_rule', 'BadImagesError', 'check_images',
+           'two_class_dataloaders', 'data_fingerprint']
 
 # %% ../nbs/00_data.ipynb #2355d69b
 def sample_data_path() -> Path: # Folder holding the bundled pet photos (`images/`, `labels.csv`, `README.md`)
@@ -32,12 +38,40 @@ def pet_species(path) -> str: # `"cat"` or `"dog"`
     "Label a pets image from its file name: an uppercase first letter is a cat, otherwise a dog."
     return "cat" if Path(path).name[0].isupper() else "dog"
 
+# %% ../nbs/00_data.ipynb #c5a1b2c3
+def _csv_labeller(spec:str) -> Callable:
+    "Labelling function from a CSV file with columns `file` and `label`."
+    csv = Path(spec[4:]).expanduser()
+    if not csv.is_file(): raise FileNotFoundError(f"label rule {spec!r}: the labels file {str(csv)!r} does not exist")
+    try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except Exception as e: raise ValueError(f"label rule {spec!r}: {str(csv)!r} is not a readable CSV file ({e})") from None
+    missing = [c for c in ('file', 'label') if c not in df.columns]
+    if missing: raise ValueError(f"label rule {spec!r}: {str(csv)!r} lacks the column(s) {missing}; it has {list(df.columns)}")
+    blank = df.loc[df.label.str.strip() == '', 'file'].tolist()
+    if blank: raise ValueError(f"label rule {spec!r}: {str(csv)!r} gives no label for {blank[:5]}")
+    by_path, by_name = {}, {}
+    for f, lab in zip(df.file, df.label):
+        p = str((csv.parent/f).resolve())
+        if by_path.get(p, lab) != lab: raise ValueError(f"label rule {spec!r}: {str(csv)!r} gives {f!r} two labels, {by_path[p]!r} and {lab!r}")
+        by_path[p] = lab
+        if '/' not in f and '\\' not in f: by_name.setdefault(f, set()).add(lab)
+    def _from_csv(path):
+        lab = by_path.get(str(Path(path).resolve()))
+        if lab is not None: return lab
+        labs = by_name.get(Path(path).name, set())
+        if len(labs) == 1: return next(iter(labs))
+        raise ValueError(f"the labels file {str(csv)!r} has no row for the image {str(path)!r}"
+                         if not labs else f"the labels file {str(csv)!r} gives the name {Path(path).name!r} several labels")
+    return _from_csv
+
 # %% ../nbs/00_data.ipynb #7014373a
-def label_rule(rule:str|Callable='folder') -> Callable: # "folder", "pets", "re:<pattern>", or a function path → label
-    "Labelling function: `'folder'` = parent folder name, `'pets'` = `pet_species`, `'re:<pattern>'` = first group of a regex on the file name, or a callable."
+def label_rule(rule:str|Callable='folder') -> Callable: # "folder", "pets", "re:<pattern>", "csv:<file>", or a function path → label
+    "Labelling function: `'folder'` = parent folder name, `'pets'` = `pet_species`, `'re:<pattern>'` = first group of a regex on the file name, `'csv:<file>'` = a CSV with columns `file,label`, or a callable."
     if callable(rule): return rule
+    if isinstance(rule, str) and rule.startswith('csv:'): return _csv_labeller(rule)
     if isinstance(rule, str) and rule.startswith('re:'):
-        pat = re.compile(rule[3:])
+        try: pat = re.compile(rule[3:])
+        except re.error as e: raise ValueError(f"label rule {rule!r} is not a valid regular expression: {e}") from None
         if pat.groups < 1: raise ValueError(f"label rule {rule!r}: the pattern needs a (group) that captures the label")
         def _from_name(path):
             m = pat.search(Path(path).name)
@@ -45,35 +79,136 @@ def label_rule(rule:str|Callable='folder') -> Callable: # "folder", "pets", "re:
             return m.group(1)
         return _from_name
     rules = {'folder': parent_label, 'pets': pet_species}
-    if rule not in rules: raise ValueError(f"label rule {rule!r} is unknown; use one of {list(rules)}, 're:<pattern>' or pass a function")
+    if rule not in rules: raise ValueError(f"label rule {rule!r} is unknown; use one of {list(rules)}, 're:<pattern>', 'csv:<file>' or pass a function")
     return rules[rule]
 
+# %% ../nbs/00_data.ipynb #c5a1b2c7
+class BadImagesError(ValueError):
+    "Some image files cannot be read; `.bad` holds `(path, reason)` pairs."
+    def __init__(self, msg, bad): super().__init__(msg); self.bad = bad
+
+def _bomb_message(path, w, h, limit) -> str:
+    return (f"image {str(path)!r} is {w}×{h} = {w*h:,} pixels, more than PIL's decompression-bomb limit "
+            f"PIL.Image.MAX_IMAGE_PIXELS = {limit:,}; if the image is genuine raise that limit, otherwise downscale or remove it")
+
+def _image_problem(path:Path, side:int) -> str|None:
+    "Why `path` cannot be used as an image, or None if it decodes to its end."
+    try:
+        if not path.exists(): return "missing"
+        if not path.is_file(): return "not a file"
+        if path.stat().st_size == 0: return "empty file (0 bytes)"
+        with Image.open(path) as im:
+            w, h = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and w*h > limit: raise BadImagesError(_bomb_message(path, w, h, limit), [(path, 'too many pixels')])
+            im.draft('RGB', (side, side))  # JPEG: decode at 1/2..1/8 scale; other formats ignore it
+            im.load()
+    except BadImagesError: raise
+    except Image.DecompressionBombError as e:
+        raise BadImagesError(f"image {str(path)!r} is larger than PIL's decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS = "
+                             f"{Image.MAX_IMAGE_PIXELS:,} ({e}); if the image is genuine raise that limit, otherwise downscale or remove it",
+                             [(path, 'too many pixels')]) from None
+    except Image.UnidentifiedImageError: return "not an image PIL can read"
+    except Exception as e: return f"cannot be decoded ({type(e).__name__}: {e})"
+    return None
+
+def _list_bad(bad, show:int=10) -> str:
+    s = '; '.join(f"{str(p)!r} ({why})" for p, why in bad[:show])
+    return s + (f"; and {len(bad) - show} more" if len(bad) > show else '')
+
+# %% ../nbs/00_data.ipynb #c5a1b2c8
+def check_images(
+    paths:Sequence, # image files
+    on_bad_image:str='raise', # "raise": stop with `BadImagesError` listing every bad file; "skip": warn once and leave them out
+    n_workers:int=-1, # checking threads; -1 = one per CPU core, 0 = this thread
+    progress:bool=True, # show a tqdm progress bar
+    side:int=64, # JPEGs are decoded at the smallest draft scale that keeps this many pixels a side
+) -> tuple[list[Path], list[tuple[Path, str]]]: # good paths (input order) and `(path, reason)` of the bad ones
+    "Decode every image once, cheaply and in parallel; return the good paths and the bad ones with the reason."
+    if on_bad_image not in ('raise', 'skip'): raise ValueError(f"`on_bad_image` must be 'raise' or 'skip', got {on_bad_image!r}")
+    paths = [Path(p) for p in paths]
+    n_workers = (os.cpu_count() or 1) if n_workers == -1 else n_workers
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # `_image_problem` raises its own, clearer error
+        with tqdm(total=len(paths), desc='Checking images', unit='img', disable=not progress, delay=1) as bar:
+            def _one(p):
+                r = _image_problem(p, side); bar.update(); return r
+            if n_workers > 0 and len(paths) > 1:
+                with ThreadPoolExecutor(min(n_workers, len(paths))) as pool: problems = list(pool.map(_one, paths))
+            else: problems = [_one(p) for p in paths]
+    good = [p for p, why in zip(paths, problems) if why is None]
+    bad = [(p, why) for p, why in zip(paths, problems) if why is not None]
+    if bad and on_bad_image == 'raise':
+        raise BadImagesError(f"{len(bad)} of {len(paths)} image files cannot be read: {_list_bad(bad)}. Remove or replace them, "
+                             "or pass on_bad_image='skip' to leave them out", bad)
+    if bad: warnings.warn(f"skipped {len(bad)} of {len(paths)} image files that cannot be read: {_list_bad(bad)}", stacklevel=2)
+    return good, bad
+
 # %% ../nbs/00_data.ipynb #143e08e8
+def _whole(name, v, lo) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v or v < lo:
+        raise ValueError(f"`{name}` must be a whole number >= {lo}, got {v!r}")
+    return int(v)
+
 def two_class_dataloaders(
     items, # Folder of images (searched recursively) or a list of image paths
     label:str|Callable='folder', # Labelling rule, see `label_rule`
     size:int=160, # Square side images are resized to; must match `AAE(input_size=...)`
-    valid_pct:float=0.2, # Share of images held out for validation
+    valid_pct:float=0.2, # Share of images held out for validation, strictly between 0 and 1
     seed:int=42, # Seed of the random train/valid split
-    bs:int=16, # Batch size
+    bs:int=16, # Batch size, at least 1 and at most the number of training images
     num_workers:int=0, # DataLoader workers (0 is safest in notebooks and on CPU)
+    on_bad_image:str='raise', # Files that cannot be decoded: 'raise' (error listing them) or 'skip' (one warning)
+    progress:bool=True, # Progress bar of the image check
     **kwargs, # Passed to `DataBlock.dataloaders`
 ) -> DataLoaders:
-    "fastai `DataLoaders` of `(image, category)` for a two-class task, with clear errors."
+    "fastai `DataLoaders` of `(image, category)` for a two-class task, with every input checked before training."
+    size, bs = _whole('size', size, 1), _whole('bs', bs, 1)
+    if isinstance(valid_pct, bool) or not isinstance(valid_pct, (int, float)) or not 0 < valid_pct < 1:
+        raise ValueError(f"`valid_pct` must lie strictly between 0 and 1, got {valid_pct!r}")
+    if on_bad_image not in ('raise', 'skip'): raise ValueError(f"`on_bad_image` must be 'raise' or 'skip', got {on_bad_image!r}")
     if isinstance(items, (str, Path)):
         folder = Path(items)
-        if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
+        if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist" if not folder.exists()
+                                                        else f"`items` {str(folder)!r} is a file, not a folder of images")
         items = get_image_files(folder)
+        if not items: raise ValueError(f"no image files found in {str(folder)!r}")
     items = [Path(o) for o in items]
     if not items: raise ValueError("no image files found in `items`")
     get_y = label_rule(label)
-    classes = sorted({get_y(o) for o in items})
-    if len(classes) != 2:
-        raise ValueError(f"tell_me_why explains two-class problems; the labels give {len(classes)} classes: {classes[:10]}")
+    items, bad = check_images(items, on_bad_image=on_bad_image, progress=progress)
+    labels = [get_y(o) for o in items]
+    counts = pd.Series(labels, dtype=object).value_counts()
+    if len(counts) != 2:
+        raise ValueError(f"tell_me_why explains two-class problems; `label`={label!r} gives {len(counts)} "
+                         f"class{'es' if len(counts) != 1 else ''}: {sorted(counts.index)[:10]}")
+    if counts.min() < 2:
+        raise ValueError(f"too few images: class {counts.idxmin()!r} has {counts.min()}; each class needs at least 2 "
+                         "(one for training, one for validation), and far more to learn anything")
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda _: items,
                        splitter=RandomSplitter(valid_pct=valid_pct, seed=seed), get_y=get_y, item_tfms=Resize(size))
     dls = dblock.dataloaders(items[0].parent, bs=bs, num_workers=num_workers, **kwargs)
-    valid_classes = {get_y(o) for o in dls.valid.items}
-    if len(valid_classes) < 2:
-        raise ValueError(f"the validation split holds only {sorted(valid_classes)}; raise `valid_pct` or change `seed`")
+    for name, dl in (('validation', dls.valid), ('training', dls.train)):
+        held = sorted({get_y(o) for o in dl.items})
+        if len(held) < 2:
+            raise ValueError(f"the {name} split ({len(dl.items)} images) holds only {held}; "
+                             f"change `valid_pct` ({valid_pct}) or `seed` ({seed}), or add images")
+    n_train = len(dls.train.items)
+    if bs > n_train:
+        raise ValueError(f"`bs`={bs} is larger than the training split ({n_train} images): no epoch would make a single "
+                         f"training step; use bs <= {n_train}")
+    dls.skipped_images = bad
     return dls
+
+# %% ../nbs/00_data.ipynb #c5a1b2d7
+def data_fingerprint(dls:DataLoaders) -> str: # 16 hex digits of a SHA-256
+    "Hash of the items of both splits (in order), their labels and file sizes, independent of where the folder lies."
+    splits = [(name, [Path(o) for o in dl.items], list(dl.dataset.tls[1])) for name, dl in (('train', dls.train), ('valid', dls.valid))]
+    every = [p for _, ps, _ in splits for p in ps]
+    root = Path(os.path.commonpath([str(p.resolve().parent) for p in every])) if every else Path('.')
+    h = hashlib.sha256()
+    for name, ps, ys in splits:
+        for p, y in zip(ps, ys):
+            rel = p.resolve().relative_to(root).as_posix()
+            h.update(f"{name}\t{rel}\t{dls.vocab[int(y)]}\t{p.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
