@@ -1,5 +1,4 @@
-"""Eleven hand-crafted image cues (brightness, colour, symmetry, texture, frequency) computed for a
-list of image files in one pass, as a pandas table whose rows follow the input order.
+"""Eleven hand-crafted image cues (brightness, colour, symmetry, texture, frequency) scored for a list of image files in one pass.
 
 Docs: https://tell-me-why.github.io/tell_me_why/feature_scores.html.md"""
 
@@ -273,7 +272,7 @@ def available_feature_scores() -> dict[str, list[str]]:
     return {cat: list(names) for cat, names in _CATEGORIES.items()}
 
 # %% ../nbs/05_feature_scores.ipynb #7390cd9d
-_ON_ERROR = ('previous', 'nan', 'raise')
+_ON_ERROR = ('nan', 'previous', 'raise')
 
 def _resolve_scores(score_names, custom_scores) -> list[tuple[str, Callable]]:
     "Validate names and custom functions; return [(column name, function)] in output order."
@@ -333,7 +332,7 @@ def _torch_threads(n):
 def compute_feature_score_table(
     image_paths:Iterable[str|Path], # image files; the table keeps this order
     score_names:str|Iterable[str]|None=None, # built-in and/or custom score names, in column order; None = all
-    on_error:str="previous", # per-image failure: "previous" (warn, repeat last good row), "nan" (warn, NaN row) or "raise"
+    on_error:str="nan", # per-image failure: "nan" (NaN row), "previous" (repeat the last good row) or "raise"; one warning names every failed file
     n_workers:int=0, # 0 = score in this thread; k > 0 = k worker threads; -1 = one per CPU core
     custom_scores:Mapping[str, Callable[[DecodedImage], float]]|None=None, # extra scores: name -> fn(DecodedImage) -> number
     progress:bool=True, # show one tqdm progress bar for the whole table
@@ -354,7 +353,7 @@ def compute_feature_score_table(
     if n_workers == -1: n_workers = os.cpu_count() or 1
     n_workers = min(n_workers, len(paths))
 
-    rows, last_good = [], None
+    rows, last_good, failed = [], None, []
     nan_row = [math.nan] * len(plan)
     with _torch_threads(torch_threads), tqdm(total=len(paths), desc="Feature scores", unit="img",
                                              disable=not progress) as bar:
@@ -366,13 +365,16 @@ def compute_feature_score_table(
                 if err is not None:
                     if on_error == 'raise': raise err
                     fill = 'NaN row' if on_error == 'nan' or last_good is None else 'previous row repeated'
-                    warnings.warn(f"feature scores: {err} — {fill}", stacklevel=2)
+                    failed.append(f"{err} ({fill})")
                     values = nan_row if fill == 'NaN row' else last_good
                 else: last_good = values
                 rows.append(values)
                 bar.update()
         finally:
             if pool: pool.shutdown(wait=True, cancel_futures=True)
+    if failed:
+        warnings.warn(f"feature scores: {len(failed)} of {len(paths)} images failed ({'NaN rows' if on_error == 'nan' else 'on_error=' + repr(on_error)}): "
+                      + '; '.join(failed), stacklevel=2)
     table = pd.DataFrame(rows, columns=[n for n, _ in plan], dtype='float64', index=range(len(paths)))
     table.insert(0, 'Source_File_Path', pd.Series(paths, dtype=object))
     return table
