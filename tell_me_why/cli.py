@@ -6,24 +6,32 @@ Docs: https://tell-me-why.github.io/tell_me_why/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #70cde257
 from __future__ import annotations
-import json, time
+import argparse, contextlib, datetime, json, math, os, platform, shutil, sys, tempfile, time, traceback
 from pathlib import Path
+import warnings
+# fastai's import triggers torch's notice that jit.script is deprecated: noise on a command line's stderr
+warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
-from fastcore.script import call_parse, store_true
+import fastai
+from fastai.callback.core import Callback
 from fastai.vision.all import resnet18, resnet34, resnet50
 
-from .data import sample_data_path, two_class_dataloaders
-from .model_aae import AAE, default_device
+import tell_me_why
+from .data import sample_data_path, two_class_dataloaders, data_fingerprint
+from .model_aae import AAE, XAAEBase, default_device
 from .training import train_xaaenet, load_latent
 from .feature_scores import compute_feature_score_table
-from .visualization import run_pls_feature_figures, latent_traversal_figure
+from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
+from .fidelity import make_planted_cue_dataset, small_encoder, PLANTED_CUES
 
 # %% auto #0
-__all__ = ['separation_summary', 'write_report', 'explain_image_folder', 'tmw_explain']
+__all__ = ['MIN_STEPS_PER_EPOCH', 'RUN_OUTPUTS', 'ARCHS', 'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'separation_summary',
+           'plan_optimiser_steps', 'write_report', 'previous_run_outputs', 'check_explain_settings',
+           'explain_image_folder', 'tmw_explain_parser', 'tmw_explain']
 
 # %% ../nbs/09_cli.ipynb #0f5e5219
 def separation_summary(preds:np.ndarray, # predicted class per validation row
@@ -41,8 +49,59 @@ def separation_summary(preds:np.ndarray, # predicted class per validation row
     return dict(n_valid=n, accuracy=acc, baseline=baseline, accuracy_p_value=p_acc, axis_perm_p_value=axis_perm_p,
                 separated=separated)
 
+# %% ../nbs/09_cli.ipynb #9e665200
+MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
+
+def plan_optimiser_steps(n_train:int, # images in the training split
+                         bs:int|None=None, # batch size; None = 16, or smaller so that an epoch has 8 batches
+                         grad_accum:int|None=None, # batches per optimiser step; None = largest k <= 4 leaving 8 steps an epoch
+                         epochs:tuple=(0, 0, 0), # epochs of the three phases, for the step count per phase
+                         min_steps:int=MIN_STEPS_PER_EPOCH) -> dict:
+    "Batch size, gradient accumulation and the optimiser steps they give per epoch and per phase."
+    auto_bs = bs is None
+    if auto_bs: bs = max(2, min(16, n_train // min_steps))
+    if bs > n_train:
+        raise ValueError(f"batch size --bs {bs} is larger than the training split ({n_train} images): no epoch would make a "
+                         f"single training step; use --bs {n_train} or less")
+    batches = n_train // bs
+    auto_k = grad_accum is None
+    k = max(1, min(4, batches // min_steps)) if auto_k else grad_accum
+    per_epoch = batches // k
+    note = ''
+    if per_epoch < min_steps:
+        note = (f"only {per_epoch} optimiser step{'s' if per_epoch != 1 else ''} an epoch ({batches} batches of {bs}"
+                f"{f', {k} accumulated per step' if k > 1 else ''}); "
+                + ("add training images" if auto_bs and auto_k else f"lower {'--bs' if not auto_bs else '--grad-accum'} "
+                   f"to get {min_steps}"))
+    phases = dict(zip(('adversarial', 'autoencoder', 'classifier'), epochs))
+    return dict(bs=bs, grad_accum=k, batches_per_epoch=batches, steps_per_epoch=per_epoch, auto_bs=auto_bs,
+                auto_grad_accum=auto_k, steps_per_phase={p: e * batches // k for p, e in phases.items()}, note=note)
+
 # %% ../nbs/09_cli.ipynb #b134baa7
 def _fmt(p): return 'n/a' if p is None or (isinstance(p, float) and np.isnan(p)) else (f'{p:.1e}' if p < 1e-3 else f'{p:.3f}')
+
+_PHASES = ('adversarial', 'autoencoder', 'classifier')
+
+def _training_lines(training:dict) -> list[str]:
+    L = ["## How the model was trained", ""]
+    if training.get('plan_line'): L += [training['plan_line'], ""]
+    L += ["| phase | status | epochs | optimiser steps |", "|---|---|---:|---:|"]
+    for ph in _PHASES:
+        r = training['phases'].get(ph, {})
+        L.append(f"| {ph} | {r.get('status', 'n/a')} | {r.get('epochs', 'n/a')} | {r.get('optimizer_steps', 'n/a')} |")
+    return L + [""]
+
+def _prior_lines(prior:dict) -> list[str]:
+    L = ["## Is z Gaussian?", ""]
+    if not prior:
+        return L + ["Not measured: this version of `train_xaaenet` keeps no prior check (`learn.prior_reports`).", ""]
+    L += ["Codes of the training images after each phase against draws of N(0, I): the prior asks for mean 0, "
+          "standard deviation 1 and an AUC near 0.5.", "",
+          "| after phase | mean abs(mean of z_j) | mean abs(sd of z_j − 1) | two-sample AUC | codes |", "|---|---:|---:|---:|---:|"]
+    for ph, r in prior.items():
+        L.append(f"| {ph} | {r.get('mean_abs_mean', float('nan')):.2f} | {r.get('mean_abs_sd_error', float('nan')):.2f} | "
+                 f"{r.get('two_sample_auc', float('nan')):.2f} | {r.get('n', 'n/a')} |")
+    return L + [""]
 
 def write_report(path, # Markdown file to write
                  summary:dict, # from `separation_summary`
@@ -50,15 +109,23 @@ def write_report(path, # Markdown file to write
                  class_a:str, class_b:str, # positive (PLS1 points to it) and negative class names
                  settings:dict, # run settings shown in the report
                  figures:dict, # title → path (relative to the report) of the figures to link
-                 alpha:float=0.05, top:int=5) -> Path:
+                 alpha:float=0.05, top:int=5,
+                 training:dict|None=None, # `{'phases': {phase: {status, epochs, optimizer_steps}}, 'plan_line': str}`
+                 prior:dict|None=None, # `{phase: latent_prior_report(z)}`; None = section left out
+                 skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
+                ) -> Path:
     "Write a plain-language Markdown report of a tell_me_why run."
     path = Path(path)
     pcol = 'perm_p_value' if 'perm_p_value' in ranking else 'p_value'
     L = [f"# tell_me_why report: {class_a} vs {class_b}", ""]
+    untrained = training is not None and not any(r.get('status') in ('trained', 'resumed') for r in training['phases'].values())
+    if untrained:
+        L += ["**This model is untrained: every phase had 0 epochs.** Its codes are those of random weights; nothing below "
+              "describes a learned decision.", ""]
     acc = (f"Validation accuracy {summary['accuracy']:.2f} on {summary['n_valid']} images "
            f"(majority-class baseline {summary['baseline']:.2f}, one-sided binomial p = {_fmt(summary['accuracy_p_value'])}); "
            f"PLS decision axis permutation p = {_fmt(summary['axis_perm_p_value'])}.")
-    if summary['separated']:
+    if summary['separated'] and not untrained:
         L += ["**The model separates the two classes better than chance**, so the cue ranking below describes a real decision axis.", "", acc]
     else:
         L += ["**Caution: the model does not separate the two classes better than chance on the validation set.** "
@@ -66,7 +133,7 @@ def write_report(path, # Markdown file to write
               "Train longer, on more images, or with pretrained weights (`--pretrained`, needs a network or `--weights FILE`).", "", acc]
     sig = ranking[ranking[pcol] < alpha]
     L += ["", "## Cues that line up with the decision axis", ""]
-    if len(sig) and summary['separated']:
+    if len(sig) and summary['separated'] and not untrained:
         L += [f"{len(sig)} of {len(ranking)} cues align with the axis beyond chance (p < {alpha}, {'permutation test' if pcol == 'perm_p_value' else 'Pearson test'}):", ""]
     elif len(sig):
         L += [f"{len(sig)} cue(s) pass p < {alpha}, but with no separation between the classes this is not evidence about the model.", ""]
@@ -78,16 +145,116 @@ def write_report(path, # Markdown file to write
         side = class_a if r.signed_r2 > 0 else class_b
         L.append(f"| {i} | {r.feature} | {r.signed_r2:+.3f} | {side} | {_fmt(r.p_value)} | {_fmt(getattr(r, 'perm_p_value', None))} |")
     L += ["", f"Signed r² is the squared correlation of the cue with PLS1, signed by its direction: positive means the cue is "
-          f"higher on the {class_a} side of the axis. Alignment is correlation, not a proof of what the network computes.",
-          "", "## Figures", ""]
+          f"higher on the {class_a} side of the axis. Alignment is correlation, not a proof of what the network computes.", ""]
+    if training is not None: L += _training_lines(training)
+    if prior is not None: L += _prior_lines(prior)
+    if skipped:
+        L += ["## Images left out", "", f"{len(skipped)} file(s) could not be read and were skipped:", ""]
+        L += [f"- `{p}`: {why}" for p, why in skipped] + [""]
+    L += ["## Figures", ""]
     L += [f"- [{title}]({Path(p).as_posix()})" for title, p in figures.items()]
     L += ["", "## Run settings", "", "```json", json.dumps(settings, indent=1, default=str), "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('\n'.join(L))
     return path
 
-# %% ../nbs/09_cli.ipynb #92d6ef9b
-_ARCHS = {'resnet18': resnet18, 'resnet34': resnet34, 'resnet50': resnet50}
+# %% ../nbs/09_cli.ipynb #3ce2ad5c
+RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'models', 'interpretation', 'planted_images')
+
+def previous_run_outputs(out) -> list[str]: # names of `RUN_OUTPUTS` present in `out`
+    "What in folder `out` a previous tell_me_why run wrote."
+    out = Path(out)
+    return [n for n in RUN_OUTPUTS if (out/n).exists()] if out.is_dir() else []
+
+def _check_out(out:Path, resume:bool, overwrite:bool) -> list[str]:
+    if resume and overwrite: raise ValueError("pass --resume (continue the run in OUT) or --overwrite (replace it), not both")
+    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {str(out)!r} is a file; give a folder")
+    prev = previous_run_outputs(out)
+    if prev and not (resume or overwrite):
+        raise FileExistsError(f"--out {str(out)!r} already holds a run ({', '.join(prev)}); pass --resume to continue it, "
+                              "--overwrite to replace it, or choose another folder")
+    return prev
+
+@contextlib.contextmanager
+def _output_folder(out:Path, resume:bool, overwrite:bool):
+    "Yield the folder to write into; a previous run in `out` is replaced only after the new one has finished."
+    prev = _check_out(out, resume, overwrite)
+    if not prev:
+        out.mkdir(parents=True, exist_ok=True)
+        yield out; return
+    stage, old = out.parent/f'.{out.name}.tmw-new', out.parent/f'.{out.name}.tmw-old'
+    for d in (stage, old): shutil.rmtree(d, ignore_errors=True)  # leftovers of a run killed mid-swap: ours by name
+    keep = () if resume else RUN_OUTPUTS
+    shutil.copytree(out, stage, ignore=lambda d, names: [n for n in names if Path(d) == out and n in keep])
+    try: yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True); raise
+    out.rename(old); stage.rename(out); shutil.rmtree(old, ignore_errors=True)
+
+# %% ../nbs/09_cli.ipynb #28a46042
+ARCHS = {'resnet18': resnet18, 'resnet34': resnet34, 'resnet50': resnet50, 'small': None} # encoders; 'small' = `small_encoder()`
+
+def _opt(name): return '--' + name.replace('_', '-')
+
+def _number(name, v, lo=None, hi=None, whole=False, lo_open=False):
+    ok = not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and math.isfinite(v) and (not whole or int(v) == v)
+    ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or v <= hi)
+    if not ok:
+        kind = 'a whole number' if whole else 'a finite number'
+        rng = ' and '.join(s for s in [f"{'>' if lo_open else '>='} {lo}" if lo is not None else '', f"<= {hi}" if hi is not None else ''] if s)
+        raise ValueError(f"{_opt(name)} must be {kind}{' ' + rng if rng else ''}, got {v!r}")
+
+def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10,
+                           lr_max=1e-3, valid_pct=0.25, n_permutations=1000, seed=42, classif_class_weight=0.001,
+                           arch='resnet18', pretrained=False, weights=None, planted=None, planted_strength=2.0,
+                           images=None, out='tmw_output', label=None, on_bad_image='skip', **_):
+    "Raise a clear error, naming the command-line option, for any setting `explain_image_folder` cannot run with."
+    _number('size', size, 32, whole=True)
+    if bs is not None: _number('bs', bs, 2, whole=True)
+    if grad_accum is not None: _number('grad_accum', grad_accum, 1, whole=True)
+    _number('encoding_dims', encoding_dims, 2, whole=True)
+    for n, e in (('epochs_adv', epochs_adv), ('epochs_ae', epochs_ae), ('epochs_classif', epochs_classif)): _number(n, e, 0, whole=True)
+    _number('lr_max', lr_max, 0, 1, lo_open=True)
+    _number('valid_pct', valid_pct, 0, lo_open=True)
+    if valid_pct >= 1: raise ValueError(f"--valid-pct must lie strictly between 0 and 1, got {valid_pct!r}")
+    _number('n_permutations', n_permutations, 0, whole=True)
+    _number('seed', seed, 0, whole=True)
+    _number('classif_class_weight', classif_class_weight, 0)
+    if arch not in ARCHS: raise ValueError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if (pretrained or weights) and arch == 'small': raise ValueError("--arch small has no ImageNet weights: drop --pretrained/--weights or pick a resnet")
+    if pretrained and weights: raise ValueError("pass either --pretrained (download) or --weights FILE (local), not both")
+    if weights is not None and not Path(weights).is_file(): raise FileNotFoundError(f"--weights {str(weights)!r} is not a file")
+    if on_bad_image not in ('skip', 'raise'): raise ValueError(f"`on_bad_image` must be 'skip' or 'raise', got {on_bad_image!r}")
+    if planted is not None:
+        if planted not in PLANTED_CUES: raise ValueError(f"--planted must be one of {', '.join(PLANTED_CUES)}, got {planted!r}")
+        if images is not None: raise ValueError("--planted makes its own images: drop --images (or drop --planted)")
+        if label is not None: raise ValueError("--planted labels its images itself: drop --label")
+        _number('planted_strength', planted_strength, 0, lo_open=True)
+        return
+    if images is not None:
+        folder, o = Path(images).resolve(), Path(out).resolve()
+        if not folder.exists(): raise FileNotFoundError(f"--images {str(images)!r} does not exist")
+        if not folder.is_dir(): raise NotADirectoryError(f"--images {str(images)!r} is a file; give the folder that holds the images")
+        if o == folder or folder in o.parents or o in folder.parents:
+            raise ValueError(f"--out {str(out)!r} and --images {str(images)!r} overlap: a run's outputs must not become its inputs; "
+                             "choose an output folder outside the images")
+
+# %% ../nbs/09_cli.ipynb #b5ab0549
+class _CountSteps(Callback):
+    "Count the optimiser steps of every fit (a step cancelled by gradient accumulation never reaches `after_step`)."
+    def __init__(self): self.per_fit = []
+    def before_fit(self): self.per_fit.append(0)
+    def after_step(self): self.per_fit[-1] += 1
+
+@contextlib.contextmanager
+def _progress_bars(on:bool):
+    "fastai's progress bars on or off for the duration (they are a default callback of every `Learner`)."
+    from fastai.learner import defaults
+    from fastai.callback.progress import ProgressCallback
+    saved = defaults.callbacks
+    if not on: defaults.callbacks = [c for c in saved if c is not ProgressCallback]
+    try: yield
+    finally: defaults.callbacks = saved
 
 @torch.no_grad()
 def _predict_from_z(model, z:torch.Tensor) -> np.ndarray:
@@ -95,102 +262,231 @@ def _predict_from_z(model, z:torch.Tensor) -> np.ndarray:
     model.eval()
     return model.classifier(z.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
 
+# %% ../nbs/09_cli.ipynb #92d6ef9b
+FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
+                       valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001) # the main job's settings for a folder of images
+PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=1, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
+                        valid_pct=0.4, n_permutations=999, classif_class_weight=0.1) # ... for `planted=CUE` (the fidelity page's set-up)
+
+def _rel(p, root:Path, shown:Path) -> str:
+    "`p` as a path under `shown` when it lies under `root` (the folder the run wrote to), else unchanged."
+    try: return (shown/Path(p).relative_to(root)).as_posix()
+    except ValueError: return str(p)
+
 def explain_image_folder(
-    images:str|Path|None=None, # Folder of images (searched recursively); None = the bundled pets sample
+    images:str|Path|None=None, # Folder of images (searched recursively); None = the bundled pets sample (or the planted set)
     out:str|Path='tmw_output', # Output folder
-    label:str|None=None, # 'folder' (sub-folder names), 'pets' (uppercase = cat) or 're:<pattern>'; default 'folder' ('pets' for the sample)
-    class_a:str|None=None, # Class PLS1 points to (default: the second class in alphabetical order)
-    size:int=128, # Image side in pixels (images are resized to size × size)
-    bs:int=16, # Batch size
-    arch:str='resnet18', # Encoder: resnet18, resnet34 or resnet50
+    label:str|None=None, # 'folder' (sub-folder names), 'pets' (uppercase = cat), 're:<pattern>' or 'csv:<file>'; default 'folder' ('pets' for the sample)
+    class_a:str|None=None, # Class PLS1 points to (default: the second class in alphabetical order; 'planted' for the showcase)
+    size:int|None=None, # Image side in pixels, >= 32; None = 128 (48 with `planted`)
+    bs:int|None=None, # Batch size >= 2; None = 16, or smaller so that an epoch makes 8 batches
+    grad_accum:int|None=None, # Batches per optimiser step; None = the largest k <= 4 that leaves 8 steps an epoch
+    arch:str|None=None, # Encoder: resnet18, resnet34, resnet50 or small; None = resnet18 (small with `planted`)
     pretrained:bool=False, # Use ImageNet weights (downloads them: needs a network)
     weights:str|None=None, # Local ImageNet state-dict file for `arch` (offline alternative to `pretrained`)
-    encoding_dims:int=128, # Size of the latent code z
-    epochs_adv:int=3, epochs_ae:int=5, epochs_classif:int=10, # Epochs per phase
-    lr_max:float=1e-3, # Peak learning rate (the classifier phase uses 3 × this)
-    valid_pct:float=0.25, # Share of images held out for validation (the explanation is computed on them)
-    n_permutations:int=1000, # shuffles for the permutation p-values of the axis and the cues
+    encoding_dims:int|None=None, # Size of the latent code z, >= 2; None = 128 (32 with `planted`)
+    epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 5, 10 (1, 5, 15 with `planted`)
+    lr_max:float|None=None, # Peak learning rate in (0, 1] (the classifier phase uses 3 × this); None = 1e-3
+    valid_pct:float|None=None, # Share of images held out for validation, in (0, 1); None = 0.25 (0.4 with `planted`)
+    n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000 (999 with `planted`)
+    classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (0.1 with `planted`)
     seed:int=42, # Seed of the split and of training
-    resume:bool=False, # Reuse finished phases' checkpoints in `out/models`
+    resume:bool=False, # Continue the run in `out` (finished phases' checkpoints are reused)
+    overwrite:bool=False, # Replace the run in `out` (only once the new run has finished)
+    planted:str|None=None, # Known-answer showcase: a planted-cue image set instead of `images` (brightness, redness, ...)
+    planted_strength:float=2.0, # Cohen's d of the planted cue between the classes
+    on_bad_image:str='skip', # Unreadable images: 'skip' (listed in the report) or 'raise'
+    progress:bool=True, # Progress bars (off for saved notebook outputs and logs)
     show:bool=False, # Also show figures inline (notebooks)
 ) -> dict:
     "Train, score, explain and report on a two-class image folder; returns the paths and tables it wrote."
     t0 = time.perf_counter()
+    given = dict(size=size, arch=arch, encoding_dims=encoding_dims, epochs_adv=epochs_adv, epochs_ae=epochs_ae,
+                 epochs_classif=epochs_classif, lr_max=lr_max, valid_pct=valid_pct, n_permutations=n_permutations,
+                 classif_class_weight=classif_class_weight)
+    s = {**(PLANTED_DEFAULTS if planted else FOLDER_DEFAULTS), **{k: v for k, v in given.items() if v is not None}}
+    check_explain_settings(**s, bs=bs, grad_accum=grad_accum, seed=seed, pretrained=pretrained, weights=weights, planted=planted,
+                           planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image)
     out = Path(out)
-    if arch not in _ARCHS: raise ValueError(f"`arch` must be one of {list(_ARCHS)}, got {arch!r}")
-    if pretrained and weights: raise ValueError("pass either `pretrained` (download) or `weights` (local file), not both")
-    folder = Path(images) if images is not None else sample_data_path()/'images'
-    label = label or ('pets' if images is None else 'folder')
-    print(f"tell_me_why: {folder} ({label} labels), {size} px, {arch}, pretrained={'file ' + str(weights) if weights else pretrained}")
-    dls = two_class_dataloaders(folder, label=label, size=size, valid_pct=valid_pct, seed=seed, bs=bs, device=default_device())
-    vocab = list(dls.vocab)
-    class_a = class_a if class_a is not None else vocab[1]
-    if class_a not in vocab: raise ValueError(f"`class_a` {class_a!r} is not one of the classes {vocab}")
-    class_b = [v for v in vocab if v != class_a][0]
-    torch.manual_seed(seed)
-    model = AAE(input_size=size, encoding_dims=encoding_dims, arch=_ARCHS[arch], pretrained=weights or pretrained)
-    learn = train_xaaenet(model, dls, epochs_adv=epochs_adv, epochs_ae=epochs_ae, epochs_classif=epochs_classif,
-                          lr_max=lr_max, models_dir=out/'models', pls_target_class=class_a, show_latent_figures=show,
-                          seed=seed, resume=resume, patience=max(3, epochs_classif), extract_latent=True)
-    # the codes of both splits were saved by train_xaaenet, in split_items order: no second encoding pass
-    lat = load_latent(learn.latent_path)
-    is_tr = np.array([s == 'train' for s in lat['split']])
-    z_tr, y_tr, z_va, y_va = lat['z'][is_tr], lat['targets'][is_tr], lat['z'][~is_tr], lat['targets'][~is_tr].numpy()
-    paths_tr, paths_va = [p for p, t in zip(lat['paths'], is_tr) if t], [p for p, t in zip(lat['paths'], is_tr) if not t]
-    print("Scoring image cues")
-    table = compute_feature_score_table(paths_tr + paths_va)
-    table.insert(1, 'split', ['train']*len(paths_tr) + ['valid']*len(paths_va))
-    table.to_csv(out/'feature_scores.csv', index=False)
-    print("Explaining the decision axis")
-    preds = _predict_from_z(learn.model, z_va)
-    a = vocab.index(class_a)
-    res = run_pls_feature_figures(z_va, (y_va == a).astype(float), table[table.split == 'valid'].drop(columns='split').reset_index(drop=True),
-                                  target_label=class_a, positive_label=class_a, negative_label=class_b,
-                                  save_dir=out/'interpretation', show=show, fit_z=z_tr, fit_target=(y_tr.numpy() == a).astype(float),
-                                  n_permutations=n_permutations, random_state=seed)
-    ranking = res['importance_rank']
-    ranking.to_csv(out/'cue_ranking.csv', index=False)
-    trav = latent_traversal_figure(learn.model.decode, z_va, (y_va == a).astype(float), target_label=class_a,
-                                   positive_label=class_a, negative_label=class_b, fit_z=z_tr,
-                                   fit_target=(y_tr.numpy() == a).astype(float), save_path=out/'interpretation'/'latent_traversal.png', show=show)
-    summary = separation_summary(preds, y_va, res.get('target_perm_p_value'))
-    figures = {'cue ranking': 'interpretation/feature_importance_ranking.png', 'alignment panels': 'interpretation/feature_alignment_panels.png',
-               'walk along the decision axis': 'interpretation/latent_traversal.png', 'PLS biplot of validation codes': 'models/pls_xaaenet_classif.png',
-               't-SNE after the adversarial phase': 'models/tsne_xaaenet_adv.png', 't-SNE after the autoencoder phase': 'models/tsne_xaaenet_ae.png'}
-    figures = {k: v for k, v in figures.items() if (out/v).exists()}
-    settings = dict(images=str(folder), label=label, classes=vocab, class_a=class_a, n_train=len(paths_tr), n_valid=len(paths_va),
-                    size=size, arch=arch, pretrained=bool(pretrained), weights=weights, encoding_dims=encoding_dims,
-                    epochs=[epochs_adv, epochs_ae, epochs_classif], lr_max=lr_max, n_permutations=n_permutations, seed=seed,
-                    pls_fit='train split (held out from the report set)', report_set='validation split')
-    report = write_report(out/'report.md', summary, ranking, class_a, class_b, settings, figures)
-    print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {report}")
-    return dict(learn=learn, summary=summary, ranking=ranking, feature_table=table, report=report, out=out,
-                traversal=trav['save_path'])
+    _check_out(out, resume, overwrite)  # refuse before anything is read or written
+    epochs = (s['epochs_adv'], s['epochs_ae'], s['epochs_classif'])
+    with _output_folder(out, resume, overwrite) as work, _progress_bars(progress):
+        if planted:
+            print(f"tell_me_why showcase: a '{planted}' cue planted at d = {planted_strength} in 2 × 150 images ({out.as_posix()}/planted_images)")
+            make_planted_cue_dataset(work/'planted_images', planted, planted_strength, n_per_class=150, size=s['size'], seed=seed, overwrite=True)
+            folder, label, shown_folder = work/'planted_images', 'folder', f"{out.as_posix()}/planted_images"
+            class_a = class_a or 'planted'
+        else:
+            folder = Path(images) if images is not None else sample_data_path()/'images'
+            label = label or ('pets' if images is None else 'folder')
+            shown_folder = str(images) if images is not None else 'the bundled pets sample'
+            print(f"tell_me_why: {shown_folder} ({label} labels)")
+        dls = two_class_dataloaders(folder, label=label, size=s['size'], valid_pct=s['valid_pct'], seed=seed, bs=2,
+                                    on_bad_image=on_bad_image, progress=progress, device=default_device())
+        n_train, n_valid = len(dls.train.items), len(dls.valid.items)
+        if n_valid < MIN_POINTS:
+            raise ValueError(f"the validation split has {n_valid} images; the explanation (PLS) needs at least {MIN_POINTS}: "
+                             "raise --valid-pct or add images")
+        plan = plan_optimiser_steps(n_train, bs, grad_accum, epochs)
+        dls.train.bs = dls.valid.bs = plan['bs']
+        plan_line = (f"{n_train} training images: batches of {plan['bs']}{' (chosen)' if plan['auto_bs'] else ''}, {plan['batches_per_epoch']} "
+                     f"an epoch; gradient accumulation {plan['grad_accum']}{' (chosen)' if plan['auto_grad_accum'] else ''} → "
+                     f"{plan['steps_per_epoch']} optimiser steps an epoch; planned per phase: "
+                     + ', '.join(f"{p} {n}" for p, n in plan['steps_per_phase'].items()) + '.')
+        print(plan_line)
+        if plan['note']: print(f"Warning: {plan['note']}.")
+        vocab = list(dls.vocab)
+        class_a = class_a if class_a is not None else vocab[1]
+        if class_a not in vocab: raise ValueError(f"--class-a {class_a!r} is not one of the classes {vocab}")
+        class_b = [v for v in vocab if v != class_a][0]
+        torch.manual_seed(seed)
+        if s['arch'] == 'small': model = XAAEBase(small_encoder(), input_size=s['size'], encoding_dims=s['encoding_dims'])
+        else: model = AAE(input_size=s['size'], encoding_dims=s['encoding_dims'], arch=ARCHS[s['arch']], pretrained=weights or pretrained)
+        counter = _CountSteps()
+        learn = train_xaaenet(model, dls, *epochs, lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'],
+                              grad_accum=plan['grad_accum'], models_dir=work/'models', pls_target_class=class_a,
+                              show_latent_figures=show, seed=seed, resume=resume, patience=max(3, s['epochs_classif']),
+                              extract_latent=True, cbs=[counter])
+        status = dict(getattr(learn, 'phase_status', {}))
+        steps = dict(getattr(learn, 'optimizer_steps', {}) or {})
+        if not steps:  # fits happen in phase order, one per trained phase
+            trained = [p for p in _PHASES if status.get(p) == 'trained']
+            steps = {p: n for p, n in zip(trained, counter.per_fit)}
+        training = dict(plan_line=plan_line, grad_accum=plan['grad_accum'], bs=plan['bs'], batches_per_epoch=plan['batches_per_epoch'],
+                        phases={p: dict(status=status.get(p, 'n/a'), epochs=e, optimizer_steps=steps.get(p, 0))
+                                for p, e in zip(_PHASES, epochs)})
+        print("Optimiser steps: " + ', '.join(f"{p} {r['optimizer_steps']} ({r['status']})" for p, r in training['phases'].items()))
+        prior = {p: {k: float(v) for k, v in r.items()} for p, r in (getattr(learn, 'prior_reports', None) or {}).items()}
+        # the codes of both splits were saved by train_xaaenet, in split_items order: no second encoding pass
+        lat = load_latent(learn.latent_path)
+        is_tr = np.array([x == 'train' for x in lat['split']])
+        z_tr, y_tr, z_va, y_va = lat['z'][is_tr], lat['targets'][is_tr], lat['z'][~is_tr], lat['targets'][~is_tr].numpy()
+        paths_tr, paths_va = [p for p, t in zip(lat['paths'], is_tr) if t], [p for p, t in zip(lat['paths'], is_tr) if not t]
+        print("Scoring image cues")
+        table = compute_feature_score_table(paths_tr + paths_va, progress=progress)
+        table.insert(1, 'split', ['train']*len(paths_tr) + ['valid']*len(paths_va))
+        table.assign(Source_File_Path=[_rel(p, work, out) for p in table.Source_File_Path]).to_csv(work/'feature_scores.csv', index=False)
+        print("Explaining the decision axis")
+        preds = _predict_from_z(learn.model, z_va)
+        a = vocab.index(class_a)
+        res = run_pls_feature_figures(z_va, (y_va == a).astype(float), table[table.split == 'valid'].drop(columns='split').reset_index(drop=True),
+                                      target_label=class_a, positive_label=class_a, negative_label=class_b,
+                                      save_dir=work/'interpretation', show=show, fit_z=z_tr, fit_target=(y_tr.numpy() == a).astype(float),
+                                      n_permutations=s['n_permutations'], random_state=seed)
+        ranking = res['importance_rank']
+        ranking.to_csv(work/'cue_ranking.csv', index=False)
+        latent_traversal_figure(learn.model.decode, z_va, (y_va == a).astype(float), target_label=class_a,
+                                positive_label=class_a, negative_label=class_b, fit_z=z_tr,
+                                fit_target=(y_tr.numpy() == a).astype(float), save_path=work/'interpretation'/'latent_traversal.png', show=show)
+        summary = separation_summary(preds, y_va, res.get('target_perm_p_value'))
+        figures = {'cue ranking': 'interpretation/feature_importance_ranking.png', 'alignment panels': 'interpretation/feature_alignment_panels.png',
+                   'walk along the decision axis': 'interpretation/latent_traversal.png', 'PLS biplot of validation codes': 'models/pls_xaaenet_classif.png',
+                   't-SNE after the adversarial phase': 'models/tsne_xaaenet_adv.png', 't-SNE after the autoencoder phase': 'models/tsne_xaaenet_ae.png'}
+        figures = {k: v for k, v in figures.items() if (work/v).exists()}
+        skipped = [(_rel(p, work, out), why) for p, why in dls.skipped_images]
+        settings = dict(images=shown_folder, label=label, classes=vocab, class_a=class_a, n_train=n_train, n_valid=n_valid,
+                        size=s['size'], arch=s['arch'], pretrained=bool(pretrained), weights=weights, encoding_dims=s['encoding_dims'],
+                        epochs=list(epochs), lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'], bs=plan['bs'],
+                        grad_accum=plan['grad_accum'], valid_pct=s['valid_pct'], n_permutations=s['n_permutations'], seed=seed,
+                        resume=resume, planted=planted, planted_strength=planted_strength if planted else None,
+                        pls_fit='train split (held out from the report set)', report_set='validation split')
+        report = write_report(work/'report.md', summary, ranking, class_a, class_b, settings, figures,
+                              training=training, prior=prior, skipped=skipped)
+        record = dict(tmw_xai=tell_me_why.__version__, torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(),
+                      finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                      seconds=round(time.perf_counter() - t0, 1), data=dict(fingerprint=data_fingerprint(dls), images=shown_folder,
+                      label=label, classes=vocab, n_train=n_train, n_valid=n_valid, skipped_images=skipped),
+                      settings=settings, training=training, prior=prior,
+                      result=dict(**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()},
+                                  top_cues=ranking.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in ranking else [])].to_dict('records')))
+        tmp = work/'.run.json.tmp'
+        tmp.write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o)))
+        os.replace(tmp, work/'run.json')
+    print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {(out/'report.md').as_posix()}")
+    return dict(learn=learn, summary=summary, ranking=ranking, feature_table=table, report=out/'report.md', record=out/'run.json',
+                out=out, traversal=out/'interpretation'/'latent_traversal.png', training=training, prior=prior)
 
 # %% ../nbs/09_cli.ipynb #0486cbfa
-@call_parse
-def tmw_explain(
-    images:str=None, # Folder of images (searched recursively); default: the bundled pets sample
-    out:str='tmw_output', # Output folder
-    label:str=None, # 'folder' (sub-folder names), 'pets' (uppercase first letter = cat) or 're:<pattern>' (first group of a regex on the file name)
-    class_a:str=None, # Class the decision axis points to (default: second class alphabetically)
-    size:int=128, # Image side in pixels
-    bs:int=16, # Batch size
-    arch:str='resnet18', # Encoder: resnet18, resnet34 or resnet50
-    pretrained:store_true=False, # Use ImageNet weights (downloads them: needs a network)
-    weights:str=None, # Local ImageNet state-dict file for ARCH (offline alternative to --pretrained)
-    encoding_dims:int=128, # Size of the latent code z
-    epochs_adv:int=3, # Epochs of the adversarial phase
-    epochs_ae:int=5, # Epochs of the denoising-autoencoder phase
-    epochs_classif:int=10, # Epochs of the classifier phase
-    lr_max:float=1e-3, # Peak learning rate
-    valid_pct:float=0.25, # Share of images held out for validation and explanation
-    n_permutations:int=1000, # shuffles for the permutation p-values of the axis and the cues
-    seed:int=42, # Seed of the split and of training
-    resume:store_true=False, # Reuse finished phases' checkpoints in OUT/models
-):
-    "Train an xAAEnet on a two-class image folder, rank the image cues behind its decision, and write figures and a report."
-    explain_image_folder(images=images, out=out, label=label, class_a=class_a, size=size, bs=bs, arch=arch, pretrained=pretrained,
-                         weights=weights, encoding_dims=encoding_dims, epochs_adv=epochs_adv, epochs_ae=epochs_ae,
-                         epochs_classif=epochs_classif, lr_max=lr_max, valid_pct=valid_pct, n_permutations=n_permutations,
-                         seed=seed, resume=resume)
+_EXAMPLES = """examples:
+  tmw-explain --planted brightness --out showcase
+      known answer (about two minutes on two CPU cores): the report should say the classes are
+      separated and rank brightness first
+  tmw-explain --out pets_run
+      the bundled pets sample, offline: trained from scratch on 120 photos it learns little, and
+      the report says so
+  tmw-explain --images scans --label 're:^([a-z]+)_' --out scans_run
+  tmw-explain --images photos --label csv:photos/labels.csv --pretrained --out photos_run
+
+exit status: 0 done, 2 a user error (one line on stderr naming the option or file), 130 interrupted,
+1 a bug (rerun with --debug or TMW_DEBUG=1 for the traceback)."""
+
+class _Parser(argparse.ArgumentParser):
+    "argparse, but a usage error is one line naming the option instead of the whole usage block."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option, its default and limits)\n")
+
+def tmw_explain_parser() -> argparse.ArgumentParser:
+    "The argument parser of `tmw-explain`: every option with its default and limits."
+    F, P = FOLDER_DEFAULTS, PLANTED_DEFAULTS
+    p = _Parser(prog='tmw-explain', formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EXAMPLES,
+                description="Train an xAAEnet on a two-class image folder, rank the image cues behind its decision, and write "
+                            "figures, report.md and run.json to OUT.")
+    d = p.add_argument_group('data')
+    d.add_argument('--images', metavar='FOLDER', help="folder of images, searched recursively (default: the bundled pets sample, 120 photos)")
+    d.add_argument('--label', metavar='RULE', help="'folder' (one sub-folder per class), 'pets' (uppercase first letter = cat), "
+                   "'re:PATTERN' (first group of a regex on the file name) or 'csv:FILE' (columns file,label); "
+                   "default: folder, or pets for the bundled sample")
+    d.add_argument('--class-a', metavar='CLASS', help="class the decision axis points to (default: the second class alphabetically; planted with --planted)")
+    d.add_argument('--valid-pct', type=float, metavar='X', help=f"share of images held out for validation and the explanation, in (0, 1) (default: {F['valid_pct']}; {P['valid_pct']} with --planted); the validation split needs >= {MIN_POINTS} images")
+    d.add_argument('--planted', metavar='CUE', help=f"known-answer showcase: instead of --images, make 2 x 150 images that differ only in CUE "
+                   f"({', '.join(PLANTED_CUES)}) and explain them")
+    d.add_argument('--planted-strength', type=float, default=2.0, metavar='D', help="Cohen's d of the planted cue, > 0 (default: 2.0)")
+    m = p.add_argument_group('model and training')
+    m.add_argument('--arch', choices=list(ARCHS), help=f"encoder (default: {F['arch']}; {P['arch']} with --planted: a 4-layer CNN)")
+    m.add_argument('--pretrained', action='store_true', help="start from ImageNet weights (downloads them: needs a network; default: off)")
+    m.add_argument('--weights', metavar='FILE', help="local ImageNet state-dict file for --arch (offline alternative to --pretrained)")
+    m.add_argument('--size', type=int, metavar='PX', help=f"image side in pixels, >= 32 (default: {F['size']}; {P['size']} with --planted)")
+    m.add_argument('--encoding-dims', type=int, metavar='N', help=f"size of the latent code z, >= 2 (default: {F['encoding_dims']}; {P['encoding_dims']} with --planted)")
+    for ph, name in (('adv', 'adversarial'), ('ae', 'denoising-autoencoder'), ('classif', 'classifier')):
+        m.add_argument(f'--epochs-{ph}', type=int, metavar='N', help=f"epochs of the {name} phase, >= 0 (default: {F['epochs_' + ph]}; {P['epochs_' + ph]} with --planted); all 0 = an untrained model, and the report says so")
+    m.add_argument('--bs', type=int, metavar='N', help=f"batch size, >= 2 and <= the training images (default: 16, or smaller so that an epoch makes {MIN_STEPS_PER_EPOCH} batches)")
+    m.add_argument('--grad-accum', type=int, metavar='K', help=f"batches per optimiser step, >= 1 (default: the largest K <= 4 that leaves {MIN_STEPS_PER_EPOCH} steps an epoch)")
+    m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; the classifier phase uses 3 x this)")
+    m.add_argument('--classif-class-weight', type=float, metavar='W', help=f"weight of the cross-entropy term in the classifier phase, >= 0 (default: {F['classif_class_weight']}; {P['classif_class_weight']} with --planted)")
+    m.add_argument('--seed', type=int, default=42, metavar='N', help="seed of the split, the weights and the permutations, >= 0 (default: 42)")
+    e = p.add_argument_group('explanation and output')
+    e.add_argument('--n-permutations', type=int, metavar='N', help=f"shuffles for the permutation p-values, >= 0; 0 = no permutation test (default: {F['n_permutations']}; {P['n_permutations']} with --planted)")
+    e.add_argument('--out', default='tmw_output', metavar='FOLDER', help="output folder (default: tmw_output); a folder holding a previous run is refused unless --resume or --overwrite")
+    e.add_argument('--resume', action='store_true', help="continue the run in OUT, reusing its finished phases")
+    e.add_argument('--overwrite', action='store_true', help="replace the run in OUT (the old one stays until the new one has finished)")
+    e.add_argument('--no-progress', action='store_true', help="no progress bars (for logs)")
+    e.add_argument('--debug', action='store_true', help="show the Python traceback of an error (or set TMW_DEBUG=1)")
+    return p
+
+_USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+def tmw_explain(argv:list|None=None) -> int: # exit status: 0 done, 2 user error, 130 interrupted, 1 bug
+    "Entry point of `tmw-explain`: parse `argv` (default `sys.argv[1:]`), run `explain_image_folder`, report errors in one line."
+    parser = tmw_explain_parser()
+    args = vars(parser.parse_args(argv))
+    debug = args.pop('debug') or os.environ.get('TMW_DEBUG', '') not in ('', '0')
+    progress = not args.pop('no_progress')
+    try: explain_image_folder(**args, progress=progress)
+    except KeyboardInterrupt:
+        if debug: raise
+        print("\ntmw-explain: interrupted; a previous run in --out is unchanged, and phases this run finished are kept: "
+              "run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug: raise
+        msg = ' '.join(str(e).split()) or type(e).__name__
+        if isinstance(e, _USER_ERRORS):
+            print(f"tmw-explain: error: {msg}\n(add --debug or set TMW_DEBUG=1 to see the traceback)", file=sys.stderr)
+            return 2
+        print(f"tmw-explain: unexpected {type(e).__name__}: {msg}\nThis is a bug: rerun with --debug (or TMW_DEBUG=1) and report the traceback.",
+              file=sys.stderr)
+        return 1
+    return 0
+
+# %% ../nbs/09_cli.ipynb #b2d70b86
+if __name__ == '__main__': sys.exit(tmw_explain())
