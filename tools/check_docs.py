@@ -13,6 +13,7 @@ Problems are reported per notebook, one line each, with the cell they come from 
   (fastprogress or tqdm, console or HTML), download notices, warnings, tracebacks, absolute paths of the machine
   that ran the notebook, and `show_doc` signatures that list fastai's callback event arguments.
   `python tools/clean_outputs.py NB` fixes the first five kinds; the others need a change in the notebook.
+  Visible cells made only of assertions are listed as notes (hide them unless they are meant as examples).
 - *site*: every notebook in `nbs/` is in `nbs/sidebar.yml` (and nothing else is), the home page links every page,
   symbol names cross-link to their API entries, and README.md is up to date with `nbs/index.ipynb`.
 """
@@ -86,7 +87,17 @@ def check_outputs(proc_nb:dict) -> list:
                 found.append("signature lists fastai's 25 callback event arguments (give the class an `__init__`)")
         if found:
             probs.append(f'output of `{first_line(c)}`: ' + '; '.join(dict.fromkeys(found)))
+        if is_test_only(c):
+            probs.append(f'note: test-only cell on the page (`{first_line(c)}`): if it is not meant as an example, '
+                         'add `#| hide` so the page reads as documentation')
     return probs
+
+_RE_TEST_LINE = re.compile(r'^(?:assert\b|test_\w*\(|with ExceptionExpected|fail\(|\s|\)|\]|#)')
+
+def is_test_only(cell) -> bool:
+    "A visible code cell made only of assertions (`assert`, fastcore's `test_*`), continuation lines and comments"
+    lines = [l for l in ''.join(cell['source']).splitlines() if l.strip() and not l.startswith('#|')]
+    return bool(lines) and not lines[0][:1].isspace() and all(_RE_TEST_LINE.match(l) for l in lines)
 
 def check_proc_page(proc_nb:dict, src_nb:dict) -> list:
     "The page keeps its subtitle whole and the introduction that follows the title"
@@ -193,11 +204,13 @@ def main(argv=None):
             probs += [p for p in check_proc_page(proc, src) if not any(q.startswith('dropped intro') for q in probs)]
             probs += check_outputs(proc)
         rel = nb_path.relative_to(ROOT)
+        notes = [p for p in probs if p.startswith('note: ')]  # reported, but not a failure
+        probs = [p for p in probs if not p.startswith('note: ')]
         if probs:
             n_bad += 1
             print(f'FAIL {rel}: {len(probs)} problem(s)')
-            for p in probs: print(f'     - {p}')
         else: print(f'ok   {rel}')
+        for p in probs + notes: print(f'     - {p}')
     site, n_links = check_site(notebooks)
     print(f'site: {n_links} symbol cross-links to API entries')
     for p in site: print(f'FAIL site: {p}')
