@@ -104,11 +104,36 @@ def clean_notebook(path, dry_run=False) -> list:
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
     return changes
 
+def self_test():
+    "What the tidying does, on made-up outputs"
+    stream = lambda name, t: {'output_type': 'stream', 'name': name, 'text': t}
+    assert clean_output(stream('stderr', 'Feature scores: 100%|##########| 8/8\n')) is None
+    bars = ('█\repoch     train_loss  time    \n█\r\rEpoch 1/1 : |████----| 50.00% [1/2 00:00<00:00]\r'
+            'Epoch 1/1 :      \r0         0.6978    00:01     \n')
+    assert clean_output(stream('stdout', bars))['text'] == ['epoch     train_loss  time\n', '0         0.6978    00:01\n']
+    tmp = f"{tempfile.gettempdir()}/tmpab12cd"
+    dl = f'Downloading: "https://download.pytorch.org/models/resnet18.pth" to {tmp}/hub/resnet18.pth\nsaved {tmp}/models/z.pt\n'
+    assert clean_output(stream('stdout', dl))['text'] == ['saved <tmp>/models/z.pt\n']
+    res = {'output_type': 'execute_result', 'metadata': {}, 'execution_count': 3,
+           'data': {'text/plain': [repr(str(ROOT/'tell_me_why'/'sample_data'/'x.jpg'))]}}
+    assert clean_output(res)['data']['text/plain'] == ["'tell_me_why/sample_data/x.jpg'"]
+    html = ("<style>\n    /* Turns off some styling */\n    progress { border: none; }\n</style>\n"
+            "<div>\n  <progress value='1' max='1'></progress>\n  100.00% [1/1 00:03&lt;00:00]\n</div>\n<table><tr><td>0.69</td></tr></table>")
+    out = clean_output({'output_type': 'display_data', 'metadata': {}, 'data': {'text/html': html}})
+    assert ''.join(out['data']['text/html']).strip() == '<table><tr><td>0.69</td></tr></table>'
+    only_bar = {'output_type': 'display_data', 'metadata': {}, 'data': {'text/html': "<div><progress max='3'></progress> 0% [0/3]</div>",
+                                                                      'text/plain': '<IPython.core.display.HTML object>'}}
+    assert clean_output(only_bar) is None
+    print('clean_outputs self-test passed')
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('notebooks', nargs='+')
+    ap.add_argument('notebooks', nargs='*')
+    ap.add_argument('--self-test', action='store_true', help='check the tidying on made-up outputs, then stop')
     ap.add_argument('--dry-run', action='store_true', help='report what would change without writing')
     args = ap.parse_args(argv)
+    if args.self_test: return self_test()
+    if not args.notebooks: ap.error('name at least one notebook')
     for p in args.notebooks:
         ch = clean_notebook(p, args.dry_run)
         print(f"{p}: {'nothing to tidy' if not ch else ('would tidy' if args.dry_run else 'tidied')}")
