@@ -1,6 +1,4 @@
-"""Checks that tell whether a cue ranking can be trusted: image sets with one planted cue (does the pipeline find
-it?), sanity checks against a randomly initialised model and a model trained on shuffled labels (does the
-ranking depend on what the model learned?), and a bootstrap of the ranking (would it survive other images?).
+"""Checks that tell whether a cue ranking can be trusted: planted cues, sanity checks against models that learned nothing, and a bootstrap.
 
 Docs: https://tell-me-why.github.io/tell_me_why/fidelity.html.md"""
 

@@ -1,5 +1,4 @@
-"""Pictures of the latent code `z` drawn while training: an unsupervised t-SNE map after the adversarial
-and autoencoder phases, and a supervised PLS biplot after the classifier phase.
+"""Pictures of the latent code `z` drawn while training: a t-SNE map after the first two phases and a PLS biplot after the classifier phase.
 
 Docs: https://tell-me-why.github.io/tell_me_why/latent_figures.html.md"""
 

@@ -1,6 +1,4 @@
-"""Which image cues line up with the model's decision axis? A supervised PLS finds the direction of the latent
-code `z` that separates the two classes (PLS1); each hand-crafted cue (brightness, colour, symmetry, texture,
-frequency) is then correlated with that axis, ranked, tested against chance, and drawn.
+"""Which image cues line up with the model's decision axis, how strongly, in which direction, and whether that beats chance.
 
 Docs: https://tell-me-why.github.io/tell_me_why/visualization.html.md"""
 
