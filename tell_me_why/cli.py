@@ -6,27 +6,18 @@ Docs: https://tell-me-why.github.io/tell_me_why/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #70cde257
 from __future__ import annotations
-import argparse, contextlib, datetime, json, math, os, platform, shutil, sys, tempfile, time, traceback
-from pathlib import Path
+import argparse, contextlib, datetime, functools, json, math, os, platform, shutil, sys, time
 import warnings
-# fastai's import triggers torch's notice that jit.script is deprecated: noise on a command line's stderr
-warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
-from scipy import stats
-import fastai
-from fastai.callback.core import Callback
-from fastai.vision.all import resnet18, resnet34, resnet50
-
 import tell_me_why
-from .data import sample_data_path, two_class_dataloaders, data_fingerprint
-from .model_aae import AAE, XAAEBase, default_device
-from .training import train_xaaenet, load_latent
-from .feature_scores import compute_feature_score_table
-from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
-from .fidelity import make_planted_cue_dataset, small_encoder, PLANTED_CUES
+
+def _job_modules():
+    "Import what a job needs (seconds of work that a bad argument should not wait for), without torch's jit notice."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+        import fastai.vision.all, tell_me_why.training, tell_me_why.fidelity, tell_me_why.visualization  # noqa: F401
 
 # %% auto #0
 __all__ = ['MIN_STEPS_PER_EPOCH', 'RUN_OUTPUTS', 'ARCHS', 'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'separation_summary',
@@ -39,6 +30,7 @@ def separation_summary(preds:np.ndarray, # predicted class per validation row
                        axis_perm_p:float|None=None, # permutation p of the PLS axis (None if not run)
                        alpha:float=0.05) -> dict:
     "Accuracy, majority baseline, binomial p-value and a verdict on whether the classes are told apart."
+    from scipy import stats
     preds, targets = np.asarray(preds).ravel(), np.asarray(targets).ravel()
     n = len(targets)
     acc = float((preds == targets).mean())
@@ -49,7 +41,7 @@ def separation_summary(preds:np.ndarray, # predicted class per validation row
     return dict(n_valid=n, accuracy=acc, baseline=baseline, accuracy_p_value=p_acc, axis_perm_p_value=axis_perm_p,
                 separated=separated)
 
-# %% ../nbs/09_cli.ipynb #9e665200
+# %% ../nbs/09_cli.ipynb #dbe07b24
 MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
 
 def plan_optimiser_steps(n_train:int, # images in the training split
@@ -158,7 +150,7 @@ def write_report(path, # Markdown file to write
     path.write_text('\n'.join(L))
     return path
 
-# %% ../nbs/09_cli.ipynb #3ce2ad5c
+# %% ../nbs/09_cli.ipynb #f181394e
 RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'models', 'interpretation', 'planted_images')
 
 def previous_run_outputs(out) -> list[str]: # names of `RUN_OUTPUTS` present in `out`
@@ -180,8 +172,13 @@ def _output_folder(out:Path, resume:bool, overwrite:bool):
     "Yield the folder to write into; a previous run in `out` is replaced only after the new one has finished."
     prev = _check_out(out, resume, overwrite)
     if not prev:
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        yield out; return
+        try: yield out
+        except BaseException:  # keep finished phases for --resume; remove a folder that holds nothing worth resuming
+            if created and not any(out.rglob('*.pth')): shutil.rmtree(out, ignore_errors=True)
+            raise
+        return
     stage, old = out.parent/f'.{out.name}.tmw-new', out.parent/f'.{out.name}.tmw-old'
     for d in (stage, old): shutil.rmtree(d, ignore_errors=True)  # leftovers of a run killed mid-swap: ours by name
     keep = () if resume else RUN_OUTPUTS
@@ -191,8 +188,8 @@ def _output_folder(out:Path, resume:bool, overwrite:bool):
         shutil.rmtree(stage, ignore_errors=True); raise
     out.rename(old); stage.rename(out); shutil.rmtree(old, ignore_errors=True)
 
-# %% ../nbs/09_cli.ipynb #28a46042
-ARCHS = {'resnet18': resnet18, 'resnet34': resnet34, 'resnet50': resnet50, 'small': None} # encoders; 'small' = `small_encoder()`
+# %% ../nbs/09_cli.ipynb #e0f7d210
+ARCHS = ('resnet18', 'resnet34', 'resnet50', 'small') # encoders: torchvision ResNets, or `small_encoder()` from the fidelity page
 
 def _opt(name): return '--' + name.replace('_', '-')
 
@@ -226,6 +223,8 @@ def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128
     if weights is not None and not Path(weights).is_file(): raise FileNotFoundError(f"--weights {str(weights)!r} is not a file")
     if on_bad_image not in ('skip', 'raise'): raise ValueError(f"`on_bad_image` must be 'skip' or 'raise', got {on_bad_image!r}")
     if planted is not None:
+        _job_modules()
+        from tell_me_why.fidelity import PLANTED_CUES
         if planted not in PLANTED_CUES: raise ValueError(f"--planted must be one of {', '.join(PLANTED_CUES)}, got {planted!r}")
         if images is not None: raise ValueError("--planted makes its own images: drop --images (or drop --planted)")
         if label is not None: raise ValueError("--planted labels its images itself: drop --label")
@@ -239,12 +238,25 @@ def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128
             raise ValueError(f"--out {str(out)!r} and --images {str(images)!r} overlap: a run's outputs must not become its inputs; "
                              "choose an output folder outside the images")
 
-# %% ../nbs/09_cli.ipynb #b5ab0549
-class _CountSteps(Callback):
-    "Count the optimiser steps of every fit (a step cancelled by gradient accumulation never reaches `after_step`)."
-    def __init__(self): self.per_fit = []
-    def before_fit(self): self.per_fit.append(0)
-    def after_step(self): self.per_fit[-1] += 1
+# %% ../nbs/09_cli.ipynb #152ed5a8
+@functools.cache
+def _job_callbacks():
+    "The job's two fastai callbacks, defined on first use (fastai is imported only when a job starts)."
+    from fastai.callback.core import Callback
+    class CountSteps(Callback):
+        "Count the optimiser steps of every fit (a step skipped by gradient accumulation cancels the batch before `after_step`)."
+        def __init__(self): self.per_fit = []
+        def before_fit(self): self.per_fit.append(0)
+        def after_step(self): self.per_fit[-1] += 1
+    class EpochLines(Callback):
+        "Without progress bars fastai's recorder prints raw lists: print one readable line an epoch instead."
+        def before_fit(self): self.learn.logger = self._write
+        def _write(self, row):
+            row, names = list(row), list(self.learn.recorder.metric_names)
+            if len(row) != len(names) or names[-1] != 'time': return print(row)
+            vals = ', '.join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names[1:-1], row[1:-1]))
+            print(f"  epoch {row[0]}: {vals} ({row[-1]})")
+    return CountSteps, EpochLines
 
 @contextlib.contextmanager
 def _progress_bars(on:bool):
@@ -256,11 +268,11 @@ def _progress_bars(on:bool):
     try: yield
     finally: defaults.callbacks = saved
 
-@torch.no_grad()
-def _predict_from_z(model, z:torch.Tensor) -> np.ndarray:
+def _predict_from_z(model, z) -> np.ndarray:
     "Predicted classes from latent codes: the classifier head alone, no need to re-encode the images."
+    import torch
     model.eval()
-    return model.classifier(z.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
+    with torch.no_grad(): return model.classifier(z.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
 
 # %% ../nbs/09_cli.ipynb #92d6ef9b
 FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
@@ -309,26 +321,44 @@ def explain_image_folder(
                            planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image)
     out = Path(out)
     _check_out(out, resume, overwrite)  # refuse before anything is read or written
+    _job_modules()
+    import torch, fastai, torchvision.models
+    from tell_me_why.data import sample_data_path, two_class_dataloaders, data_fingerprint
+    from tell_me_why.model_aae import AAE, XAAEBase, default_device
+    from tell_me_why.training import train_xaaenet, load_latent
+    from tell_me_why.feature_scores import compute_feature_score_table
+    from tell_me_why.visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
+    from tell_me_why.fidelity import make_planted_cue_dataset, small_encoder
     epochs = (s['epochs_adv'], s['epochs_ae'], s['epochs_classif'])
+
+    def loaders(folder, label):
+        "Check the images, split them and plan the optimiser steps: everything that can fail before training."
+        dls = two_class_dataloaders(folder, label=label, size=s['size'], valid_pct=s['valid_pct'], seed=seed, bs=2,
+                                    on_bad_image=on_bad_image, progress=progress, device=default_device())
+        n_valid = len(dls.valid.items)
+        if n_valid < MIN_POINTS:
+            raise ValueError(f"the validation split has {n_valid} images; the explanation (PLS) needs at least {MIN_POINTS}: "
+                             "raise --valid-pct or add images")
+        plan = plan_optimiser_steps(len(dls.train.items), bs, grad_accum, epochs)
+        dls.train.bs = dls.valid.bs = plan['bs']
+        if class_a is not None and class_a not in dls.vocab:
+            raise ValueError(f"--class-a {class_a!r} is not one of the classes {list(dls.vocab)}")
+        return dls, plan
+
+    if not planted:
+        folder = Path(images) if images is not None else sample_data_path()/'images'
+        label = label or ('pets' if images is None else 'folder')
+        shown_folder = str(images) if images is not None else 'the bundled pets sample'
+        print(f"tell_me_why: {shown_folder} ({label} labels)")
+        dls, plan = loaders(folder, label)
     with _output_folder(out, resume, overwrite) as work, _progress_bars(progress):
         if planted:
             print(f"tell_me_why showcase: a '{planted}' cue planted at d = {planted_strength} in 2 × 150 images ({out.as_posix()}/planted_images)")
             make_planted_cue_dataset(work/'planted_images', planted, planted_strength, n_per_class=150, size=s['size'], seed=seed, overwrite=True)
-            folder, label, shown_folder = work/'planted_images', 'folder', f"{out.as_posix()}/planted_images"
+            label, shown_folder = 'folder', f"{out.as_posix()}/planted_images"
             class_a = class_a or 'planted'
-        else:
-            folder = Path(images) if images is not None else sample_data_path()/'images'
-            label = label or ('pets' if images is None else 'folder')
-            shown_folder = str(images) if images is not None else 'the bundled pets sample'
-            print(f"tell_me_why: {shown_folder} ({label} labels)")
-        dls = two_class_dataloaders(folder, label=label, size=s['size'], valid_pct=s['valid_pct'], seed=seed, bs=2,
-                                    on_bad_image=on_bad_image, progress=progress, device=default_device())
+            dls, plan = loaders(work/'planted_images', label)
         n_train, n_valid = len(dls.train.items), len(dls.valid.items)
-        if n_valid < MIN_POINTS:
-            raise ValueError(f"the validation split has {n_valid} images; the explanation (PLS) needs at least {MIN_POINTS}: "
-                             "raise --valid-pct or add images")
-        plan = plan_optimiser_steps(n_train, bs, grad_accum, epochs)
-        dls.train.bs = dls.valid.bs = plan['bs']
         plan_line = (f"{n_train} training images: batches of {plan['bs']}{' (chosen)' if plan['auto_bs'] else ''}, {plan['batches_per_epoch']} "
                      f"an epoch; gradient accumulation {plan['grad_accum']}{' (chosen)' if plan['auto_grad_accum'] else ''} → "
                      f"{plan['steps_per_epoch']} optimiser steps an epoch; planned per phase: "
@@ -337,16 +367,17 @@ def explain_image_folder(
         if plan['note']: print(f"Warning: {plan['note']}.")
         vocab = list(dls.vocab)
         class_a = class_a if class_a is not None else vocab[1]
-        if class_a not in vocab: raise ValueError(f"--class-a {class_a!r} is not one of the classes {vocab}")
         class_b = [v for v in vocab if v != class_a][0]
         torch.manual_seed(seed)
         if s['arch'] == 'small': model = XAAEBase(small_encoder(), input_size=s['size'], encoding_dims=s['encoding_dims'])
-        else: model = AAE(input_size=s['size'], encoding_dims=s['encoding_dims'], arch=ARCHS[s['arch']], pretrained=weights or pretrained)
-        counter = _CountSteps()
+        else: model = AAE(input_size=s['size'], encoding_dims=s['encoding_dims'], arch=getattr(torchvision.models, s['arch']),
+                          pretrained=weights or pretrained)
+        CountSteps, EpochLines = _job_callbacks()
+        counter = CountSteps()
         learn = train_xaaenet(model, dls, *epochs, lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'],
                               grad_accum=plan['grad_accum'], models_dir=work/'models', pls_target_class=class_a,
                               show_latent_figures=show, seed=seed, resume=resume, patience=max(3, s['epochs_classif']),
-                              extract_latent=True, cbs=[counter])
+                              extract_latent=True, cbs=[counter] + ([] if progress else [EpochLines()]))
         status = dict(getattr(learn, 'phase_status', {}))
         steps = dict(getattr(learn, 'optimizer_steps', {}) or {})
         if not steps:  # fits happen in phase order, one per trained phase
@@ -422,6 +453,14 @@ exit status: 0 done, 2 a user error (one line on stderr naming the option or fil
 
 class _Parser(argparse.ArgumentParser):
     "argparse, but a usage error is one line naming the option instead of the whole usage block."
+    def format_help(self):
+        "Fill in the numbers that live in the library's modules, imported only when help is asked for."
+        _job_modules()
+        from tell_me_why.fidelity import PLANTED_CUES
+        from tell_me_why.visualization import MIN_POINTS
+        for a in self._actions:
+            if a.help: a.help = a.help.replace('{cues}', ', '.join(PLANTED_CUES)).replace('{min_points}', str(MIN_POINTS))
+        return super().format_help()
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option, its default and limits)\n")
 
@@ -437,9 +476,9 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
                    "'re:PATTERN' (first group of a regex on the file name) or 'csv:FILE' (columns file,label); "
                    "default: folder, or pets for the bundled sample")
     d.add_argument('--class-a', metavar='CLASS', help="class the decision axis points to (default: the second class alphabetically; planted with --planted)")
-    d.add_argument('--valid-pct', type=float, metavar='X', help=f"share of images held out for validation and the explanation, in (0, 1) (default: {F['valid_pct']}; {P['valid_pct']} with --planted); the validation split needs >= {MIN_POINTS} images")
-    d.add_argument('--planted', metavar='CUE', help=f"known-answer showcase: instead of --images, make 2 x 150 images that differ only in CUE "
-                   f"({', '.join(PLANTED_CUES)}) and explain them")
+    d.add_argument('--valid-pct', type=float, metavar='X', help=f"share of images held out for validation and the explanation, in (0, 1) (default: {F['valid_pct']}; {P['valid_pct']} with --planted); the validation split needs >= {{min_points}} images")
+    d.add_argument('--planted', metavar='CUE', help="known-answer showcase: instead of --images, make 2 x 150 images that differ only in CUE "
+                   "({cues}) and explain them")
     d.add_argument('--planted-strength', type=float, default=2.0, metavar='D', help="Cohen's d of the planted cue, > 0 (default: 2.0)")
     m = p.add_argument_group('model and training')
     m.add_argument('--arch', choices=list(ARCHS), help=f"encoder (default: {F['arch']}; {P['arch']} with --planted: a 4-layer CNN)")
@@ -488,5 +527,5 @@ def tmw_explain(argv:list|None=None) -> int: # exit status: 0 done, 2 user error
         return 1
     return 0
 
-# %% ../nbs/09_cli.ipynb #b2d70b86
+# %% ../nbs/09_cli.ipynb #ff51b1af
 if __name__ == '__main__': sys.exit(tmw_explain())
