@@ -41,7 +41,7 @@ def separation_summary(preds:np.ndarray, # predicted class per validation row
     return dict(n_valid=n, accuracy=acc, baseline=baseline, accuracy_p_value=p_acc, axis_perm_p_value=axis_perm_p,
                 separated=separated)
 
-# %% ../nbs/09_cli.ipynb #dbe07b24
+# %% ../nbs/09_cli.ipynb #f349de3c
 MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
 
 def plan_optimiser_steps(n_train:int, # images in the training split
@@ -150,7 +150,7 @@ def write_report(path, # Markdown file to write
     path.write_text('\n'.join(L))
     return path
 
-# %% ../nbs/09_cli.ipynb #f181394e
+# %% ../nbs/09_cli.ipynb #ebf17dfe
 RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'models', 'interpretation', 'planted_images')
 
 def previous_run_outputs(out) -> list[str]: # names of `RUN_OUTPUTS` present in `out`
@@ -188,7 +188,7 @@ def _output_folder(out:Path, resume:bool, overwrite:bool):
         shutil.rmtree(stage, ignore_errors=True); raise
     out.rename(old); stage.rename(out); shutil.rmtree(old, ignore_errors=True)
 
-# %% ../nbs/09_cli.ipynb #e0f7d210
+# %% ../nbs/09_cli.ipynb #7e8b8937
 ARCHS = ('resnet18', 'resnet34', 'resnet50', 'small') # encoders: torchvision ResNets, or `small_encoder()` from the fidelity page
 
 def _opt(name): return '--' + name.replace('_', '-')
@@ -238,7 +238,7 @@ def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128
             raise ValueError(f"--out {str(out)!r} and --images {str(images)!r} overlap: a run's outputs must not become its inputs; "
                              "choose an output folder outside the images")
 
-# %% ../nbs/09_cli.ipynb #152ed5a8
+# %% ../nbs/09_cli.ipynb #de81b265
 @functools.cache
 def _job_callbacks():
     "The job's two fastai callbacks, defined on first use (fastai is imported only when a job starts)."
@@ -527,5 +527,5 @@ def tmw_explain(argv:list|None=None) -> int: # exit status: 0 done, 2 user error
         return 1
     return 0
 
-# %% ../nbs/09_cli.ipynb #ff51b1af
+# %% ../nbs/09_cli.ipynb #560a6dd0
 if __name__ == '__main__': sys.exit(tmw_explain())
