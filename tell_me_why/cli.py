@@ -513,8 +513,8 @@ def tmw_explain(argv:list|None=None) -> int: # exit status: 0 done, 2 user error
     try: explain_image_folder(**args, progress=progress)
     except KeyboardInterrupt:
         if debug: raise
-        print("\ntmw-explain: interrupted; a previous run in --out is unchanged, and phases this run finished are kept: "
-              "run the same command with --resume to continue", file=sys.stderr)
+        print("\ntmw-explain: interrupted. A previous run in --out is unchanged; in a new output folder the phases that "
+              "finished are kept: run the same command with --resume to continue", file=sys.stderr)
         return 130
     except Exception as e:
         if debug: raise
