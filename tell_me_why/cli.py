@@ -333,8 +333,13 @@ def explain_image_folder(
 
     def loaders(folder, label):
         "Check the images, split them and plan the optimiser steps: everything that can fail before training."
-        dls = two_class_dataloaders(folder, label=label, size=s['size'], valid_pct=s['valid_pct'], seed=seed, bs=2,
-                                    on_bad_image=on_bad_image, progress=progress, device=default_device())
+        with warnings.catch_warnings():  # said below in plain words, and listed in the report
+            warnings.filterwarnings('ignore', message='skipped .* image files that cannot be read')
+            dls = two_class_dataloaders(folder, label=label, size=s['size'], valid_pct=s['valid_pct'], seed=seed, bs=2,
+                                        on_bad_image=on_bad_image, progress=progress, device=default_device())
+        if dls.skipped_images:
+            print(f"Skipped {len(dls.skipped_images)} image file(s) that cannot be read (listed in the report): "
+                  + '; '.join(f"{p} ({why})" for p, why in dls.skipped_images[:5]) + ('; ...' if len(dls.skipped_images) > 5 else ''))
         n_valid = len(dls.valid.items)
         if n_valid < MIN_POINTS:
             raise ValueError(f"the validation split has {n_valid} images; the explanation (PLS) needs at least {MIN_POINTS}: "
