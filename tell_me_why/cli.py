@@ -77,10 +77,13 @@ _PHASES = ('adversarial', 'autoencoder', 'classifier')
 def _training_lines(training:dict) -> list[str]:
     L = ["## How the model was trained", ""]
     if training.get('plan_line'): L += [training['plan_line'], ""]
-    L += ["| phase | status | epochs | optimiser steps |", "|---|---|---:|---:|"]
+    disc = any('discriminator_steps' in r for r in training['phases'].values())
+    L += ["| phase | status | epochs | optimiser steps |" + (" discriminator steps |" if disc else ""),
+          "|---|---|---:|---:|" + ("---:|" if disc else "")]
     for ph in _PHASES:
         r = training['phases'].get(ph, {})
-        L.append(f"| {ph} | {r.get('status', 'n/a')} | {r.get('epochs', 'n/a')} | {r.get('optimizer_steps', 'n/a')} |")
+        L.append(f"| {ph} | {r.get('status', 'n/a')} | {r.get('epochs', 'n/a')} | {r.get('optimizer_steps', 'n/a')} |"
+                 + (f" {r.get('discriminator_steps', 'n/a')} |" if disc else ""))
     return L + [""]
 
 def _prior_lines(prior:dict) -> list[str]:
@@ -388,11 +391,14 @@ def explain_image_folder(
         if not steps:  # fits happen in phase order, one per trained phase
             trained = [p for p in _PHASES if status.get(p) == 'trained']
             steps = {p: n for p, n in zip(trained, counter.per_fit)}
+        disc = dict(getattr(learn, 'discriminator_steps', {}) or {})  # kept by a train_xaaenet whose discriminator has its own optimiser
         training = dict(plan_line=plan_line, grad_accum=plan['grad_accum'], bs=plan['bs'], batches_per_epoch=plan['batches_per_epoch'],
-                        phases={p: dict(status=status.get(p, 'n/a'), epochs=e, optimizer_steps=steps.get(p, 0))
+                        phases={p: dict(status=status.get(p, 'n/a'), epochs=e, optimizer_steps=steps.get(p, 0),
+                                        **({'discriminator_steps': disc.get(p, 0)} if disc else {}))
                                 for p, e in zip(_PHASES, epochs)})
         print("Optimiser steps: " + ', '.join(f"{p} {r['optimizer_steps']} ({r['status']})" for p, r in training['phases'].items()))
-        prior = {p: {k: float(v) for k, v in r.items()} for p, r in (getattr(learn, 'prior_reports', None) or {}).items()}
+        prior = {p: {k: int(v) if isinstance(v, (int, np.integer)) else float(v) for k, v in r.items()}
+                 for p, r in (getattr(learn, 'prior_reports', None) or {}).items()}
         # the codes of both splits were saved by train_xaaenet, in split_items order: no second encoding pass
         lat = load_latent(learn.latent_path)
         is_tr = np.array([x == 'train' for x in lat['split']])
