@@ -343,10 +343,13 @@ def explain_image_folder(
         if dls.skipped_images:
             print(f"Skipped {len(dls.skipped_images)} image file(s) that cannot be read (listed in the report): "
                   + '; '.join(f"{p} ({why})" for p, why in dls.skipped_images[:5]) + ('; ...' if len(dls.skipped_images) > 5 else ''))
-        n_valid = len(dls.valid.items)
+        n_train, n_valid = len(dls.train.items), len(dls.valid.items)
         if n_valid < MIN_POINTS:
             raise ValueError(f"the validation split has {n_valid} images; the explanation (PLS) needs at least {MIN_POINTS}: "
                              "raise --valid-pct or add images")
+        if n_train < MIN_POINTS:
+            raise ValueError(f"the training split has {n_train} images; the PLS axis is fitted on it and needs at least {MIN_POINTS}: "
+                             "lower --valid-pct or add images")
         plan = plan_optimiser_steps(len(dls.train.items), bs, grad_accum, epochs)
         dls.train.bs = dls.valid.bs = plan['bs']
         if class_a is not None and class_a not in dls.vocab:
