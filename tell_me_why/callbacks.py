@@ -12,14 +12,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastai.learner import Metric
-from fastai.callback.core import Callback, CancelFitException
+from fastcore.foundation import L
+from fastai.callback.core import Callback, CancelFitException, CancelStepException
+from fastai.callback.training import GradientAccumulation
 from fastai.callback.tracker import SaveModelCallback
 from fastai.torch_core import find_bs
 
+from .model_aae import XAAEOutput
+
 # %% auto #0
-__all__ = ['AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'adversarial_schedule', 'is_critic_param',
-           'set_trainable_player', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_save_state',
-           'load_state', 'AtomicSaveModelCallback', 'StopOnNaN']
+__all__ = ['AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'set_trainable_player', 'xaae_splitter',
+           'AdversarialGame', 'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace',
+           'atomic_save_state', 'load_state', 'AtomicSaveModelCallback', 'StopOnNaN']
 
 # %% ../nbs/02_callbacks.ipynb #5dcb950f
 class AddGaussianNoise:
@@ -68,6 +72,8 @@ class RandomMasking:
     def __repr__(self): return f"{type(self).__name__}(mask_ratio={self.mask_ratio}, patch_size={self.patch_size})"
 
 # %% ../nbs/02_callbacks.ipynb #0b9132bb
+def _unwrap(model): return getattr(model, 'module', model)  # the model inside a DistributedDataParallel wrapper
+
 class CorruptionCallback(Callback):
     "Apply corruption transforms on xb while keeping a clean copy for the loss."
     order = 5
@@ -81,10 +87,71 @@ class CorruptionCallback(Callback):
         clean = self.xb[0]
         x = clean
         for tfm in self.corruption_tfms: x = tfm(x)
-        self.learn.model.clean_input = clean
+        _unwrap(self.learn.model).clean_input = clean
         self.learn.xb = (x, *self.xb[1:])
 
-    def after_batch(self): self.learn.model.clean_input = None
+    def after_batch(self): _unwrap(self.learn.model).clean_input = None
+
+# %% ../nbs/02_callbacks.ipynb #e373285b
+def is_critic_param(name:str) -> bool:
+    "True for the latent discriminator's parameters (named `fc_crit*`)."
+    return any(part.startswith('fc_crit') for part in name.split('.'))
+
+def set_trainable_player(model, player:str,
+                         allowed:set|None=None): # names that may train at all (default: every parameter)
+    "Set `requires_grad` so that only the discriminator (`player='disc'`), only the rest (`'gen'`) or everything (`'all'`) trains, within `allowed`; for manual experiments, never used inside a fit."
+    if player not in ('disc', 'gen', 'all'): raise ValueError(f"`player` must be 'disc', 'gen' or 'all', got {player!r}")
+    for name, p in model.named_parameters():
+        train = (player == 'all' or (player == 'disc') == is_critic_param(name)) and (allowed is None or name in allowed)
+        p.requires_grad_(train)
+        if not train: p.grad = None
+
+# %% ../nbs/02_callbacks.ipynb #ef87ed8d
+def xaae_splitter(model) -> list:
+    "fastai splitter giving one parameter group with everything but the discriminator (`fc_crit*`)."
+    return [[p for n, p in model.named_parameters() if not is_critic_param(n)]]
+
+class AdversarialGame(Callback):
+    "Train the latent discriminator every batch from its own loss, with its own optimiser; skip the generator's step when `gen_train` is False."
+    order = GradientAccumulation.order + 1  # its `before_step` runs once gradient accumulation has decided to step
+    def __init__(self,
+                 lr:float=1e-3, # the discriminator's learning rate (constant)
+                 betas:tuple=(0.5, 0.99), # Adam's betas for the discriminator
+                ):
+        if not lr > 0 or not np.isfinite(lr): raise ValueError(f"AdversarialGame: `lr` must be a finite number > 0, got {lr!r}.")
+        self.lr, self.betas = lr, tuple(betas)
+
+    def before_fit(self):
+        self.xaae = _unwrap(self.learn.model)
+        critic = [p for n, p in self.xaae.named_parameters() if is_critic_param(n)]
+        crit_ids = {id(p) for p in critic}
+        # each player has exactly one optimiser: drop the discriminator from the learner's, if it is there
+        self.learn.opt.param_lists = L(L(p for p in pg if id(p) not in crit_ids) for pg in self.learn.opt.param_lists)
+        self.disc_opt = torch.optim.Adam(critic, lr=self.lr, betas=self.betas)
+        self.disc_opt.zero_grad(set_to_none=True)
+        self.xaae.return_parts, self.gen_steps, self.disc_steps = True, 0, 0
+
+    def after_loss(self):
+        disc_loss = getattr(self.learn.loss_func, 'disc_loss', None)
+        if self.training and disc_loss is not None and self.xaae.gen_train:
+            # when gen_train is False the objective already is D's loss; scale as GradientAccumulation scaled it
+            ga = getattr(self.learn, 'gradient_accumulation', None)
+            scale = find_bs(self.learn.yb) / ga.n_acc if ga is not None else 1.
+            self.learn.loss_grad = self.learn.loss_grad + disc_loss * scale
+        if isinstance(self.learn.pred, XAAEOutput): self.learn.pred = self.learn.pred.logits  # metrics see logits
+
+    def before_step(self):
+        self._gen_step = bool(self.xaae.gen_train)
+        if not self._gen_step: raise CancelStepException()  # discriminator-only step: the generator stays put
+
+    def after_step(self):
+        self.gen_steps += self._gen_step
+        if any(p.grad is not None for g in self.disc_opt.param_groups for p in g['params']):
+            self.disc_opt.step()
+            self.disc_steps += 1
+        self.disc_opt.zero_grad(set_to_none=True)
+
+    def after_fit(self): self.xaae.return_parts = False
 
 # %% ../nbs/02_callbacks.ipynb #b84aa840
 def adversarial_schedule(
@@ -103,51 +170,41 @@ def adversarial_schedule(
     if mean is not None and mean > high_threshold: return "gen"
     return "disc" if epoch % switch_every == 0 else "gen"
 
-# %% ../nbs/02_callbacks.ipynb #e373285b
-def is_critic_param(name:str) -> bool:
-    "True for the latent discriminator's parameters (named `fc_crit*`)."
-    return any(part.startswith('fc_crit') for part in name.split('.'))
-
-def set_trainable_player(model, player:str,
-                         allowed:set|None=None): # names that may train at all (default: every parameter)
-    "Train only the discriminator (`player='disc'`), only the rest (`'gen'`), or everything (`'all'`), within `allowed`."
-    if player not in ('disc', 'gen', 'all'): raise ValueError(f"`player` must be 'disc', 'gen' or 'all', got {player!r}")
-    for name, p in model.named_parameters():
-        train = (player == 'all' or (player == 'disc') == is_critic_param(name)) and (allowed is None or name in allowed)
-        p.requires_grad_(train)
-        if not train: p.grad = None
-
-# %% ../nbs/02_callbacks.ipynb #e7d60119
+# %% ../nbs/02_callbacks.ipynb #ec1febc3
 class UnfreezeFcCritAdaptative(Callback):
     "Alternate generator / discriminator training during the adversarial phase."
     order = 1
-    def __init__(self, switch_every:int=3, low_threshold:float=0.15, high_threshold:float=0.6, window_size:int=3):
+    def __init__(self,
+                 switch_every:int=3, # in the band, the discriminator trains alone every `switch_every`-th epoch
+                 low_threshold:float=0.15, # below this mean validation `adv_loss` the discriminator trains alone
+                 high_threshold:float=0.6, # above it the generator trains (with the discriminator)
+                 window_size:int=3, # epochs averaged by the rule
+                ):
         if low_threshold > high_threshold:
             raise ValueError(f"`low_threshold` ({low_threshold}) must not exceed `high_threshold` ({high_threshold})")
         self.switch_every, self.low_threshold, self.high_threshold, self.window_size = switch_every, low_threshold, high_threshold, window_size
 
     def before_fit(self):
-        self.modes, self.valid_losses = [], []
-        self.gen_train_before = getattr(self.learn.model, 'gen_train', True)
-        # parameters the user froze (e.g. `freeze_encoder=True`) stay frozen in both players' epochs and after the fit
-        self.trainable_before = {n for n, p in self.learn.model.named_parameters() if p.requires_grad}
+        if not any(isinstance(cb, AdversarialGame) for cb in self.learn.cbs):
+            raise ValueError("UnfreezeFcCritAdaptative switches players through AdversarialGame: add `AdversarialGame()` to the "
+                             "callbacks (train_xaaenet does).")
+        self.xaae, self.modes, self.valid_losses = _unwrap(self.learn.model), [], []
+        self.gen_train_before = getattr(self.xaae, 'gen_train', True)
 
     def before_epoch(self):
         mode = adversarial_schedule(self.epoch, self.valid_losses, self.modes, self.switch_every,
                                     self.low_threshold, self.high_threshold, self.window_size)
         self.modes.append(mode)
-        self.learn.model.gen_train = mode == 'gen'
-        set_trainable_player(self.learn.model, mode, self.trainable_before)
+        self.xaae.gen_train = mode == 'gen'
 
     def after_epoch(self):
         rec = getattr(self.learn, 'recorder', None)
         names = list(rec.metric_names) if rec is not None else []
-        v = rec.log[names.index('valid_loss')] if 'valid_loss' in names else None
+        key = 'adv_loss' if 'adv_loss' in names else 'valid_loss'
+        v = rec.log[names.index(key)] if key in names else None
         self.valid_losses.append(None if v is None else float(v))
 
-    def after_fit(self):
-        set_trainable_player(self.learn.model, 'all', self.trainable_before)
-        self.learn.model.gen_train = self.gen_train_before
+    def after_fit(self): self.xaae.gen_train = self.gen_train_before
 
 # %% ../nbs/02_callbacks.ipynb #600664df
 class LossAttrMetric(Metric):
@@ -155,7 +212,7 @@ class LossAttrMetric(Metric):
     def __init__(self, attr:str): self.attr = attr
     def reset(self): self.total, self.count = 0., 0
     def accumulate(self, learn):
-        v = getattr(learn.model, self.attr, None)
+        v = getattr(_unwrap(learn.model), self.attr, None)
         if v is None: return
         bs = find_bs(learn.yb)
         self.total += float(v)*bs
@@ -168,9 +225,10 @@ class LossAttrMetric(Metric):
 # %% ../nbs/02_callbacks.ipynb #eba80c7a
 class GetLatentSpace(Callback):
     "Collect latent vectors z during validation into learn.z_valid."
+    def __init__(self): super().__init__()
     def before_validate(self): self._parts = []
     def after_pred(self):
-        if not self.training: self._parts.append(self.learn.model.z.detach().cpu())
+        if not self.training: self._parts.append(_unwrap(self.learn.model).z.detach().cpu())
     def after_validate(self):
         self.learn.z_valid = torch.cat(self._parts) if self._parts else None
         self._parts = []
@@ -194,7 +252,18 @@ def load_state(model, path, device=None):
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     device = device or next(model.parameters()).device
-    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    try: state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {str(path)!r} could not be read (truncated or not a PyTorch file?): {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict): raise ValueError(f"checkpoint {str(path)!r} does not hold a state dict.")
+    own = model.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and hasattr(state[k], 'shape') and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise ValueError(f"checkpoint {str(path)!r} was written by a different model: {len(missing)} weights missing "
+                         f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(shapes)} of another shape "
+                         f"(e.g. {shapes[:2]}). Build the model with the architecture, image size and encoding_dims it was trained with.")
+    model.load_state_dict(state)
     return model
 
 # %% ../nbs/02_callbacks.ipynb #c49361d9
@@ -219,6 +288,7 @@ class AtomicSaveModelCallback(SaveModelCallback):
 class StopOnNaN(Callback):
     "Stop the fit at the first non-finite training loss and remember where it happened."
     order = -9
+    def __init__(self): super().__init__(); self.nan_at = None
     def before_fit(self): self.nan_at = None
     def after_batch(self):
         if self.training and not torch.isfinite(self.learn.loss).all():

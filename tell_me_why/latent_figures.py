@@ -105,7 +105,17 @@ def latent_tsne_embedding(z, # latent codes, shape (n, d), tensor or array
         emb = _tsne(perp, random_state, init).fit_transform(zs.astype(np.float32))
     return emb, idx, perp
 
-# %% ../nbs/03_latent_figures.ipynb #7cc70aa3
+# %% ../nbs/03_latent_figures.ipynb #b47e7811
+def _targets_array(t): return (t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)).reshape(-1)
+
+def _class_scatter(ax, xy, y, names, target_class, **kw):
+    "Scatter `xy` in two colours by the 0/1 `y`, with a legend naming the classes."
+    other = next((n for n in names if n != target_class), 'other')
+    for val, label, color in ((0., other, 'tab:orange'), (1., target_class, 'tab:blue')):
+        sel = y == val
+        ax.scatter(xy[sel, 0], xy[sel, 1], color=color, label=f"{label} ({int(sel.sum())})", **kw)
+    ax.legend(loc='best', fontsize=9, markerscale=2)
+
 def save_latent_tsne_figure(
     z:torch.Tensor, # latent codes, shape (n, d); torch tensor or numpy array
     save_path:str|Path, # PNG to write (parent folders are created)
@@ -115,13 +125,23 @@ def save_latent_tsne_figure(
     perplexity:float=30, # t-SNE perplexity (clipped for small n)
     random_state:int=42, # seed for the subsample and t-SNE
     show:bool|None=None, # display inline; None = only under IPython
+    targets=None, # class per row (indices or labels), needed for `color_by='class'`
+    class_names:Sequence[str]|None=None, # names for the target indices, e.g. `dls.vocab`
+    color_by:str|None=None, # None: one colour (the default); 'class': one colour per class
 ) -> Path:
     "Project z with t-SNE, display inline in a notebook, then save a PNG."
     zn = latent_to_numpy(z)
+    if color_by not in (None, 'class'): raise ValueError(f"`color_by` must be None or 'class', got {color_by!r}.")
+    if color_by == 'class':
+        if targets is None: raise ValueError("`color_by='class'` needs `targets`, the class of each row of `z`.")
+        tt = _targets_array(targets)
+        if len(tt) != len(zn): raise ValueError(f"`z` has {len(zn)} rows but `targets` has {len(tt)} values; they must match row by row.")
+        y, names, tclass = binary_target(tt, class_names)
     dims = zn.shape[1] if encoding_dims is None else encoding_dims
     emb, idx, perp = latent_tsne_embedding(zn, max_points, perplexity, random_state)
     fig, ax = plt.subplots(figsize=(6.5, 6))
-    ax.scatter(emb[:, 0], emb[:, 1], s=6, alpha=0.6, color='tab:blue', linewidths=0)
+    if color_by == 'class': _class_scatter(ax, emb, y[idx], names, tclass, s=8, alpha=0.7, linewidths=0)
+    else: ax.scatter(emb[:, 0], emb[:, 1], s=6, alpha=0.6, color='tab:blue', linewidths=0)
     shown = f"{len(idx)} of {len(zn)} points" if len(idx) < len(zn) else f"{len(zn)} points"
     ax.set_title(f"t-SNE of latent z after phase: {phase or '?'}\n"
                  f"{dims}-d latent, {shown}, perplexity {perp:g}")
@@ -179,7 +199,7 @@ def fit_oriented_pls(z:np.ndarray, # latent codes (n, d), already checked
     signs = np.where(scores.T @ yc >= 0, 1.0, -1.0)
     return pls, signs
 
-# %% ../nbs/03_latent_figures.ipynb #33fb3dcf
+# %% ../nbs/03_latent_figures.ipynb #bdda867f
 def save_latent_pls_figure(
     z:torch.Tensor, # latent codes, shape (n, d); torch tensor or numpy array
     targets:torch.Tensor, # class index (or label) per row
@@ -191,11 +211,14 @@ def save_latent_pls_figure(
     max_points:int=10000, # subsample to at most this many points with a fixed RNG
     random_state:int=42, # seed for the subsample
     show:bool|None=None, # display inline; None = only under IPython
+    fit_z=None, # codes to fit the PLS on (e.g. the training split's); default: the points drawn
+    fit_targets=None, # class per row of `fit_z`
+    color_by:str='pls1', # 'pls1': colour = PLS1 score (the default); 'class': one colour per class
 ) -> Path:
     "Supervised PLS biplot of z vs binary targets: display inline in a notebook, then save a PNG."
+    if color_by not in ('pls1', 'class'): raise ValueError(f"`color_by` must be 'pls1' or 'class', got {color_by!r}.")
     zn = latent_to_numpy(z)
-    tt = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
-    tt = tt.reshape(-1)
+    tt = _targets_array(targets)
     if len(tt) != len(zn):
         raise ValueError(f"`z` has {len(zn)} rows but `targets` has {len(tt)} values; they must match row by row.")
     y, names, tclass = binary_target(tt, class_names, target_class)
@@ -205,29 +228,42 @@ def save_latent_pls_figure(
     if len(np.unique(ys)) < 2:
         raise ValueError("`targets` contain a single class after subsampling; raise `max_points`.")
     if len(zs) < 3: raise ValueError(f"`z` needs at least 3 rows for a PLS figure, got {len(zs)}.")
-    pls, signs = fit_oriented_pls(zs, ys)
+    if fit_z is None: zf, yf = zs, ys
+    else:
+        zf = latent_to_numpy(fit_z, 'fit_z')
+        ft = _targets_array(fit_targets)
+        if zf.shape[1] != zn.shape[1]: raise ValueError(f"`fit_z` has {zf.shape[1]} dimensions but `z` has {zn.shape[1]}.")
+        if len(ft) != len(zf): raise ValueError(f"`fit_z` has {len(zf)} rows but `fit_targets` has {len(ft)} values.")
+        yf = binary_target(ft, class_names, tclass)[0]
+    pls, signs = fit_oriented_pls(zf, yf)
     scores = pls.transform(zs) * signs
     r2 = np.array([np.corrcoef(scores[:, k], ys)[0, 1] ** 2 for k in range(2)])
-    coef = np.linalg.lstsq(scores - scores.mean(0), ys - ys.mean(), rcond=None)[0]
+    direction = np.asarray(pls.y_loadings_).reshape(-1)[:2] * signs  # the fit's class direction in the score plane
     dims = zn.shape[1] if encoding_dims is None else encoding_dims
 
     with plt.style.context('dark_background'):
-        fig, ax = plt.subplots(figsize=(7.5, 6))
-        sc = ax.scatter(scores[:, 0], scores[:, 1], c=scores[:, 0], cmap='viridis', s=10, alpha=0.8, linewidths=0)
-        fig.colorbar(sc, ax=ax, label='PLS1 score')
+        fig, ax = plt.subplots(figsize=(7.5, 6.3))
+        if color_by == 'class': _class_scatter(ax, scores, ys, names, tclass, s=12, alpha=0.85, linewidths=0)
+        else:
+            sc = ax.scatter(scores[:, 0], scores[:, 1], c=scores[:, 0], cmap='viridis', s=10, alpha=0.8, linewidths=0)
+            fig.colorbar(sc, ax=ax, label='PLS1 score')
         span = np.abs(scores).max(axis=0)
-        arrow = coef / (np.abs(coef / span).max() + 1e-12) * 0.6
+        arrow = direction / (np.abs(direction / span).max() + 1e-12) * 0.6
         ax.annotate('', xy=tuple(arrow), xytext=(0, 0),
                     arrowprops=dict(facecolor='white', edgecolor='black', linewidth=1.2, width=3, headwidth=11))
         ax.text(*(arrow * 1.08), tclass, color='white', fontsize=11, fontweight='bold', ha='center', va='center',
                 bbox=dict(facecolor='black', alpha=0.5, edgecolor='none', pad=1.5))
         ax.axhline(0, color='grey', lw=0.5); ax.axvline(0, color='grey', lw=0.5)
-        ax.set_xlabel(f"PLS1 (r² with {tclass} = {r2[0]:.2f})")
+        ax.set_xlabel(f"PLS1 = decision axis (r² with {tclass} = {r2[0]:.2f})")
         ax.set_ylabel(f"PLS2 (r² with {tclass} = {r2[1]:.2f})")
         other = [n for n in names if n != tclass]
         vs = f"{tclass} vs {other[0]}" if len(other) == 1 else tclass
-        ax.set_title(f"Supervised PLS of latent z ({dims}-d) on {vs}" + (f" — phase: {phase}" if phase else "")
-                     + f"\n{len(zs)} points, in-sample fit; arrow = target direction")
+        fit = (f"PLS fit on {len(zf)} other codes (held out from these)" if fit_z is not None else "in-sample fit")
+        title = (f"Supervised PLS of latent z ({dims}-d) on {vs}" + (f" — phase: {phase}" if phase else "")
+                 + f"\n{len(zs)} points, {fit}; arrow = class direction of the fit")
+        if r2[1] > r2[0]:
+            title += f"\nNote: on these points the class follows PLS2 more than PLS1 (r² {r2[1]:.2f} vs {r2[0]:.2f})"
+        ax.set_title(title, fontsize=10)
     try:
         path = _save_png(fig, save_path)
         show_figure(fig, show)

@@ -8,11 +8,13 @@ Docs: https://tell-me-why.github.io/tell_me_why/model_aae.html.md"""
 from __future__ import annotations
 import inspect, os, socket
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call
 from torchvision.models import resnet34
 from fastai.vision.learner import create_body, model_meta
 from fastai.layers import ConvLayer, PixelShuffle_ICNR
@@ -22,7 +24,8 @@ from pytorch_msssim.ssim import _ssim, _fspecial_gauss_1d
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['default_device', 'ms_ssim_scales', 'adaptive_ms_ssim', 'reconstruction_loss', 'adversarial_loss', 'XAAEBase', 'AAE',
+__all__ = ['default_device', 'ms_ssim_scales', 'adaptive_ms_ssim', 'reconstruction_loss', 'adversarial_loss',
+           'adversarial_loss_from_logits', 'default_linear', 'LatentCritic', 'XAAEOutput', 'XAAEBase', 'AAE',
            'EncoderWithAAEBlocks', 'add_xaae_blocks', 'XAAELoss']
 
 # %% ../nbs/01_model_aae.ipynb #c5b32a0a
@@ -98,6 +101,19 @@ def adversarial_loss(crit_fake:torch.Tensor, # D(z): discriminator probabilities
     "Generator step: BCE(D(z), 1). Discriminator step: 0.6·BCE(D(real), 1) + 0.4·BCE(D(z), 0)."
     if gen_train: return _bce(crit_fake, 1.)
     return 0.6 * _bce(crit_real, 1.) + 0.4 * _bce(crit_fake, 0.)
+
+def _bce_logits(logit, target_value):
+    with torch.autocast(device_type=logit.device.type, enabled=False):
+        logit = logit.float()
+        return F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target_value))
+
+def adversarial_loss_from_logits(fake_logit:torch.Tensor, # discriminator logits on the codes, (bs, 1)
+                                 real_logit:torch.Tensor, # discriminator logits on N(0, I) samples, (bs, 1)
+                                 gen_train:bool, # True: generator (encoder) step; False: discriminator step
+                                ) -> torch.Tensor:
+    "`adversarial_loss` computed from logits: the same values, but its gradient does not vanish when the sigmoid saturates."
+    if gen_train: return _bce_logits(fake_logit, 1.)
+    return 0.6 * _bce_logits(real_logit, 1.) + 0.4 * _bce_logits(fake_logit, 0.)
 
 # %% ../nbs/01_model_aae.ipynb #05bdda08
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -247,6 +263,40 @@ class _XAAEDecoder(nn.Module):
             x = F.interpolate(x, (self.input_size, self.input_size), mode='nearest')
         return torch.sigmoid(self.head(x))
 
+# %% ../nbs/01_model_aae.ipynb #d3f809d2
+def default_linear(n_features:int, # width of the flattened feature map
+                   encoding_dims:int, # size of the latent code z
+                  ) -> nn.Module:
+    "`BatchNorm1d` on the flattened features, then a `Linear` initialised so that the codes start with about unit variance."
+    lin = nn.Linear(n_features, encoding_dims)
+    nn.init.normal_(lin.weight, std=n_features ** -0.5)
+    nn.init.zeros_(lin.bias)
+    return nn.Sequential(nn.BatchNorm1d(n_features), lin)
+
+class LatentCritic(nn.Module):
+    "Latent discriminator: a LeakyReLU MLP on `[z, z²]` giving the probability that `z` was drawn from N(0, I)."
+    def __init__(self,
+                 encoding_dims:int, # size of the latent code z
+                 hidden:tuple=(64, 16), # widths of the hidden layers
+                ):
+        super().__init__()
+        layers, n_in = [], 2 * encoding_dims
+        for n_out in hidden: layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]; n_in = n_out
+        self.net = nn.Sequential(*layers, nn.Linear(n_in, 1))
+    def forward(self, z:torch.Tensor, logits:bool=False) -> torch.Tensor:
+        "Probability (or, with `logits=True`, the logit) that each code was drawn from N(0, I)."
+        out = self.net(torch.cat([z, z * z], dim=1))
+        return out if logits else torch.sigmoid(out)
+
+class XAAEOutput(NamedTuple):
+    "What an xAAEnet's forward pass returns with `return_parts=True`: every tensor the losses read."
+    logits:torch.Tensor # class logits (bs, classes)
+    z:torch.Tensor # latent codes (bs, encoding_dims)
+    recons:torch.Tensor|None # reconstructions, None when the decoder did not run
+    gen_logit:torch.Tensor # D's logit on z through a detached copy of D's weights: the generator's term reaches the encoder only
+    fake_logit:torch.Tensor # D's logit on z.detach(): the discriminator's term on codes reaches D only
+    real_logit:torch.Tensor # D's logit on fresh draws n ~ N(0, I)
+
 # %% ../nbs/01_model_aae.ipynb #4d7e68d7
 class XAAEBase(nn.Module):
     "Encoder → z → classifier, latent discriminator `fc_crit` and U-Net-style decoder; shared by `AAE` and `EncoderWithAAEBlocks`."
@@ -256,8 +306,8 @@ class XAAEBase(nn.Module):
                  input_channels:int=3, # channels of the input images
                  encoding_dims:int=128, # size of the latent code z
                  classes:int=2, # number of classes (must be 2)
-                 linear:nn.Module|None=None, # maps the flattened feature map to z; default a Linear layer
-                 gen_train:bool=True, # adversarial loss: generator step (True) or discriminator step (False)
+                 linear:nn.Module|None=None, # maps the flattened feature map to z; default `default_linear`
+                 gen_train:bool=True, # whether the generator (everything but `fc_crit`) learns; read by the training callbacks
                  skip_dropout:float=1.0, # Dropout2d probability on the decoder's skips; 1 = no skips at all
                 ):
         super().__init__()
@@ -265,17 +315,16 @@ class XAAEBase(nn.Module):
         if not isinstance(encoder, nn.Module): raise TypeError(f"`encoder` must be an nn.Module, got {type(encoder).__name__}.")
         self.input_size, self.input_channels = int(input_size), int(input_channels)
         self.encoding_dims, self.classes = int(encoding_dims), int(classes)
-        self.gen_train, self.run_decoder, self.clean_input = bool(gen_train), True, None
-        self.input = self.z = self.decoder_output = self.crit_fake = self.crit_real = None
-        self.recons_loss = self.adv_loss = self.classif_loss = None
+        self.gen_train, self.run_decoder, self.clean_input, self.return_parts = bool(gen_train), True, None, False
+        self.input = self.z = self.decoder_output = self.crit_gen = self.crit_fake = self.crit_real = self.parts = None
+        self.recons_loss = self.adv_loss = self.disc_loss = self.classif_loss = None
         self.encoder = encoder
         child_shapes, self.feature_shape = _probe_encoder(encoder, self.input_size, self.input_channels)
         self._skip_idxs = list(reversed(_skip_indices(child_shapes)))  # deepest first, like the decoder
-        self.linear = nn.Linear(int(np.prod(self.feature_shape)), self.encoding_dims) if linear is None else linear
+        self.linear = default_linear(int(np.prod(self.feature_shape)), self.encoding_dims) if linear is None else linear
         self._check_linear()
         self.classifier = nn.Linear(self.encoding_dims, self.classes)
-        self.fc_crit = nn.Sequential(nn.Linear(self.encoding_dims, 64), nn.LeakyReLU(0.2),
-                                     nn.Linear(64, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1), nn.Sigmoid())
+        self.fc_crit = LatentCritic(self.encoding_dims)
         self.decoder = _XAAEDecoder(self.encoding_dims, self.feature_shape, [child_shapes[i] for i in self._skip_idxs],
                                     self.input_size, self.input_channels, skip_dropout, with_skips=skip_dropout < 1)
         self._skips = None  # skip activations of the last encoded batch (only while skip_dropout < 1)
@@ -365,19 +414,24 @@ def discriminate(self:XAAEBase,
     "Discriminator probabilities (bs, 1) that `z` was drawn from N(0, I)."
     return self.fc_crit(z)
 
-# %% ../nbs/01_model_aae.ipynb #fc1dafc6
+# %% ../nbs/01_model_aae.ipynb #25e2939e
 @patch
 def forward(self:XAAEBase,
             x:torch.Tensor, # images (bs, input_channels, input_size, input_size)
-           ) -> torch.Tensor:
-    "Class logits (bs, classes); stores `input`, `z`, `decoder_output` (None unless `run_decoder`), `crit_fake`, `crit_real`."
+           ) -> torch.Tensor|XAAEOutput: # class logits (bs, classes), or an `XAAEOutput` when `return_parts` is set
+    "Class logits; also stores `input`, `z`, `decoder_output` (None unless `run_decoder`), `crit_fake`, `crit_real` (probabilities) and `parts` on the model."
     z = self.encode(x)
-    self.input, self.z = x, z
-    self.decoder_output = self.decode(z) if self.run_decoder else None
+    recons = self.decode(z) if self.run_decoder else None
     self._skips = None  # free the activations
-    self.crit_fake = self.discriminate(z)
-    self.crit_real = self.discriminate(torch.randn_like(z))
-    return self.classifier(z)
+    # The generator's term must not train the discriminator: it sees D through detached weights.
+    # The losses use D's logits: BCE on probabilities stops giving gradients once the sigmoid saturates.
+    frozen_critic = {name: p.detach() for name, p in self.fc_crit.named_parameters()}
+    gen_logit = functional_call(self.fc_crit, frozen_critic, (z,), {'logits': True})
+    fake_logit, real_logit = self.fc_crit(z.detach(), logits=True), self.fc_crit(torch.randn_like(z), logits=True)
+    out = XAAEOutput(self.classifier(z), z, recons, gen_logit, fake_logit, real_logit)
+    self.input, self.z, self.decoder_output, self.parts = x, z, recons, out
+    self.crit_gen, self.crit_fake, self.crit_real = torch.sigmoid(gen_logit), torch.sigmoid(fake_logit), torch.sigmoid(real_logit)
+    return out if self.return_parts else out.logits
 
 # %% ../nbs/01_model_aae.ipynb #4f13de3b
 class AAE(XAAEBase):
@@ -425,47 +479,56 @@ def add_xaae_blocks(encoder:nn.Module, # maps images to a feature map (bs, C, h,
     "Wrap `encoder` with the xAAEnet heads, decoder and losses: `EncoderWithAAEBlocks(encoder, **kwargs)`."
     return EncoderWithAAEBlocks(encoder, **kwargs)
 
-# %% ../nbs/01_model_aae.ipynb #da7b503d
+# %% ../nbs/01_model_aae.ipynb #dee0f40a
 class XAAELoss:
-    "Weighted sum of reconstruction, adversarial and cross-entropy losses of an xAAEnet `model`; records each term on the model."
+    "Weighted reconstruction, adversarial (generator) and cross-entropy losses of an xAAEnet `model`; also the discriminator's own loss."
     def __init__(self,
-                 model:XAAEBase, # the model whose last forward pass is scored
-                 recons_weight:float=0., # weight of `reconstruction_loss(decoder_output, clean_input or input)`
-                 adv_weight:float=0., # weight of `adversarial_loss(crit_fake, crit_real, model.gen_train)`
+                 model:XAAEBase, # the model whose forward pass is scored
+                 recons_weight:float=0., # weight of `reconstruction_loss(reconstruction, clean_input or input)`
+                 adv_weight:float=0., # weight of the generator's term BCE(D(z), 1); > 0 also computes D's own loss
                  classif_weight:float=0., # weight of the cross-entropy on the logits
                 ):
         self.model, self.recons_weight, self.adv_weight, self.classif_weight = model, recons_weight, adv_weight, classif_weight
+        self.disc_loss = None
         self._check_weights()
 
     def _check_weights(self):
         for name in ('recons_weight', 'adv_weight', 'classif_weight'):
             w = getattr(self, name)
-            if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)) or not w >= 0:
-                raise ValueError(f"XAAELoss: `{name}` must be a number >= 0, got {w!r}.")
+            if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)) or not w >= 0 or not np.isfinite(w):
+                raise ValueError(f"XAAELoss: `{name}` must be a finite number >= 0, got {w!r}.")
+
+    def _parts(self, pred):
+        "`pred` if the model returned an `XAAEOutput`, else the parts of that forward pass, kept on the model (logits-only forward)."
+        if isinstance(pred, XAAEOutput): return pred
+        if self.model.parts is None: raise RuntimeError("XAAELoss: the model has not run a forward pass yet; call it first.")
+        return self.model.parts._replace(logits=pred)
 
     def __call__(self,
-                 logits:torch.Tensor, # class logits returned by the model's forward
+                 pred:torch.Tensor|XAAEOutput, # what the model's forward returned: logits, or an `XAAEOutput`
                  target:torch.Tensor, # class indices
                 ) -> torch.Tensor:
-        "The weighted loss of the model's last forward pass; stores each computed term on the model as a float."
+        "The generator's weighted objective; stores each term on the model as a float and D's loss in `self.disc_loss`."
         self._check_weights()
         if self.recons_weight == self.adv_weight == self.classif_weight == 0:
             raise ValueError("XAAELoss: all weights are 0; set `recons_weight`, `adv_weight` or `classif_weight`.")
-        m, total = self.model, 0.
-        recons = adv = classif = None
+        m, out, total = self.model, self._parts(pred), 0.
+        recons = adv = classif = self.disc_loss = None
         if self.recons_weight > 0:
-            if m.decoder_output is None:
+            if out.recons is None:
                 raise RuntimeError("XAAELoss: `recons_weight` > 0 but the decoder did not run (model.run_decoder is False); "
                                    "set `model.run_decoder = True` or `recons_weight=0`.")
-            recons = reconstruction_loss(m.decoder_output, m.input if m.clean_input is None else m.clean_input)
+            recons = reconstruction_loss(out.recons, m.input if m.clean_input is None else m.clean_input)
             total = total + self.recons_weight * recons
         if self.adv_weight > 0:
-            adv = adversarial_loss(m.crit_fake, m.crit_real, m.gen_train)
-            total = total + self.adv_weight * adv
+            adv = adversarial_loss_from_logits(out.gen_logit, out.real_logit, gen_train=True)
+            self.disc_loss = adversarial_loss_from_logits(out.fake_logit, out.real_logit, gen_train=False)
+            # a discriminator-only step (gen_train False) optimises D's loss; otherwise the generator's term
+            total = total + self.adv_weight * (adv if m.gen_train else self.disc_loss)
         if self.classif_weight > 0:
-            classif = F.cross_entropy(logits.float(), target.long())
+            classif = F.cross_entropy(out.logits.float(), target.long())
             total = total + self.classif_weight * classif
-        m.recons_loss, m.adv_loss, m.classif_loss = [None if t is None else t.item() for t in (recons, adv, classif)]
+        m.recons_loss, m.adv_loss, m.disc_loss, m.classif_loss = [None if t is None else t.item() for t in (recons, adv, self.disc_loss, classif)]
         return total
 
     def activation(self, x): "Class probabilities, for fastai's `get_preds`/`predict`."; return F.softmax(x, dim=-1)

@@ -6,7 +6,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/training.html.md"""
 
 # %% ../nbs/04_training.ipynb #f03bead7
 from __future__ import annotations
-import random, tempfile, time, warnings
+import json, numbers, os, random, tempfile, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Sequence
@@ -21,15 +21,22 @@ from fastai.callback.schedule import fit_one_cycle
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.callback.training import GradientAccumulation
 from fastai.torch_core import set_seed, TensorImage, TensorCategory
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
+import tell_me_why
+from .data import data_fingerprint
 from .model_aae import XAAEBase, XAAELoss
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
-                                   LossAttrMetric, AtomicSaveModelCallback, StopOnNaN, atomic_save_state, load_state)
+                                   AdversarialGame, xaae_splitter, LossAttrMetric, AtomicSaveModelCallback, StopOnNaN, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
 
 # %% auto #0
-__all__ = ['ExplainableModel', 'split_items', 'extract_latent_space', 'latent_and_targets_from_split', 'check_training_inputs',
-           'plot_validation_pls', 'save_latent', 'load_latent', 'train_xaaenet']
+__all__ = ['ExplainableModel', 'MAX_DISC_LR', 'split_items', 'extract_latent_space', 'latent_and_targets_from_split',
+           'latent_prior_report', 'format_prior_report', 'check_training_inputs', 'plot_validation_pls', 'save_latent',
+           'load_latent', 'planned_optimizer_steps', 'train_xaaenet']
 
 # %% ../nbs/04_training.ipynb #3df12b93
 ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` or `EncoderWithAAEBlocks`
@@ -43,7 +50,8 @@ def _ordered_dl(dls:DataLoaders, ds_idx:int):
     with dl.dataset.set_split_idx(1): yield dl
 
 def split_items(dls, # fastai `DataLoaders` (or a `Learner`, whose `dls` is used)
-                ds_idx:int=1) -> list: # 0 = train, 1 = valid
+                ds_idx:int=1, # 0 = train, 1 = valid
+               ) -> list: # the items (image paths), in latent row order
     "Items (image paths) of split `ds_idx`, in the row order of `latent_and_targets_from_split`."
     dls = getattr(dls, 'dls', dls)
     return list(dls[ds_idx].items)
@@ -69,8 +77,37 @@ def latent_and_targets_from_split(learn:Learner, ds_idx:int=1) -> tuple[np.ndarr
     z, y = extract_latent_space(learn.model, learn.dls, ds_idx)
     return z.numpy(), y.numpy()
 
+# %% ../nbs/04_training.ipynb #048fe871
+def latent_prior_report(z, # latent codes (n, encoding_dims), tensor or array
+                        prior_factor:int=4, # prior draws per code
+                        folds:int=5, # cross-validation folds of the two-sample test
+                        seed:int=0, # seed of the prior draws and the folds
+                       ) -> dict: # `mean_abs_mean`, `mean_abs_sd_error`, `mean_sd`, `two_sample_auc`, `n`, `dims`
+    "How far codes `z` are from N(0, I): moment errors per dimension and a cross-validated two-sample AUC."
+    z = np.asarray(z.detach().cpu() if torch.is_tensor(z) else z, dtype=np.float64)
+    if z.ndim != 2: raise ValueError(f"latent_prior_report: `z` must be (n, encoding_dims), got shape {z.shape}.")
+    if not np.isfinite(z).all(): raise ValueError("latent_prior_report: `z` holds NaN or inf values.")
+    if len(z) < 2 * folds: raise ValueError(f"latent_prior_report: needs at least {2 * folds} codes for {folds}-fold testing, got {len(z)}.")
+    rng = np.random.default_rng(seed)
+    prior = rng.standard_normal((prior_factor * len(z), z.shape[1]))
+    X = np.concatenate([z, prior])
+    is_prior = np.r_[np.zeros(len(z)), np.ones(len(prior))]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    auc = cross_val_score(clf, np.concatenate([X, X * X], 1), is_prior, scoring='roc_auc',
+                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean()
+    sd = z.std(0, ddof=1)
+    return dict(mean_abs_mean=float(np.abs(z.mean(0)).mean()), mean_abs_sd_error=float(np.abs(sd - 1).mean()),
+                mean_sd=float(sd.mean()), two_sample_auc=float(auc), n=int(len(z)), dims=int(z.shape[1]))
+
+def format_prior_report(r:dict) -> str:
+    "One line of `latent_prior_report` numbers."
+    return (f"mean |mean_j| {r['mean_abs_mean']:.2f}, mean |sd_j − 1| {r['mean_abs_sd_error']:.2f}, "
+            f"two-sample AUC {r['two_sample_auc']:.2f} (0.5 = indistinguishable; {r['n']} codes)")
+
 # %% ../nbs/04_training.ipynb #edfab77e
 _WEIGHT_ARGS = ('ae_recons_weight', 'ae_adv_weight', 'classif_recons_weight', 'classif_class_weight', 'classif_adv_weight')
+
+def _is_number(v): return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 def check_training_inputs(model, dls, models_dir, **weights):
     "Raise a clear error if `model`, `dls`, `models_dir` or a loss weight cannot be trained with."
@@ -83,7 +120,10 @@ def check_training_inputs(model, dls, models_dir, **weights):
         raise ValueError("`dls` must have a single category target (blocks=(ImageBlock, CategoryBlock)); it has no class vocabulary")
     if len(vocab) != 2: raise ValueError(f"`dls` must have exactly two classes; its vocab has {len(vocab)}: {list(vocab)[:10]}")
     for name, w in weights.items():
-        if not w >= 0: raise ValueError(f"`{name}` must be >= 0, got {w}")
+        if not _is_number(w) or not np.isfinite(w) or w < 0: raise ValueError(f"`{name}` must be a finite number >= 0, got {w!r}")
+    for a, b in (('ae_recons_weight', 'ae_adv_weight'), ('classif_recons_weight', 'classif_adv_weight')):
+        if a in weights and b in weights and weights[a] == weights[b] == 0 and (a != 'classif_recons_weight' or weights.get('classif_class_weight') == 0):
+            raise ValueError(f"`{a}` and `{b}` are both 0: that phase would have nothing to learn from.")
     b = dls.valid.one_batch() if len(dls.valid_ds) else dls.train.one_batch()
     if len(b) != 2 or not isinstance(b[0], TensorImage) or not isinstance(b[1], TensorCategory) or b[1].ndim != 1:
         raise ValueError("`dls` batches must be (image, category) pairs: build them with blocks=(ImageBlock, CategoryBlock)")
@@ -114,29 +154,36 @@ def plot_validation_pls(learn:Learner, # A learner holding a trained xAAEnet
                         show:bool|None=None, # Show inline (None: only under IPython)
                         z:torch.Tensor|None=None, # Precomputed validation codes (with `targets`) to skip extraction
                         targets:torch.Tensor|None=None,
+                        fit_z:torch.Tensor|None=None, # Codes the PLS is fit on (with `fit_targets`); default the training split's
+                        fit_targets:torch.Tensor|None=None,
+                        color_by:str='pls1', # 'pls1' (colour = PLS1 score) or 'class'
                        ) -> Path|None: # The PNG path, or None when the validation set has a single class
-    "Supervised PLS biplot of the validation codes of `learn` against the class."
+    "Supervised PLS biplot of the validation codes of `learn` against the class, the PLS fit on the training codes."
     vocab = list(learn.dls.vocab)
     _target_index(vocab, target_class)
     if z is None: z, targets = extract_latent_space(learn.model, learn.dls, 1)
+    if fit_z is None: fit_z, fit_targets = extract_latent_space(learn.model, learn.dls, 0)
+    if len(fit_z) < 3 or len(torch.unique(torch.as_tensor(fit_targets))) < 2:
+        fit_z = fit_targets = None  # the training split cannot carry a fit: fall back to an in-sample fit, said in the title
     if len(torch.unique(targets)) < 2:
         warnings.warn(f"The validation set holds a single class ({vocab[int(targets[0])] if len(targets) else 'empty'}): "
                       "the PLS figure is skipped. Use a split with both classes in validation.")
         return None
     save_path = Path(save_path) if save_path is not None else Path(learn.path)/learn.model_dir/'pls_validation.png'
     return save_latent_pls_figure(z, targets, save_path, class_names=vocab, target_class=target_class, phase=phase,
-                                  encoding_dims=learn.model.encoding_dims, max_points=max_points, show=show)
+                                  encoding_dims=learn.model.encoding_dims, max_points=max_points, show=show,
+                                  fit_z=fit_z, fit_targets=fit_targets, color_by=color_by)
 
 def _pls_validation_latent_after_phase(learn:Learner, fname:str, phase:str='classifier', target_class=None,
-                                       max_points:int=10000, show=None, z=None, targets=None) -> Path|None:
+                                       max_points:int=10000, show=None, z=None, targets=None, fit_z=None, fit_targets=None) -> Path|None:
     "PLS figure of the validation codes saved as `<models_dir>/pls_<fname>.png` (the name the training page uses)."
     return plot_validation_pls(learn, Path(learn.path)/learn.model_dir/f'pls_{fname}.png', target_class=target_class,
-                               phase=phase, max_points=max_points, show=show, z=z, targets=targets)
+                               phase=phase, max_points=max_points, show=show, z=z, targets=targets, fit_z=fit_z, fit_targets=fit_targets)
 
 # %% ../nbs/04_training.ipynb #7d86c843
-def save_latent(learn:Learner, path, z_valid=None, y_valid=None) -> Path:
+def save_latent(learn:Learner, path, z_valid=None, y_valid=None, z_train=None, y_train=None) -> Path:
     "Save train and valid codes, targets, split names and item paths of `learn` to `path` (atomic write)."
-    z_tr, y_tr = extract_latent_space(learn.model, learn.dls, 0)
+    z_tr, y_tr = (z_train, y_train) if z_train is not None else extract_latent_space(learn.model, learn.dls, 0)
     if z_valid is None: z_valid, y_valid = extract_latent_space(learn.model, learn.dls, 1)
     items = [str(o) for o in split_items(learn.dls, 0)] + [str(o) for o in split_items(learn.dls, 1)]
     state = dict(z=torch.cat([z_tr, z_valid]), targets=torch.cat([y_tr, y_valid]),
@@ -147,43 +194,106 @@ def load_latent(path) -> dict:
     "Read a file written by `save_latent`: keys `z`, `targets`, `split`, `paths`, `vocab`."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"latent file {str(path)!r} does not exist")
-    return torch.load(path, map_location='cpu', weights_only=True)
+    try: state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f"latent file {str(path)!r} could not be read (truncated or not a PyTorch file?): {type(e).__name__}: {e}") from None
+    keys = {'z', 'targets', 'split', 'paths', 'vocab'}
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise ValueError(f"{str(path)!r} is not a latent file written by `save_latent` (it lacks {sorted(keys - set(state)) if isinstance(state, dict) else sorted(keys)}); "
+                         "a checkpoint (.pth) holds weights, not codes.")
+    return state
 
-# %% ../nbs/04_training.ipynb #0a6483e6
+# %% ../nbs/04_training.ipynb #eab4f343
 _PHASE_TITLES = {'adversarial': 'adversarial', 'autoencoder': 'denoising autoencoder', 'classifier': 'classifier'}
+
+MAX_DISC_LR = 0.03 # cap of the discriminator's learning rate (Adam), the highest we measured working
+
+def _disc_lr(lr, factor): return min(lr * factor, MAX_DISC_LR)
 
 def _seed_everything(seed, dls):
     set_seed(seed, reproducible=True)
     for dl in dls.loaders: dl.rng = random.Random(seed)
 
-def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, cbs, patience, grad_accum, resume, timings):
+def planned_optimizer_steps(dls:DataLoaders, epochs:int, grad_accum:int) -> int:
+    "Optimiser steps a phase of `epochs` makes with `GradientAccumulation` over `grad_accum` batches (its count runs across epochs)."
+    return int(epochs) * len(dls.train) // int(grad_accum)
+
+def _phase_settings(learn, phase, epochs, loss_func, lr, grad_accum) -> dict:
+    "What a phase was trained on and with: compared on resume."
+    m = learn.model
+    return dict(phase=phase, data=data_fingerprint(learn.dls), classes=[str(v) for v in learn.dls.vocab], model=type(m).__name__,
+                arch=getattr(m, 'arch_name', type(m.encoder).__name__), input_size=m.input_size, input_channels=m.input_channels,
+                encoding_dims=m.encoding_dims, recons_weight=float(loss_func.recons_weight), adv_weight=float(loss_func.adv_weight),
+                classif_weight=float(loss_func.classif_weight), epochs=int(epochs), lr_max=float(lr), grad_accum=int(grad_accum))
+
+def _record_path(ckpt): return ckpt.with_name(f'{ckpt.stem}.done.json')
+
+def _write_record(path, record):
+    "Write the completion record atomically (temporary file, then rename)."
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    with os.fdopen(fd, 'w') as f: json.dump(record, f, indent=1)
+    os.replace(tmp, path)
+
+def _resume_phase(model, ckpt, settings) -> bool:
+    "True if the phase finished earlier with these settings (its weights are loaded); raise if it finished with others."
+    rec_path = _record_path(ckpt)
+    if not rec_path.exists():
+        if ckpt.exists(): print(f"  resume: {ckpt.name} has no completion record (the phase was interrupted): training this phase again")
+        return False
+    done = json.loads(rec_path.read_text())
+    diff = [f"{k}: {done.get(k)!r} then, {v!r} now" for k, v in settings.items() if done.get(k) != v]
+    if diff: raise ValueError(f"resume: the finished phase in {str(rec_path)!r} was trained on other data or settings ({'; '.join(diff)}). "
+                              "Use another `models_dir`, or `overwrite=True` to train again from scratch.")
+    if not ckpt.exists(): raise FileNotFoundError(f"resume: {str(rec_path)!r} says the phase finished but its checkpoint {str(ckpt)!r} is missing.")
+    load_state(model, ckpt)
+    print(f"  resume: finished phase loaded from {ckpt.name}, skipped")
+    return True
+
+def _prior_after(learn, phase):
+    "Prior check on the training split's eval-mode codes, printed and kept in `learn.prior_reports`; returns the codes and classes."
+    z, y = extract_latent_space(learn.model, learn.dls, 0)
+    try: r = latent_prior_report(z)
+    except ValueError as e: print(f"  z vs N(0, I): not checked ({e})"); return z, y
+    learn.prior_reports[phase] = r
+    print(f"  z vs N(0, I) after this phase (training codes, eval mode): {format_prior_report(r)}")
+    return z, y
+
+def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, cbs, patience, grad_accum, resume, timings):
     "Fit one phase; return 'trained', 'resumed' or 'skipped'."
     model, ckpt = learn.model, Path(learn.path)/learn.model_dir/f'{fname}.pth'
     print(f"Phase {i}/3 — {_PHASE_TITLES[phase]}")
-    if resume and ckpt.exists():
-        load_state(model, ckpt)
-        print(f"  resume: loaded {ckpt}, phase skipped")
-        return 'resumed'
+    settings = _phase_settings(learn, phase, epochs, loss_func, lr, grad_accum)
+    if resume and _resume_phase(model, ckpt, settings): return 'resumed'
     if epochs == 0:
         print("  0 epochs: phase skipped")
         return 'skipped'
+    planned = planned_optimizer_steps(learn.dls, epochs, grad_accum)
+    if planned < 10:
+        warnings.warn(f"Phase {i}/3 ({phase}) will make only {planned} optimiser step(s): {epochs} epoch(s) × {len(learn.dls.train)} "
+                      f"training batch(es) ÷ grad_accum={grad_accum}. Little can be learned from that: raise the epochs, or lower "
+                      "`grad_accum` or the batch size.", stacklevel=3)
     learn.loss_func, learn.metrics = loss_func, metrics
     model.run_decoder = phase != 'adversarial'
-    # In the adversarial game the two players' losses alternate, so "best valid loss" would only say
-    # which player was ahead: that phase keeps its final weights, and is not stopped early.
+    # In the adversarial phase "best valid loss" would only say which player was ahead: that phase keeps
+    # its final weights, and is not stopped early.
     save_cb = AtomicSaveModelCallback(fname=fname, at_end=phase == 'adversarial')
-    nan_cb = StopOnNaN()
-    phase_cbs = [GradientAccumulation(grad_accum*learn.dls.bs), save_cb, nan_cb, *cbs]
+    nan_cb, game = StopOnNaN(), AdversarialGame(lr=disc_lr)
+    phase_cbs = [GradientAccumulation(grad_accum*learn.dls.bs), game, save_cb, nan_cb, *cbs]
     if phase != 'adversarial': phase_cbs.append(EarlyStoppingCallback(patience=patience))
     start = time.perf_counter()
     try: learn.fit_one_cycle(epochs, lr, cbs=phase_cbs, reset_opt=True)
     finally: model.run_decoder = True
     timings[phase] = {'train_s': time.perf_counter() - start}
+    learn.optimizer_steps[phase], learn.discriminator_steps[phase] = game.gen_steps, game.disc_steps
     learn.phase_logs[phase] = pd.DataFrame(learn.recorder.values, columns=learn.recorder.metric_names[1:-1])
     if nan_cb.nan_at is not None:
         kept = f"the last good checkpoint {str(ckpt)!r} is kept" if ckpt.exists() else "no checkpoint of this phase was written"
         raise FloatingPointError(f"Phase {i}/3 ({phase}): the training loss became NaN/inf at epoch {nan_cb.nan_at[0]}, "
                                  f"batch {nan_cb.nan_at[1]}; {kept}. Lower `lr_max` or check the images.")
+    print(f"  {game.gen_steps} optimiser steps of the generator, {game.disc_steps} of the discriminator")
+    # the phase ran to its end: only now does it count as finished for `resume`
+    _write_record(_record_path(ckpt), dict(settings, optimizer_steps=game.gen_steps, discriminator_steps=game.disc_steps,
+                                           finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__))
     return 'trained'
 
 # %% ../nbs/04_training.ipynb #75f26b1c
@@ -211,20 +321,35 @@ def train_xaaenet(
     show_latent_figures:bool|None=None, # If not False, display t-SNE / PLS figures inline when running inside a notebook (before saving PNG).
     *,
     seed:int|None=None, # Seed of every random number generator, for a repeatable run on the CPU
-    resume:bool=False, # Load and skip every phase whose checkpoint is already in `models_dir`
+    resume:bool=False, # Skip every phase that finished in `models_dir` with the same data and settings (its weights are loaded)
+    overwrite:bool=False, # Allow training into a `models_dir` that holds another run's finished phases (their records are removed)
     cbs:list|None=None, # Extra fastai callbacks for every phase
+    disc_lr_factor:float=100., # The discriminator learns at `disc_lr_factor` × each phase's peak rate (at most `MAX_DISC_LR`), with its own optimiser
 ) -> Learner:
     "Train an explainable xAAEnet model: adversarial, then autoencoder, then classifier."
     weights = {k: v for k, v in locals().items() if k in _WEIGHT_ARGS}
-    check_training_inputs(model, dls, models_dir, **weights)
+    for name, v in (('lr_max', lr_max), ('lr_max_factor', lr_max_factor), ('disc_lr_factor', disc_lr_factor)):
+        if not _is_number(v) or not np.isfinite(v) or v <= 0: raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
     for name, e in (('epochs_adv', epochs_adv), ('epochs_ae', epochs_ae), ('epochs_classif', epochs_classif), ('grad_accum', grad_accum)):
-        if int(e) != e or e < (1 if name == 'grad_accum' else 0): raise ValueError(f"`{name}` must be a whole number >= {int(name == 'grad_accum')}, got {e}")
+        if not _is_number(e) or int(e) != e or e < (1 if name == 'grad_accum' else 0):
+            raise ValueError(f"`{name}` must be a whole number >= {int(name == 'grad_accum')}, got {e!r}")
+    check_training_inputs(model, dls, models_dir, **weights)
+    if resume and overwrite: raise ValueError("pass `resume=True` (continue the run in `models_dir`) or `overwrite=True` (replace it), not both")
+    records = sorted(Path(models_dir).glob('*.done.json'))
+    if records and not (resume or overwrite):
+        raise FileExistsError(f"`models_dir` {str(models_dir)!r} holds finished phases of an earlier run ({', '.join(r.name for r in records)}): "
+                              "pass `resume=True` to continue that run, or `overwrite=True` to replace it.")
+    if overwrite:
+        for r in records: r.unlink()
+    if len(dls.train) == 0:
+        raise ValueError(f"The training split ({len(dls.train_ds)} images) gives no full batch of bs={dls.bs}: lower the batch size.")
     _target_index(dls.vocab, pls_target_class)
     if seed is not None: _seed_everything(seed, dls)
     show = show_latent_figures
     models_dir = Path(models_dir)
-    learn = Learner(dls, model, loss_func=XAAELoss(model, classif_weight=1.), path=Path('.'), model_dir=models_dir)
-    learn.phase_logs, learn.phase_status, learn.phase_timings = {}, {}, {}
+    learn = Learner(dls, model, loss_func=XAAELoss(model, classif_weight=1.), path=Path('.'), model_dir=models_dir, splitter=xaae_splitter)
+    learn.phase_logs, learn.phase_status, learn.phase_timings, learn.prior_reports, learn.optimizer_steps = {}, {}, {}, {}, {}
+    learn.discriminator_steps = {}
     extra = list(cbs or [])
     t = learn.phase_timings
 
@@ -237,32 +362,40 @@ def train_xaaenet(
 
     # Phase 1: encoder → z → discriminator only
     learn.phase_status['adversarial'] = _run_phase(
-        learn, 1, 'adversarial', epochs_adv, adv_fname, XAAELoss(model, adv_weight=1.), [LossAttrMetric('adv_loss')], lr_max,
-        [UnfreezeFcCritAdaptative(low_threshold=adv_low_threshold, high_threshold=adv_high_threshold), *extra], patience, grad_accum, resume, t)
+        learn, 1, 'adversarial', epochs_adv, adv_fname, XAAELoss(model, adv_weight=1.), [LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')],
+        lr_max, _disc_lr(lr_max, disc_lr_factor), [UnfreezeFcCritAdaptative(low_threshold=adv_low_threshold, high_threshold=adv_high_threshold), *extra],
+        patience, grad_accum, resume, t)
+    if learn.phase_status['adversarial'] != 'skipped': _prior_after(learn, 'adversarial')
     if save_tsne and learn.phase_status['adversarial'] == 'trained': tsne_after('adversarial', adv_fname)
 
     # Phase 2: denoising autoencoder
     corruption = CorruptionCallback([AddGaussianNoise(std=noise_std), RandomMasking(mask_ratio=mask_ratio, patch_size=patch_size)])
     learn.phase_status['autoencoder'] = _run_phase(
         learn, 2, 'autoencoder', epochs_ae, ae_fname, XAAELoss(model, recons_weight=ae_recons_weight, adv_weight=ae_adv_weight),
-        [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss')], lr_max, [corruption, *extra], patience, grad_accum, resume, t)
+        [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')], lr_max, _disc_lr(lr_max, disc_lr_factor),
+        [corruption, *extra], patience, grad_accum, resume, t)
+    if learn.phase_status['autoencoder'] != 'skipped': _prior_after(learn, 'autoencoder')
     if save_tsne and learn.phase_status['autoencoder'] == 'trained': tsne_after('autoencoder', ae_fname)
 
     # Phase 3: classifier
     learn.phase_status['classifier'] = _run_phase(
         learn, 3, 'classifier', epochs_classif, classif_fname,
         XAAELoss(model, recons_weight=classif_recons_weight, adv_weight=classif_adv_weight, classif_weight=classif_class_weight),
-        [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('classif_loss'), accuracy],
-        lr_max*lr_max_factor, extra, patience, grad_accum, resume, t)
+        [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss'), LossAttrMetric('classif_loss'), accuracy],
+        lr_max*lr_max_factor, _disc_lr(lr_max*lr_max_factor, disc_lr_factor), extra, patience, grad_accum, resume, t)
+    z_train, y_train = _prior_after(learn, 'classifier') if learn.phase_status['classifier'] != 'skipped' else (None, None)
 
     start = time.perf_counter()
     z_valid = y_valid = None
-    if save_pls or extract_latent: z_valid, y_valid = extract_latent_space(model, dls, 1)
+    if save_pls or extract_latent:
+        z_valid, y_valid = extract_latent_space(model, dls, 1)
+        if z_train is None: z_train, y_train = extract_latent_space(model, dls, 0)
     if save_pls:
-        _pls_validation_latent_after_phase(learn, classif_fname, 'classifier', pls_target_class, pls_max_points, show, z_valid, y_valid)
+        _pls_validation_latent_after_phase(learn, classif_fname, 'classifier', pls_target_class, pls_max_points, show, z_valid, y_valid,
+                                           z_train, y_train)
     if extract_latent:
         path = Path(latent_path) if latent_path is not None else Path(learn.path)/models_dir/f'{classif_fname}_latent.pt'
-        learn.latent_path = save_latent(learn, path, z_valid, y_valid)
+        learn.latent_path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
         print(f"Latent codes saved to {learn.latent_path}")
     t.setdefault('classifier', {})['figures_and_latent_s'] = time.perf_counter() - start
     return learn

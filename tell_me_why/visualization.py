@@ -22,8 +22,9 @@ from sklearn.preprocessing import StandardScaler
 from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, _save_png
 
 # %% auto #0
-__all__ = ['MIN_POINTS', 'select_feature_matrix', 'permutation_pvalues', 'pls_feature_alignment', 'bootstrap_rank_stability',
-           'plot_alignment_panels', 'plot_importance_ranking', 'run_pls_feature_figures', 'latent_traversal_figure']
+__all__ = ['MIN_POINTS', 'select_feature_matrix', 'check_same_images', 'permutation_pvalues', 'pls_feature_alignment',
+           'bootstrap_rank_stability', 'plot_alignment_panels', 'plot_importance_ranking', 'run_pls_feature_figures',
+           'latent_traversal_figure']
 
 # %% ../nbs/06_visualization.ipynb #ab81c95d
 MIN_POINTS = 10 # fewer rows than this cannot support a PLS plus correlations
@@ -76,9 +77,24 @@ def select_feature_matrix(feature_table:pd.DataFrame, # table from `compute_feat
     if bad_rows.any():
         detail = "; ".join(f"{c}: rows {np.flatnonzero(bad_rows[:, j])[:5].tolist()}"
                            for j, c in enumerate(cols) if bad_rows[:, j].any())
-        raise ValueError(f"`feature_table` has NaN or inf values ({detail}); drop or re-score those images "
-                         "(e.g. `on_error='previous'`).")
+        raise ValueError(f"`feature_table` has NaN or inf values ({detail}), e.g. images that could not be scored; "
+                         "drop those rows from both `z` and the table.")
     return values, cols
+
+def check_same_images(image_paths, # image path per row of `z` (e.g. `split_items`, or a latent file's `paths`)
+                      feature_table:pd.DataFrame, # table whose `Source_File_Path` column names its images
+                     ):
+    "Raise if the table's `Source_File_Path` rows are not `image_paths`, in order (a table of other images, or reordered)."
+    if image_paths is None or 'Source_File_Path' not in feature_table.columns: return
+    mine = [Path(str(p)).as_posix() for p in image_paths]
+    theirs = [Path(str(p)).as_posix() for p in feature_table['Source_File_Path']]
+    if len(mine) != len(theirs):
+        raise ValueError(f"`image_paths` has {len(mine)} entries but `feature_table` has {len(theirs)} rows.")
+    diff = [i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
+    if diff:
+        i = diff[0]
+        raise ValueError(f"`feature_table` does not describe the images of `z` in the same order: {len(diff)} of {len(mine)} rows "
+                         f"differ, first row {i}: {mine[i]!r} for `z` but {theirs[i]!r} in the table.")
 
 # %% ../nbs/06_visualization.ipynb #464ce556
 def _standardise_fit(fit_z:np.ndarray):
@@ -132,12 +148,14 @@ def pls_feature_alignment(
     fit_target=None, # 0/1 target of `fit_z`
     n_permutations:int=0, # > 0 adds a permutation p-value per feature
     random_state:int=0, # seed of the permutations
+    image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
 ) -> dict:
     "PLS of z on the target, then each feature's Pearson r with PLS1/PLS2 (numbers only, no figure)."
     zr = latent_to_numpy(z, 'z')
     _check_points(zr, 'z')
     y = _binary_01(target_score, len(zr), 'target_score')
     features, cols = select_feature_matrix(feature_table, feature_columns, len(zr))
+    check_same_images(image_paths, feature_table)
     if (fit_z is None) != (fit_target is None):
         raise ValueError("Pass both `fit_z` and `fit_target` (held-out fit) or neither (in-sample fit).")
     held_out = fit_z is not None
@@ -347,11 +365,12 @@ def run_pls_feature_figures(
     random_state:int=0, # seed of the permutations
     max_panels:int|None=None, # alignment panels for the top features only
     n_bootstrap:int=0, # > 0: resamples for `bootstrap_rank_stability`, drawn as whiskers and added to `importance_rank`
+    image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
 ) -> dict:
     "PLS of z on the target, alignment of PLS1 with each feature: ranking table, alignment panels and ranking figure."
     if not isinstance(n_bootstrap, (int, np.integer)) or isinstance(n_bootstrap, bool) or n_bootstrap < 0:
         raise ValueError(f"`n_bootstrap` must be a non-negative integer, got {n_bootstrap!r}.")
-    res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target,
+    res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, image_paths=image_paths,
                                 n_permutations=n_permutations, random_state=random_state)
     if n_bootstrap:
         st = bootstrap_rank_stability(z, target_score, feature_table, feature_columns, int(n_bootstrap),
