@@ -238,7 +238,8 @@ def save_latent_pls_figure(
     pls, signs = fit_oriented_pls(zf, yf)
     scores = pls.transform(zs) * signs
     r2 = np.array([np.corrcoef(scores[:, k], ys)[0, 1] ** 2 for k in range(2)])
-    direction = np.asarray(pls.y_loadings_).reshape(-1)[:2] * signs  # the fit's class direction in the score plane
+    # the class direction on the points drawn: least squares of the centred target on their two scores
+    direction = np.linalg.lstsq(scores - scores.mean(0), ys - ys.mean(), rcond=None)[0]
     dims = zn.shape[1] if encoding_dims is None else encoding_dims
 
     with plt.style.context('dark_background'):
@@ -260,7 +261,7 @@ def save_latent_pls_figure(
         vs = f"{tclass} vs {other[0]}" if len(other) == 1 else tclass
         fit = (f"PLS fit on {len(zf)} other codes (held out from these)" if fit_z is not None else "in-sample fit")
         title = (f"Supervised PLS of latent z ({dims}-d) on {vs}" + (f" — phase: {phase}" if phase else "")
-                 + f"\n{len(zs)} points, {fit}; arrow = class direction of the fit")
+                 + f"\n{len(zs)} points, {fit}; arrow = class direction on these points")
         if r2[1] > r2[0]:
             title += f"\nNote: on these points the class follows PLS2 more than PLS1 (r² {r2[1]:.2f} vs {r2[0]:.2f})"
         ax.set_title(title, fontsize=10)
