@@ -281,7 +281,7 @@ def _predict_from_z(model, z) -> np.ndarray:
 FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
                        valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001) # the main job's settings for a folder of images
 PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=1, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
-                        valid_pct=0.4, n_permutations=999, classif_class_weight=0.1) # ... for `planted=CUE` (the fidelity page's set-up)
+                        valid_pct=0.4, n_permutations=999, classif_class_weight=1.0) # ... for `planted=CUE` (the fidelity page's set-up)
 
 def _rel(p, root:Path, shown:Path) -> str:
     "`p` as a path under `shown` when it lies under `root` (the folder the run wrote to), else unchanged."

@@ -316,7 +316,7 @@ def fidelity_check(
     valid_pct:float=0.4, # share of images held out (PLS is reported on them)
     bs:int=16, # batch size
     lr_max:float=1e-3, # peak learning rate
-    classif_class_weight:float=0.1, # weight of the cross-entropy term in the classifier phase (`train_xaaenet`'s is 0.001)
+    classif_class_weight:float=1.0, # weight of the cross-entropy term in the classifier phase (`train_xaaenet`'s is 0.001)
     arch=None, # None = `small_encoder()`; or a torchvision-style constructor (e.g. `resnet18`), random weights
     work_dir:str|Path|None=None, # keep images and checkpoints here; None = a temporary folder, removed afterwards
     quiet:bool=True, # hide training messages and progress bars
