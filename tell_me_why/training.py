@@ -133,11 +133,12 @@ def check_training_inputs(model, dls, models_dir, **weights):
     if tuple(x.shape[-2:]) != (model.input_size,)*2:
         raise ValueError(f"`dls` gives {tuple(x.shape[-2:])} px images but the model has input_size={model.input_size}: "
                          f"resize with item_tfms=Resize({model.input_size}) or build the model with input_size={x.shape[-1]}")
-    models_dir = Path(models_dir)
-    try:
-        models_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=models_dir): pass
-    except OSError as e: raise PermissionError(f"`models_dir` {str(models_dir)!r} is not a writable folder: {e}") from None
+    # nothing is created yet: a refused run leaves the disk as it was
+    models_dir = probe = Path(models_dir)
+    while not probe.exists() and probe != probe.parent: probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"`models_dir` {str(models_dir)!r} cannot be created or written: {str(probe)!r} is "
+                              f"{'not a folder' if not probe.is_dir() else 'not writable'}.")
 
 # %% ../nbs/04_training.ipynb #196440e8
 def _target_index(vocab, target_class):
@@ -175,10 +176,12 @@ def plot_validation_pls(learn:Learner, # A learner holding a trained xAAEnet
                                   fit_z=fit_z, fit_targets=fit_targets, color_by=color_by)
 
 def _pls_validation_latent_after_phase(learn:Learner, fname:str, phase:str='classifier', target_class=None,
-                                       max_points:int=10000, show=None, z=None, targets=None, fit_z=None, fit_targets=None) -> Path|None:
+                                       max_points:int=10000, show=None, z=None, targets=None, fit_z=None, fit_targets=None,
+                                       color_by='pls1') -> Path|None:
     "PLS figure of the validation codes saved as `<models_dir>/pls_<fname>.png` (the name the training page uses)."
     return plot_validation_pls(learn, Path(learn.path)/learn.model_dir/f'pls_{fname}.png', target_class=target_class,
-                               phase=phase, max_points=max_points, show=show, z=z, targets=targets, fit_z=fit_z, fit_targets=fit_targets)
+                               phase=phase, max_points=max_points, show=show, z=z, targets=targets, fit_z=fit_z, fit_targets=fit_targets,
+                               color_by=color_by)
 
 # %% ../nbs/04_training.ipynb #7d86c843
 def save_latent(learn:Learner, path, z_valid=None, y_valid=None, z_train=None, y_train=None) -> Path:
@@ -230,6 +233,7 @@ def _record_path(ckpt): return ckpt.with_name(f'{ckpt.stem}.done.json')
 
 def _write_record(path, record):
     "Write the completion record atomically (temporary file, then rename)."
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     with os.fdopen(fd, 'w') as f: json.dump(record, f, indent=1)
     os.replace(tmp, path)
@@ -324,6 +328,7 @@ def train_xaaenet(
     resume:bool=False, # Skip every phase that finished in `models_dir` with the same data and settings (its weights are loaded)
     overwrite:bool=False, # Allow training into a `models_dir` that holds another run's finished phases (their records are removed)
     cbs:list|None=None, # Extra fastai callbacks for every phase
+    color_by_class:bool=False, # Colour the t-SNE and PLS figures by class (the default colours by nothing / by PLS1 score)
     disc_lr_factor:float=100., # The discriminator learns at `disc_lr_factor` × each phase's peak rate (at most `MAX_DISC_LR`), with its own optimiser
 ) -> Learner:
     "Train an explainable xAAEnet model: adversarial, then autoencoder, then classifier."
@@ -355,9 +360,10 @@ def train_xaaenet(
 
     def tsne_after(phase, fname):
         start = time.perf_counter()
-        z, _ = extract_latent_space(model, dls, 1)
+        z, y = extract_latent_space(model, dls, 1)
         save_latent_tsne_figure(z, Path(learn.path)/models_dir/f'tsne_{fname}.png', phase=phase, encoding_dims=model.encoding_dims,
-                                max_points=tsne_max_points, perplexity=tsne_perplexity, show=show)
+                                max_points=tsne_max_points, perplexity=tsne_perplexity, show=show, targets=y, class_names=list(dls.vocab),
+                                color_by='class' if color_by_class else None)
         t.setdefault(phase, {})['figure_s'] = time.perf_counter() - start
 
     # Phase 1: encoder → z → discriminator only
@@ -392,7 +398,7 @@ def train_xaaenet(
         if z_train is None: z_train, y_train = extract_latent_space(model, dls, 0)
     if save_pls:
         _pls_validation_latent_after_phase(learn, classif_fname, 'classifier', pls_target_class, pls_max_points, show, z_valid, y_valid,
-                                           z_train, y_train)
+                                           z_train, y_train, color_by='class' if color_by_class else 'pls1')
     if extract_latent:
         path = Path(latent_path) if latent_path is not None else Path(learn.path)/models_dir/f'{classif_fname}_latent.pt'
         learn.latent_path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)

@@ -34,8 +34,9 @@ def _path_subs():
     tmp = re.escape(tempfile.gettempdir().rstrip('/'))
     home = re.escape(str(Path.home()))
     return [
-        (re.compile(tmp + r'/[\w.-]+'), '<tmp>'),                       # /tmp/tmpab12cd -> <tmp>
+        # the repository first: a clone may itself lie in the temporary folder (CI)
         (re.compile(re.escape(str(ROOT)) + r'/?'), ''),                 # /work/main/tell_me_why/... -> tell_me_why/...
+        (re.compile(tmp + r'/[\w.-]+'), '<tmp>'),                       # /tmp/tmpab12cd -> <tmp>
         (re.compile(r'(?:/[\w.+-]+)+/(?:site|dist)-packages/'), 'site-packages/'),
         (re.compile(home + r'(?=/)'), '~'),
     ]
