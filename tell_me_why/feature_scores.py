@@ -7,7 +7,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/feature_scores.html.md"""
 # %% ../nbs/05_feature_scores.ipynb #2d01c4a1
 from __future__ import annotations
 
-import math, os, warnings
+import math, os, re, warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -90,7 +90,8 @@ class DecodedImage:
 
     def _decode_mode(self, mode) -> torch.Tensor:
         try: return _decode(self.data, mode)
-        except RuntimeError as e: raise ValueError(f"could not decode image file '{self.path}': {e}") from e
+        except RuntimeError as e:  # torchvision's message starts with its own source location: keep what a user can act on
+            raise ValueError(f"could not decode image file '{self.path}': {re.sub(r'^.*?[.](?:cpp|h):[0-9]+,[ ]*', '', str(e))}") from e
 
     @cached_property
     def grey(self) -> torch.Tensor:

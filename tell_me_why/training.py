@@ -349,6 +349,9 @@ def train_xaaenet(
     if len(dls.train) == 0:
         raise ValueError(f"The training split ({len(dls.train_ds)} images) gives no full batch of bs={dls.bs}: lower the batch size.")
     _target_index(dls.vocab, pls_target_class)
+    if save_pls and model.encoding_dims < 2:
+        raise ValueError(f"`save_pls=True` needs codes of at least 2 dimensions for its 2-component PLS; the model has "
+                         f"encoding_dims={model.encoding_dims}. Build it with encoding_dims >= 2 or pass save_pls=False.")
     if seed is not None: _seed_everything(seed, dls)
     show = show_latent_figures
     models_dir = Path(models_dir)

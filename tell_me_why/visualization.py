@@ -368,6 +368,8 @@ def run_pls_feature_figures(
     image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
 ) -> dict:
     "PLS of z on the target, alignment of PLS1 with each feature: ranking table, alignment panels and ranking figure."
+    if save_dir is not None and Path(save_dir).exists() and not Path(save_dir).is_dir():
+        raise ValueError(f"`save_dir` {str(save_dir)!r} is a file; pass a folder (it is created if missing).")
     if not isinstance(n_bootstrap, (int, np.integer)) or isinstance(n_bootstrap, bool) or n_bootstrap < 0:
         raise ValueError(f"`n_bootstrap` must be a non-negative integer, got {n_bootstrap!r}.")
     res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, image_paths=image_paths,
