@@ -21,9 +21,9 @@ from fastai.torch_core import find_bs
 from .model_aae import XAAEOutput
 
 # %% auto #0
-__all__ = ['AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'set_trainable_player', 'xaae_splitter',
-           'AdversarialGame', 'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace',
-           'atomic_save_state', 'load_state', 'AtomicSaveModelCallback', 'StopOnNaN']
+__all__ = ['AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter', 'AdversarialGame',
+           'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_save_state',
+           'load_state', 'AtomicSaveModelCallback', 'StopOnNaN']
 
 # %% ../nbs/02_callbacks.ipynb #5dcb950f
 class AddGaussianNoise:
@@ -96,15 +96,6 @@ class CorruptionCallback(Callback):
 def is_critic_param(name:str) -> bool:
     "True for the latent discriminator's parameters (named `fc_crit*`)."
     return any(part.startswith('fc_crit') for part in name.split('.'))
-
-def set_trainable_player(model, player:str,
-                         allowed:set|None=None): # names that may train at all (default: every parameter)
-    "Set `requires_grad` so that only the discriminator (`player='disc'`), only the rest (`'gen'`) or everything (`'all'`) trains, within `allowed`; for manual experiments, never used inside a fit."
-    if player not in ('disc', 'gen', 'all'): raise ValueError(f"`player` must be 'disc', 'gen' or 'all', got {player!r}")
-    for name, p in model.named_parameters():
-        train = (player == 'all' or (player == 'disc') == is_critic_param(name)) and (allowed is None or name in allowed)
-        p.requires_grad_(train)
-        if not train: p.grad = None
 
 # %% ../nbs/02_callbacks.ipynb #ef87ed8d
 def xaae_splitter(model) -> list:
