@@ -22,8 +22,8 @@ from .model_aae import XAAEOutput
 
 # %% auto #0
 __all__ = ['AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter', 'AdversarialGame',
-           'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_save_state',
-           'load_state', 'AtomicSaveModelCallback', 'StopOnNaN']
+           'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_write',
+           'atomic_save_state', 'load_state', 'AtomicSaveModelCallback', 'StopOnNaN']
 
 # %% ../nbs/02_callbacks.ipynb #5dcb950f
 class AddGaussianNoise:
@@ -225,18 +225,24 @@ class GetLatentSpace(Callback):
         self._parts = []
 
 # %% ../nbs/02_callbacks.ipynb #f219a571
-def atomic_save_state(state, path) -> Path:
-    "Write `state` with `torch.save` to a temporary file beside `path`, then rename it into place."
+def atomic_write(path, # file to write (parent folders are created)
+                 write, # called with a temporary path beside `path`, writes the content there
+                ) -> Path:
+    "Write a file atomically: `write` fills a temporary file beside `path`, which is then renamed into place."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
-        torch.save(state, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
     return path
+
+def atomic_save_state(state, path) -> Path:
+    "Write `state` with `torch.save` to a temporary file beside `path`, then rename it into place."
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 def load_state(model, path, device=None):
     "Load a weights-only checkpoint written by `atomic_save_state` into `model`."

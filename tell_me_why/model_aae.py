@@ -89,31 +89,31 @@ def reconstruction_loss(pred:torch.Tensor, # reconstructions in [0, 1], (bs, C, 
     return 0.84 * (1 - adaptive_ms_ssim(pred, target, data_range=1.0)) + 0.16 * F.l1_loss(pred, target)
 
 # %% ../nbs/01_model_aae.ipynb #44b5c361
-def _bce(prob, target_value):
-    with torch.autocast(device_type=prob.device.type, enabled=False):
-        prob = prob.float()
-        return F.binary_cross_entropy(prob, torch.full_like(prob, target_value))
+def _bce(x, target_value, from_logits=False):
+    "BCE of probabilities (or logits) against a constant target, in float32 even under autocast."
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        bce = F.binary_cross_entropy_with_logits if from_logits else F.binary_cross_entropy
+        return bce(x, torch.full_like(x, target_value))
+
+def _adversarial(fake, real, gen_train, from_logits):
+    "The one definition of the adversarial terms, on probabilities or logits."
+    if gen_train: return _bce(fake, 1., from_logits)
+    return 0.6 * _bce(real, 1., from_logits) + 0.4 * _bce(fake, 0., from_logits)
 
 def adversarial_loss(crit_fake:torch.Tensor, # D(z): discriminator probabilities on the codes, (bs, 1)
                      crit_real:torch.Tensor, # D(n): discriminator probabilities on N(0, I) samples, (bs, 1)
                      gen_train:bool, # True: generator (encoder) step; False: discriminator step
                     ) -> torch.Tensor:
     "Generator step: BCE(D(z), 1). Discriminator step: 0.6·BCE(D(real), 1) + 0.4·BCE(D(z), 0)."
-    if gen_train: return _bce(crit_fake, 1.)
-    return 0.6 * _bce(crit_real, 1.) + 0.4 * _bce(crit_fake, 0.)
-
-def _bce_logits(logit, target_value):
-    with torch.autocast(device_type=logit.device.type, enabled=False):
-        logit = logit.float()
-        return F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, target_value))
+    return _adversarial(crit_fake, crit_real, gen_train, from_logits=False)
 
 def adversarial_loss_from_logits(fake_logit:torch.Tensor, # discriminator logits on the codes, (bs, 1)
                                  real_logit:torch.Tensor, # discriminator logits on N(0, I) samples, (bs, 1)
                                  gen_train:bool, # True: generator (encoder) step; False: discriminator step
                                 ) -> torch.Tensor:
     "`adversarial_loss` computed from logits: the same values, but its gradient does not vanish when the sigmoid saturates."
-    if gen_train: return _bce_logits(fake_logit, 1.)
-    return 0.6 * _bce_logits(real_logit, 1.) + 0.4 * _bce_logits(fake_logit, 0.)
+    return _adversarial(fake_logit, real_logit, gen_train, from_logits=True)
 
 # %% ../nbs/01_model_aae.ipynb #05bdda08
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

@@ -6,7 +6,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/training.html.md"""
 
 # %% ../nbs/04_training.ipynb #f03bead7
 from __future__ import annotations
-import json, numbers, os, random, tempfile, time, warnings
+import json, numbers, os, random, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Sequence
@@ -30,7 +30,7 @@ import tell_me_why
 from .data import data_fingerprint
 from .model_aae import XAAEBase, XAAELoss
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
-                                   AdversarialGame, xaae_splitter, LossAttrMetric, AtomicSaveModelCallback, StopOnNaN, atomic_save_state, load_state)
+                                   AdversarialGame, xaae_splitter, LossAttrMetric, AtomicSaveModelCallback, StopOnNaN, atomic_write, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
 
 # %% auto #0
@@ -233,10 +233,7 @@ def _record_path(ckpt): return ckpt.with_name(f'{ckpt.stem}.done.json')
 
 def _write_record(path, record):
     "Write the completion record atomically (temporary file, then rename)."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    with os.fdopen(fd, 'w') as f: json.dump(record, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
 
 def _resume_phase(model, ckpt, settings) -> bool:
     "True if the phase finished earlier with these settings (its weights are loaded); raise if it finished with others."
