@@ -133,11 +133,27 @@ def _symmetrise(x, keep):
     mu = xb.mean((2, 3), keepdims=True)
     return mu + k * (xb - mu)
 
-def _plant_symmetry(x, a, rng):
-    "Multiply each image's symmetry_error by (1 − a), band by band (smooth part, fine detail) so each band keeps its variance."
+def _gain_for_ratio(s_base:torch.Tensor, s_add:torch.Tensor, target:np.ndarray, hi:float=0.5, iters:int=25) -> np.ndarray:
+    "Per image c in [0, `hi`] for which the FFT ratio of spectrum `s_base` + c·`s_add` is `target` (bisection; `hi` if out of reach)."
+    lo, hi = np.zeros(len(target)), np.full(len(target), hi)
+    for _ in range(iters):
+        c = (lo + hi) / 2
+        low = _fft_ratio_of_spectrum(s_base + torch.from_numpy(c).float()[:, None, None] * s_add) < target
+        lo, hi = np.where(low, c, lo), np.where(low, hi, c)
+    return (lo + hi) / 2
+
+def _plant_symmetry(x, a, rng, keep_fft=None):
+    """Multiply each image's symmetry_error by (1 − a), band by band (smooth part, fine detail) so each band keeps its variance.
+    `keep_fft` = (target FFT ratios, mirror-symmetric grain, its spectrum, the noise added later): add grain so each image keeps its ratio."""
     keep = 1 - min(a, 1.0)
     smooth = _blur(x)
-    return _symmetrise(smooth, keep) + _symmetrise(x - smooth, keep)
+    out = _symmetrise(smooth, keep) + _symmetrise(x - smooth, keep)
+    if keep_fft is None or keep == 1: return out
+    # averaging an image with its mirror lowers fft_high_frequency_ratio (d ≈ −1.2 between the classes at strength 2);
+    # grain that is its own mirror image, outside the centre box, raises it back without touching symmetry_error
+    target, grain, s_grain, noise = keep_fft
+    c = _gain_for_ratio(_spectrum(_grey(out + noise)), s_grain, target)
+    return out + c[:, None, None, None] * grain[:, None]
 
 def _hp(z):
     "High-pass: z minus its 3×3 box blur."
@@ -196,6 +212,11 @@ def _calibrate(control:np.ndarray, planted:np.ndarray, noise:np.ndarray, cue:str
             a0, _ = _calibrate(control, planted, noise, cue, strength, seed, iters=15, grain_share=0.25)
             grain_share = _balance_grain(planted, planted + noise[len(control):], a0, seed)
         plant = lambda x, a, rng: _plant_center_texture(x, a, rng, grain_share)
+    if cue == 'symmetry' and strength > 0:  # what keeps each image's FFT ratio, computed once for all amounts
+        noisy = planted + noise[len(control):]
+        grain = _peripheral_grain(np.random.default_rng([seed, 2]), len(planted), planted.shape[-1])
+        keep_fft = (_fft_ratio_of_spectrum(_spectrum(_grey(noisy))), grain, _spectrum(grain), noise[len(control):])
+        plant = lambda x, a, rng: _plant_symmetry(x, a, rng, keep_fft)
     feature = PLANTED_CUES[cue]
     control = control + noise[:len(control)]
     base = _cue_values(control, [feature])[feature]
