@@ -168,8 +168,39 @@ def bench_fidelity_rows(quick):
     from fidelity import bench_fidelity
     return bench_fidelity(quick=quick)
 
+def bench_data_parallel(quick):
+    "Training throughput with 2 processes (gloo, file:// rendezvous) ÷ 1 process, and the share of a step spent syncing."
+    import json, subprocess, tempfile
+    worker = Path(__file__).parent/'ddp_worker.py'
+    args = ['--epochs', '1', '2', '2', '--n-per-class', '40' if quick else '80', '--size', '64',
+            '--bs', '8', '--width', '16']
+    def run(world, mode='bench', threads=1):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            procs = [subprocess.Popen([sys.executable, str(worker), '--rank', str(r), '--world', str(world), '--init', str(d/'pg'),
+                                       '--workdir', str(d/f'rank{r}'), '--out', str(d/f'{r}.json'), *args, '--mode', mode,
+                                       '--threads', str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for r in range(world)]
+            for p in procs: p.wait(timeout=1800)
+            res = [json.loads((d/f'{r}.json').read_text()) for r in range(world)]
+        if any(r['error'] for r in res): raise RuntimeError(f"data-parallel benchmark run failed: {[r['error'] for r in res]}")
+        return res
+    cores = os.cpu_count() or 1
+    one = run(1, threads=cores)[0]                                      # one process using every core
+    two = run(2, threads=max(1, cores // 2))                            # two processes sharing them
+    tput1 = one['n_items'] / one['batches_s']                           # images a second, training batches only
+    tput2 = sum(r['n_items'] for r in two) / max(r['batches_s'] for r in two)
+    sync = run(2, 'sync', threads=max(1, cores // 2))
+    t_sync, t_local = max(r['sync'] for r in sync), max(r['no_sync'] for r in sync)
+    share = max(0., t_sync - t_local) / t_sync
+    return [(f'data-parallel training throughput, 2 processes ({max(1, cores // 2)} thread each) ÷ 1 process ({cores} threads), gloo',
+             f'{tput2 / tput1:.2f}x ({tput2:.0f} vs {tput1:.0f} images/s, per-process batch of 8)', f'for the record (about 1 on {cores} cores)', True),
+            ('share of a 2-process forward+backward spent in gradient synchronisation (DDP step vs the same step under no_sync)',
+             f'{share:.0%} ({t_sync*1e3:.1f} ms vs {t_local*1e3:.1f} ms)', 'for the record', True)]
+
 BENCHES = dict(masking=bench_masking, train_step=bench_train_step, latent=bench_latent, memory=bench_memory,
-               features=bench_features, tsne=bench_tsne_row, end_to_end=bench_end_to_end, fidelity=bench_fidelity_rows)
+               features=bench_features, tsne=bench_tsne_row, end_to_end=bench_end_to_end, fidelity=bench_fidelity_rows,
+               data_parallel=bench_data_parallel)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])

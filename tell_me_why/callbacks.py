@@ -19,6 +19,7 @@ from fastai.callback.tracker import SaveModelCallback
 from fastai.torch_core import find_bs
 
 from .model_aae import XAAEOutput
+from .distributed import _unwrap, is_main_process, broadcast_state
 
 # %% auto #0
 __all__ = ['AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter', 'AdversarialGame',
@@ -72,8 +73,6 @@ class RandomMasking:
     def __repr__(self): return f"{type(self).__name__}(mask_ratio={self.mask_ratio}, patch_size={self.patch_size})"
 
 # %% ../nbs/02_callbacks.ipynb #0b9132bb
-def _unwrap(model): return getattr(model, 'module', model)  # the model inside a DistributedDataParallel wrapper
-
 class CorruptionCallback(Callback):
     "Apply corruption transforms on xb while keeping a clean copy for the loss."
     order = 5
@@ -273,13 +272,16 @@ class AtomicSaveModelCallback(SaveModelCallback):
     def after_epoch(self):
         if not self.at_end: super().after_epoch()
     def _save(self, name):
+        if not is_main_process(): return  # rank 0 writes; the others never touch the file
         state = self.learn.model.state_dict()
         if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
             warnings.warn(f"weights hold NaN/inf: {self.path} is not overwritten"); return
         self.last_saved_path = atomic_save_state(state, self.path)
     def after_fit(self, **kwargs):
         if self.at_end: self._save(self.fname)
-        elif not self.every_epoch and self.path.exists(): load_state(self.learn.model, self.path)
+        elif not self.every_epoch:  # the best weights: rank 0 reads them, every other rank receives them from it
+            if is_main_process() and self.path.exists(): load_state(self.learn.model, self.path)
+            broadcast_state(self.learn.model)
 
 # %% ../nbs/02_callbacks.ipynb #ecc1a983
 class StopOnNaN(Callback):

@@ -6,7 +6,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #70cde257
 from __future__ import annotations
-import argparse, contextlib, datetime, functools, json, math, os, platform, shutil, sys, time
+import argparse, contextlib, datetime, functools, io, json, math, os, platform, shutil, sys, tempfile, time
 import warnings
 from pathlib import Path
 
@@ -191,6 +191,11 @@ def _output_folder(out:Path, resume:bool, overwrite:bool):
         shutil.rmtree(stage, ignore_errors=True); raise
     out.rename(old); stage.rename(out); shutil.rmtree(old, ignore_errors=True)
 
+@contextlib.contextmanager
+def _scratch_folder():
+    "A temporary folder for a data-parallel rank other than 0 (a planted image set of its own); it never sees `out`."
+    with tempfile.TemporaryDirectory(prefix='tmw-rank-') as d: yield Path(d)
+
 # %% ../nbs/09_cli.ipynb #7e8b8937
 ARCHS = ('resnet18', 'resnet34', 'resnet50', 'small') # encoders: torchvision ResNets, or `small_encoder()` from the fidelity page
 
@@ -323,8 +328,12 @@ def explain_image_folder(
     check_explain_settings(**s, bs=bs, grad_accum=grad_accum, seed=seed, pretrained=pretrained, weights=weights, planted=planted,
                            planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image)
     out = Path(out)
-    _check_out(out, resume, overwrite)  # refuse before anything is read or written
     _job_modules()
+    from tell_me_why.distributed import init_distributed, is_main_process, on_main, fail_together, world_size
+    init_distributed()  # under torchrun / accelerate launch: rank 0 writes OUT, the other ranks only train
+    on_main(_check_out, out, resume, overwrite)  # refuse before anything is read or written
+    main = is_main_process()
+    quiet = contextlib.nullcontext() if main else contextlib.redirect_stdout(io.StringIO())
     import torch, fastai, torchvision.models
     from tell_me_why.data import sample_data_path, two_class_dataloaders, data_fingerprint
     from tell_me_why.model_aae import AAE, XAAEBase, default_device
@@ -350,7 +359,7 @@ def explain_image_folder(
         if n_train < MIN_POINTS:
             raise ValueError(f"the training split has {n_train} images; the PLS axis is fitted on it and needs at least {MIN_POINTS}: "
                              "lower --valid-pct or add images")
-        plan = plan_optimiser_steps(len(dls.train.items), bs, grad_accum, epochs)
+        plan = plan_optimiser_steps(len(dls.train.items) // world_size(), bs, grad_accum, epochs)  # data-parallel: each rank's share
         dls.train.bs = dls.valid.bs = plan['bs']
         if class_a is not None and class_a not in dls.vocab:
             raise ValueError(f"--class-a {class_a!r} is not one of the classes {list(dls.vocab)}")
@@ -360,9 +369,9 @@ def explain_image_folder(
         folder = Path(images) if images is not None else sample_data_path()/'images'
         label = label or ('pets' if images is None else 'folder')
         shown_folder = str(images) if images is not None else 'the bundled pets sample'
-        print(f"tell_me_why: {shown_folder} ({label} labels)")
-        dls, plan = loaders(folder, label)
-    with _output_folder(out, resume, overwrite) as work, _progress_bars(progress):
+        if main: print(f"tell_me_why: {shown_folder} ({label} labels)")
+        with fail_together(), quiet: dls, plan = loaders(folder, label)
+    with (_output_folder(out, resume, overwrite) if main else _scratch_folder()) as work, _progress_bars(progress and main), fail_together(), quiet:
         if planted:
             print(f"tell_me_why showcase: a '{planted}' cue planted at d = {planted_strength} in 2 × 150 images ({out.as_posix()}/planted_images)")
             make_planted_cue_dataset(work/'planted_images', planted, planted_strength, n_per_class=150, size=s['size'], seed=seed, overwrite=True)
@@ -370,7 +379,7 @@ def explain_image_folder(
             class_a = class_a or 'planted'
             dls, plan = loaders(work/'planted_images', label)
         n_train, n_valid = len(dls.train.items), len(dls.valid.items)
-        plan_line = (f"{n_train} training images: batches of {plan['bs']}{' (chosen)' if plan['auto_bs'] else ''}, {plan['batches_per_epoch']} "
+        plan_line = (f"{n_train} training images{f' shared by {world_size()} processes' if world_size() > 1 else ''}: batches of {plan['bs']}{' (chosen)' if plan['auto_bs'] else ''}, {plan['batches_per_epoch']} "
                      f"an epoch; gradient accumulation {plan['grad_accum']}{' (chosen)' if plan['auto_grad_accum'] else ''} → "
                      f"{plan['steps_per_epoch']} optimiser steps an epoch; planned per phase: "
                      + ', '.join(f"{p} {n}" for p, n in plan['steps_per_phase'].items()) + '.')
@@ -389,6 +398,7 @@ def explain_image_folder(
                               grad_accum=plan['grad_accum'], models_dir=work/'models', pls_target_class=class_a,
                               show_latent_figures=show, seed=seed, resume=resume, patience=max(3, s['epochs_classif']),
                               extract_latent=True, cbs=[counter] + ([] if progress else [EpochLines()]))
+        if not main: return dict(learn=learn, out=out)  # rank 0 explains and writes the report
         status = dict(getattr(learn, 'phase_status', {}))
         steps = dict(getattr(learn, 'optimizer_steps', {}) or {})
         if not steps:  # fits happen in phase order, one per trained phase

@@ -6,8 +6,8 @@ Docs: https://tell-me-why.github.io/tell_me_why/training.html.md"""
 
 # %% ../nbs/04_training.ipynb #f03bead7
 from __future__ import annotations
-import json, numbers, os, random, time, warnings
-from contextlib import contextmanager
+import io, json, numbers, os, random, time, warnings
+from contextlib import contextmanager, redirect_stdout, nullcontext
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -32,6 +32,8 @@ from .model_aae import XAAEBase, XAAELoss
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
                                    AdversarialGame, xaae_splitter, LossAttrMetric, AtomicSaveModelCallback, StopOnNaN, atomic_write, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
+from .distributed import (init_distributed, is_distributed, is_main_process, rank, world_size, local_device, on_main,
+                                     broadcast_object, broadcast_state, shard_train_dl, DistributedXAAE, fail_together, _group_error)
 
 # %% auto #0
 __all__ = ['ExplainableModel', 'MAX_DISC_LR', 'split_items', 'extract_latent_space', 'latent_and_targets_from_split',
@@ -217,9 +219,13 @@ def _seed_everything(seed, dls):
     set_seed(seed, reproducible=True)
     for dl in dls.loaders: dl.rng = random.Random(seed)
 
+def _train_batches(dls) -> int:
+    "Training batches an epoch makes on each process (data-parallel: global batches of world size × bs are shared out)."
+    return len(shard_train_dl(dls.train, random.Random(0), 0, world_size())) if is_distributed() else len(dls.train)
+
 def planned_optimizer_steps(dls:DataLoaders, epochs:int, grad_accum:int) -> int:
     "Optimiser steps a phase of `epochs` makes with `GradientAccumulation` over `grad_accum` batches (its count runs across epochs)."
-    return int(epochs) * len(dls.train) // int(grad_accum)
+    return int(epochs) * _train_batches(dls) // int(grad_accum)
 
 def _phase_settings(learn, phase, epochs, loss_func, lr, grad_accum) -> dict:
     "What a phase was trained on and with: compared on resume."
@@ -252,27 +258,33 @@ def _resume_phase(model, ckpt, settings) -> bool:
 
 def _prior_after(learn, phase):
     "Prior check on the training split's eval-mode codes, printed and kept in `learn.prior_reports`; returns the codes and classes."
-    z, y = extract_latent_space(learn.model, learn.dls, 0)
-    try: r = latent_prior_report(z)
-    except ValueError as e: print(f"  z vs N(0, I): not checked ({e})"); return z, y
-    learn.prior_reports[phase] = r
-    print(f"  z vs N(0, I) after this phase (training codes, eval mode): {format_prior_report(r)}")
-    return z, y
+    codes = {}
+    def check():  # rank 0 encodes the split; every rank keeps the report
+        z, y = codes['zy'] = extract_latent_space(learn.model, learn.dls, 0)
+        try: r = latent_prior_report(z)
+        except ValueError as e: print(f"  z vs N(0, I): not checked ({e})"); return None
+        print(f"  z vs N(0, I) after this phase (training codes, eval mode): {format_prior_report(r)}")
+        return r
+    r = on_main(check)
+    if r is not None: learn.prior_reports[phase] = r
+    return codes.get('zy', (None, None))
 
-def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, cbs, patience, grad_accum, resume, timings):
+def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, cbs, patience, grad_accum, resume, timings, shuffle_rng=None):
     "Fit one phase; return 'trained', 'resumed' or 'skipped'."
     model, ckpt = learn.model, Path(learn.path)/learn.model_dir/f'{fname}.pth'
     print(f"Phase {i}/3 — {_PHASE_TITLES[phase]}")
     settings = _phase_settings(learn, phase, epochs, loss_func, lr, grad_accum)
-    if resume and _resume_phase(model, ckpt, settings): return 'resumed'
+    if resume and on_main(_resume_phase, model, ckpt, settings):  # rank 0 decides and loads; the others receive its weights
+        broadcast_state(model)
+        return 'resumed'
     if epochs == 0:
         print("  0 epochs: phase skipped")
         return 'skipped'
     planned = planned_optimizer_steps(learn.dls, epochs, grad_accum)
-    if planned < 10:
-        warnings.warn(f"Phase {i}/3 ({phase}) will make only {planned} optimiser step(s): {epochs} epoch(s) × {len(learn.dls.train)} "
-                      f"training batch(es) ÷ grad_accum={grad_accum}. Little can be learned from that: raise the epochs, or lower "
-                      "`grad_accum` or the batch size.", stacklevel=3)
+    if planned < 10 and is_main_process():
+        warnings.warn(f"Phase {i}/3 ({phase}) will make only {planned} optimiser step(s): {epochs} epoch(s) × {_train_batches(learn.dls)} "
+                      f"training batch(es){' per process' if is_distributed() else ''} ÷ grad_accum={grad_accum}. Little can be learned "
+                      "from that: raise the epochs, or lower `grad_accum` or the batch size.", stacklevel=3)
     learn.loss_func, learn.metrics = loss_func, metrics
     model.run_decoder = phase != 'adversarial'
     # In the adversarial phase "best valid loss" would only say which player was ahead: that phase keeps
@@ -281,20 +293,25 @@ def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, 
     nan_cb, game = StopOnNaN(), AdversarialGame(lr=disc_lr)
     phase_cbs = [GradientAccumulation(grad_accum*learn.dls.bs), game, save_cb, nan_cb, *cbs]
     if phase != 'adversarial': phase_cbs.append(EarlyStoppingCallback(patience=patience))
+    dist_cb = DistributedXAAE(shuffle_rng) if is_distributed() else None
+    if dist_cb is not None: phase_cbs.append(dist_cb)
     start = time.perf_counter()
     try: learn.fit_one_cycle(epochs, lr, cbs=phase_cbs, reset_opt=True)
-    finally: model.run_decoder = True
+    finally:
+        model.run_decoder = True
+        if dist_cb is not None: dist_cb.restore()
     timings[phase] = {'train_s': time.perf_counter() - start}
     learn.optimizer_steps[phase], learn.discriminator_steps[phase] = game.gen_steps, game.disc_steps
     learn.phase_logs[phase] = pd.DataFrame(learn.recorder.values, columns=learn.recorder.metric_names[1:-1])
     if nan_cb.nan_at is not None:
-        kept = f"the last good checkpoint {str(ckpt)!r} is kept" if ckpt.exists() else "no checkpoint of this phase was written"
-        raise FloatingPointError(f"Phase {i}/3 ({phase}): the training loss became NaN/inf at epoch {nan_cb.nan_at[0]}, "
-                                 f"batch {nan_cb.nan_at[1]}; {kept}. Lower `lr_max` or check the images.")
+        # rank 0 holds the checkpoints; every rank saw the same (averaged) loss and raises the same error
+        kept = on_main(lambda: f"the last good checkpoint {str(ckpt)!r} is kept" if ckpt.exists() else "no checkpoint of this phase was written")
+        raise _group_error(FloatingPointError(f"Phase {i}/3 ({phase}): the training loss became NaN/inf at epoch {nan_cb.nan_at[0]}, "
+                                              f"batch {nan_cb.nan_at[1]}; {kept}. Lower `lr_max` or check the images."))
     print(f"  {game.gen_steps} optimiser steps of the generator, {game.disc_steps} of the discriminator")
     # the phase ran to its end: only now does it count as finished for `resume`
-    _write_record(_record_path(ckpt), dict(settings, optimizer_steps=game.gen_steps, discriminator_steps=game.disc_steps,
-                                           finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__))
+    if is_main_process(): _write_record(_record_path(ckpt), dict(settings, optimizer_steps=game.gen_steps, discriminator_steps=game.disc_steps,
+                                                                 finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__))
     return 'trained'
 
 # %% ../nbs/04_training.ipynb #75f26b1c
@@ -335,73 +352,89 @@ def train_xaaenet(
     for name, e in (('epochs_adv', epochs_adv), ('epochs_ae', epochs_ae), ('epochs_classif', epochs_classif), ('grad_accum', grad_accum)):
         if not _is_number(e) or int(e) != e or e < (1 if name == 'grad_accum' else 0):
             raise ValueError(f"`{name}` must be a whole number >= {int(name == 'grad_accum')}, got {e!r}")
-    check_training_inputs(model, dls, models_dir, **weights)
-    if resume and overwrite: raise ValueError("pass `resume=True` (continue the run in `models_dir`) or `overwrite=True` (replace it), not both")
-    records = sorted(Path(models_dir).glob('*.done.json'))
-    if records and not (resume or overwrite):
-        raise FileExistsError(f"`models_dir` {str(models_dir)!r} holds finished phases of an earlier run ({', '.join(r.name for r in records)}): "
-                              "pass `resume=True` to continue that run, or `overwrite=True` to replace it.")
-    if overwrite:
-        for r in records: r.unlink()
-    if len(dls.train) == 0:
-        raise ValueError(f"The training split ({len(dls.train_ds)} images) gives no full batch of bs={dls.bs}: lower the batch size.")
-    _target_index(dls.vocab, pls_target_class)
-    if save_pls and model.encoding_dims < 2:
-        raise ValueError(f"`save_pls=True` needs codes of at least 2 dimensions for its 2-component PLS; the model has "
-                         f"encoding_dims={model.encoding_dims}. Build it with encoding_dims >= 2 or pass save_pls=False.")
-    if seed is not None: _seed_everything(seed, dls)
-    show = show_latent_figures
-    models_dir = Path(models_dir)
-    learn = Learner(dls, model, loss_func=XAAELoss(model, classif_weight=1.), path=Path('.'), model_dir=models_dir, splitter=xaae_splitter)
-    learn.phase_logs, learn.phase_status, learn.phase_timings, learn.prior_reports, learn.optimizer_steps = {}, {}, {}, {}, {}
-    learn.discriminator_steps = {}
-    extra = list(cbs or [])
-    t = learn.phase_timings
+    init_distributed()  # a no-op unless a launcher (torchrun, accelerate launch) started several processes
+    # data-parallel: rank 0 prints and writes; an exception on any rank stops every rank with its message
+    with fail_together(), (nullcontext() if is_main_process() else redirect_stdout(io.StringIO())):
+        def check_inputs_and_folder():  # rank 0 looks at the disk; every rank gets its verdict
+            check_training_inputs(model, dls, models_dir, **weights)
+            if resume and overwrite: raise ValueError("pass `resume=True` (continue the run in `models_dir`) or `overwrite=True` (replace it), not both")
+            records = sorted(Path(models_dir).glob('*.done.json'))
+            if records and not (resume or overwrite):
+                raise FileExistsError(f"`models_dir` {str(models_dir)!r} holds finished phases of an earlier run ({', '.join(r.name for r in records)}): "
+                                      "pass `resume=True` to continue that run, or `overwrite=True` to replace it.")
+            if overwrite:
+                for r in records: r.unlink()
+            if _train_batches(dls) == 0:
+                raise ValueError(f"The training split ({len(dls.train_ds)} images) gives no full batch of bs={dls.bs}"
+                                 + (f" on each of {world_size()} processes" if is_distributed() else "") + ": lower the batch size.")
+            _target_index(dls.vocab, pls_target_class)
+            if save_pls and model.encoding_dims < 2:
+                raise ValueError(f"`save_pls=True` needs codes of at least 2 dimensions for its 2-component PLS; the model has "
+                                 f"encoding_dims={model.encoding_dims}. Build it with encoding_dims >= 2 or pass save_pls=False.")
+        on_main(check_inputs_and_folder)
+        if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
+        shuffle_rng = None
+        if is_distributed():  # ...but every rank must walk the training items in the same order
+            shuffle_rng = random.Random(broadcast_object(seed if seed is not None else random.randrange(2**32)))
+            if torch.cuda.is_available(): dls.device = local_device()
+        show = show_latent_figures
+        models_dir = Path(models_dir)
+        learn = Learner(dls, model, loss_func=XAAELoss(model, classif_weight=1.), path=Path('.'), model_dir=models_dir, splitter=xaae_splitter)
+        learn.phase_logs, learn.phase_status, learn.phase_timings, learn.prior_reports, learn.optimizer_steps = {}, {}, {}, {}, {}
+        learn.discriminator_steps = {}
+        extra = list(cbs or [])
+        t = learn.phase_timings
 
-    def tsne_after(phase, fname):
+        def tsne_after(phase, fname):
+            start = time.perf_counter()
+            def draw():  # rank 0 only
+                z, y = extract_latent_space(model, dls, 1)
+                save_latent_tsne_figure(z, Path(learn.path)/models_dir/f'tsne_{fname}.png', phase=phase, encoding_dims=model.encoding_dims,
+                                        max_points=tsne_max_points, perplexity=tsne_perplexity, show=show, targets=y, class_names=list(dls.vocab),
+                                        color_by='class' if color_by_class else None)
+            on_main(draw)
+            t.setdefault(phase, {})['figure_s'] = time.perf_counter() - start
+
+        # Phase 1: encoder → z → discriminator only
+        learn.phase_status['adversarial'] = _run_phase(
+            learn, 1, 'adversarial', epochs_adv, adv_fname, XAAELoss(model, adv_weight=1.), [LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')],
+            lr_max, _disc_lr(lr_max, disc_lr_factor), [UnfreezeFcCritAdaptative(low_threshold=adv_low_threshold, high_threshold=adv_high_threshold), *extra],
+            patience, grad_accum, resume, t, shuffle_rng)
+        if learn.phase_status['adversarial'] != 'skipped': _prior_after(learn, 'adversarial')
+        if save_tsne and learn.phase_status['adversarial'] == 'trained': tsne_after('adversarial', adv_fname)
+
+        # Phase 2: denoising autoencoder
+        corruption = CorruptionCallback([AddGaussianNoise(std=noise_std), RandomMasking(mask_ratio=mask_ratio, patch_size=patch_size)])
+        learn.phase_status['autoencoder'] = _run_phase(
+            learn, 2, 'autoencoder', epochs_ae, ae_fname, XAAELoss(model, recons_weight=ae_recons_weight, adv_weight=ae_adv_weight),
+            [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')], lr_max, _disc_lr(lr_max, disc_lr_factor),
+            [corruption, *extra], patience, grad_accum, resume, t, shuffle_rng)
+        if learn.phase_status['autoencoder'] != 'skipped': _prior_after(learn, 'autoencoder')
+        if save_tsne and learn.phase_status['autoencoder'] == 'trained': tsne_after('autoencoder', ae_fname)
+
+        # Phase 3: classifier
+        learn.phase_status['classifier'] = _run_phase(
+            learn, 3, 'classifier', epochs_classif, classif_fname,
+            XAAELoss(model, recons_weight=classif_recons_weight, adv_weight=classif_adv_weight, classif_weight=classif_class_weight),
+            [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss'), LossAttrMetric('classif_loss'), accuracy],
+            lr_max*lr_max_factor, _disc_lr(lr_max*lr_max_factor, disc_lr_factor), extra, patience, grad_accum, resume, t, shuffle_rng)
+        z_train, y_train = _prior_after(learn, 'classifier') if learn.phase_status['classifier'] != 'skipped' else (None, None)
+
         start = time.perf_counter()
-        z, y = extract_latent_space(model, dls, 1)
-        save_latent_tsne_figure(z, Path(learn.path)/models_dir/f'tsne_{fname}.png', phase=phase, encoding_dims=model.encoding_dims,
-                                max_points=tsne_max_points, perplexity=tsne_perplexity, show=show, targets=y, class_names=list(dls.vocab),
-                                color_by='class' if color_by_class else None)
-        t.setdefault(phase, {})['figure_s'] = time.perf_counter() - start
-
-    # Phase 1: encoder → z → discriminator only
-    learn.phase_status['adversarial'] = _run_phase(
-        learn, 1, 'adversarial', epochs_adv, adv_fname, XAAELoss(model, adv_weight=1.), [LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')],
-        lr_max, _disc_lr(lr_max, disc_lr_factor), [UnfreezeFcCritAdaptative(low_threshold=adv_low_threshold, high_threshold=adv_high_threshold), *extra],
-        patience, grad_accum, resume, t)
-    if learn.phase_status['adversarial'] != 'skipped': _prior_after(learn, 'adversarial')
-    if save_tsne and learn.phase_status['adversarial'] == 'trained': tsne_after('adversarial', adv_fname)
-
-    # Phase 2: denoising autoencoder
-    corruption = CorruptionCallback([AddGaussianNoise(std=noise_std), RandomMasking(mask_ratio=mask_ratio, patch_size=patch_size)])
-    learn.phase_status['autoencoder'] = _run_phase(
-        learn, 2, 'autoencoder', epochs_ae, ae_fname, XAAELoss(model, recons_weight=ae_recons_weight, adv_weight=ae_adv_weight),
-        [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')], lr_max, _disc_lr(lr_max, disc_lr_factor),
-        [corruption, *extra], patience, grad_accum, resume, t)
-    if learn.phase_status['autoencoder'] != 'skipped': _prior_after(learn, 'autoencoder')
-    if save_tsne and learn.phase_status['autoencoder'] == 'trained': tsne_after('autoencoder', ae_fname)
-
-    # Phase 3: classifier
-    learn.phase_status['classifier'] = _run_phase(
-        learn, 3, 'classifier', epochs_classif, classif_fname,
-        XAAELoss(model, recons_weight=classif_recons_weight, adv_weight=classif_adv_weight, classif_weight=classif_class_weight),
-        [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss'), LossAttrMetric('classif_loss'), accuracy],
-        lr_max*lr_max_factor, _disc_lr(lr_max*lr_max_factor, disc_lr_factor), extra, patience, grad_accum, resume, t)
-    z_train, y_train = _prior_after(learn, 'classifier') if learn.phase_status['classifier'] != 'skipped' else (None, None)
-
-    start = time.perf_counter()
-    z_valid = y_valid = None
-    if save_pls or extract_latent:
-        z_valid, y_valid = extract_latent_space(model, dls, 1)
-        if z_train is None: z_train, y_train = extract_latent_space(model, dls, 0)
-    if save_pls:
-        _pls_validation_latent_after_phase(learn, classif_fname, 'classifier', pls_target_class, pls_max_points, show, z_valid, y_valid,
-                                           z_train, y_train, color_by='class' if color_by_class else 'pls1')
-    if extract_latent:
-        path = Path(latent_path) if latent_path is not None else Path(learn.path)/models_dir/f'{classif_fname}_latent.pt'
-        learn.latent_path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
-        print(f"Latent codes saved to {learn.latent_path}")
-    t.setdefault('classifier', {})['figures_and_latent_s'] = time.perf_counter() - start
-    return learn
+        def figures_and_latent(z_train, y_train):  # rank 0 only: it encodes every item once, in `split_items` order
+            z_valid = y_valid = None
+            if save_pls or extract_latent:
+                z_valid, y_valid = extract_latent_space(model, dls, 1)
+                if z_train is None: z_train, y_train = extract_latent_space(model, dls, 0)
+            if save_pls:
+                _pls_validation_latent_after_phase(learn, classif_fname, 'classifier', pls_target_class, pls_max_points, show, z_valid, y_valid,
+                                                   z_train, y_train, color_by='class' if color_by_class else 'pls1')
+            if extract_latent:
+                path = Path(latent_path) if latent_path is not None else Path(learn.path)/models_dir/f'{classif_fname}_latent.pt'
+                path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
+                print(f"Latent codes saved to {path}")
+                return path
+        path = on_main(figures_and_latent, z_train, y_train)
+        if extract_latent: learn.latent_path = path
+        t.setdefault('classifier', {})['figures_and_latent_s'] = time.perf_counter() - start
+        return learn
