@@ -129,18 +129,32 @@ def write_report(path, # Markdown file to write
     sig = ranking[ranking[pcol] < alpha]
     L += ["", "## Cues that line up with the decision axis", ""]
     if len(sig) and summary['separated'] and not untrained:
-        L += [f"{len(sig)} of {len(ranking)} cues align with the axis beyond chance (p < {alpha}, {'permutation test' if pcol == 'perm_p_value' else 'Pearson test'}):", ""]
+        how = ("permutation test: the axis separates the classes, the cue follows the axis, and the cue is higher in the "
+               "class the axis puts it on" if pcol == 'perm_p_value' else "Pearson test of the cue's alignment with the axis")
+        L += [f"{len(sig)} of {len(ranking)} cues line up with the decision beyond chance (p < {alpha}; {how}).", ""]
+        first = sig.iloc[0]
+        k = int(np.flatnonzero(ranking.feature.to_numpy() == first.feature)[0]) + 1
+        L += [f"Strongest: **{first.feature}**, higher in {class_a if first.signed_r2 > 0 else class_b} (rank {k} by r² with PLS1)."
+              + ("" if k == 1 else f" The {k - 1} cue(s) ranked above it follow the axis more closely but do not pass the test: "
+                 "the classes do not differ in them on the side the axis implies, so they ride along with the axis "
+                 "rather than carry the decision."), ""]
     elif len(sig):
         L += [f"{len(sig)} cue(s) pass p < {alpha}, but with no separation between the classes this is not evidence about the model.", ""]
     else:
-        L += [f"No cue aligns with the axis beyond chance (all p ≥ {alpha}).", ""]
-    L += [f"| rank | cue | signed r² with PLS1 | higher in | p (Pearson) | p ({'permutation' if pcol == 'perm_p_value' else 'n/a'}) |",
-          "|---:|---|---:|---|---:|---:|"]
+        L += [f"No cue lines up with the decision beyond chance (all p ≥ {alpha}).", ""]
+    has_class = 'r_class' in ranking
+    L += [f"| rank | cue | signed r² with PLS1 | higher in | {f'r with {class_a} | ' if has_class else ''}p (Pearson) | "
+          f"p ({'permutation' if pcol == 'perm_p_value' else 'n/a'}) |", f"|---:|---|---:|---|{'---:|' if has_class else ''}---:|---:|"]
     for i, r in enumerate(ranking.head(top).itertuples(), 1):
         side = class_a if r.signed_r2 > 0 else class_b
-        L.append(f"| {i} | {r.feature} | {r.signed_r2:+.3f} | {side} | {_fmt(r.p_value)} | {_fmt(getattr(r, 'perm_p_value', None))} |")
+        L.append(f"| {i} | {r.feature} | {r.signed_r2:+.3f} | {side} | {f'{r.r_class:+.2f} | ' if has_class else ''}"
+                 f"{_fmt(r.p_value)} | {_fmt(getattr(r, 'perm_p_value', None))} |")
     L += ["", f"Signed r² is the squared correlation of the cue with PLS1, signed by its direction: positive means the cue is "
-          f"higher on the {class_a} side of the axis. Alignment is correlation, not a proof of what the network computes.", ""]
+          f"higher on the {class_a} side of the axis."]
+    if has_class:
+        L[-1] += (f" \"r with {class_a}\" is the cue's correlation with the class on the same images: a cue can follow the axis "
+                  "without differing between the classes, and then it is not part of the decision (its permutation p stays large).")
+    L += ["Alignment is correlation, not a proof of what the network computes.", ""]
     if training is not None: L += _training_lines(training)
     if prior is not None: L += _prior_lines(prior)
     if skipped:

@@ -115,27 +115,30 @@ def permutation_pvalues(scores:np.ndarray, # PLS1 scores of the report set (n,),
                         n_permutations:int=1000, # number of shuffles
                         random_state:int=0, # seed of the shuffles
                         block:int=256, # shuffles per matrix product (memory vs speed)
-                       ) -> tuple[np.ndarray, float]: # (alignment p-value of each feature, p-value of the axis)
-    "Permutation p-values of each feature's |r| with PLS1 and of the PLS1 axis's correlation with the target (images shuffled)."
+                       ) -> tuple[np.ndarray, np.ndarray, float]: # (alignment p and class p of each feature, p of the axis)
+    "Permutation p-values: each feature's |r| with PLS1, each feature's difference between the classes, the axis's correlation with the target."
     n = len(scores)
     s = _unit_columns(np.asarray(scores, float).reshape(n, 1))[:, 0]
     fn, y = _unit_columns(np.asarray(features, float)), _unit_columns(np.asarray(target, float).reshape(n, 1))[:, 0]
     obs_f, obs_y = np.abs(fn.T @ s), float(y @ s)
+    side = np.sign(fn.T @ s)  # the class a feature should be higher in, if the axis is right about it
+    obs_c = side * (fn.T @ y)
     if refit_z is not None:
         mu, sd = _standardise_fit(refit_z)
         x = (refit_z - mu) / sd
     rng = np.random.default_rng(random_state)
-    hits, axis_hits, done, tol = np.zeros(fn.shape[1]), 0, 0, 1e-12
+    hits, class_hits, axis_hits, done, tol = np.zeros(fn.shape[1]), np.zeros(fn.shape[1]), 0, 0, 1e-12
     while done < n_permutations:
         b = min(block, n_permutations - done)
         idx = rng.permuted(np.tile(np.arange(n)[:, None], (1, b)), axis=0)  # one shuffle of the images per column
         hits += (np.abs(fn.T @ s[idx]) >= obs_f[:, None] - tol).sum(1)
         y_perm = y[idx]
+        class_hits += (side[:, None] * (fn.T @ y_perm) >= obs_c[:, None] - tol).sum(1)
         if refit_z is None: axis_r = y_perm.T @ s  # the fitted axis stays; the labels move
         else: axis_r = (y_perm * _unit_columns(x @ (x.T @ y_perm))).sum(0)  # PLS1 refit on each shuffle (oriented: r >= 0)
         axis_hits += int((axis_r >= obs_y - tol).sum())
         done += b
-    return (1 + hits) / (1 + n_permutations), (1 + axis_hits) / (1 + n_permutations)
+    return tuple((1 + h) / (1 + n_permutations) for h in (hits, class_hits, axis_hits))
 
 # %% ../nbs/06_visualization.ipynb #74783ece
 def pls_feature_alignment(
@@ -178,18 +181,20 @@ def pls_feature_alignment(
         warnings.simplefilter('ignore', stats.ConstantInputWarning)
         res1 = stats.pearsonr(fs, scores[:, [0]], axis=0)
         res2 = stats.pearsonr(fs, scores[:, [1]], axis=0)
+        rc = stats.pearsonr(fs, y[:, None].astype(float), axis=0).statistic
     r1, r2 = np.asarray(res1.statistic, float), np.asarray(res2.statistic, float)
     table = pd.DataFrame(dict(feature=cols, r_pls1=r1, r_pls2=r2, signed_r2=np.sign(r1) * r1**2,
                               p_value=np.asarray(res1.pvalue, float), signed_r2_pls2=np.sign(r2) * r2**2,
-                              p_value_pls2=np.asarray(res2.pvalue, float)))
+                              p_value_pls2=np.asarray(res2.pvalue, float), r_class=np.asarray(rc, float)))
     target_r = float(np.corrcoef(scores[:, 0], y)[0, 1])
     target_p = None
     if n_permutations:
-        align_p, target_p = permutation_pvalues(scores[:, 0], features, y, refit_z=None if held_out else zr,
-                                                n_permutations=int(n_permutations), random_state=random_state)
-        align_p = np.where(np.isnan(r1), np.nan, align_p)  # constant features: no correlation, no p-value
-        table['alignment_perm_p'] = align_p
-        table['perm_p_value'] = np.maximum(align_p, target_p)
+        align_p, class_p, target_p = permutation_pvalues(scores[:, 0], features, y, refit_z=None if held_out else zr,
+                                                         n_permutations=int(n_permutations), random_state=random_state)
+        undefined = np.isnan(r1)  # constant features: no correlation, no p-value
+        table['alignment_perm_p'] = np.where(undefined, np.nan, align_p)
+        table['class_perm_p'] = np.where(undefined, np.nan, class_p)
+        table['perm_p_value'] = np.maximum(np.maximum(table.alignment_perm_p, table.class_perm_p), target_p)
     rank = (table.assign(_key=table.signed_r2.abs()).sort_values('_key', ascending=False, na_position='last', kind='stable')
             .drop(columns='_key').reset_index(drop=True))
     rank.insert(0, 'rank', np.arange(1, len(rank) + 1))
@@ -332,7 +337,7 @@ def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
     ax.set_yticks(ypos, labels)
     ax.set_xlim(-lim, lim); ax.axvline(0, color='black', lw=0.8)
     ax.set_xlabel(f"signed r² with PLS1 (+ = higher towards {target_label})")
-    test = (f"* permutation p < {alpha:g} (axis and cue, {res['n_permutations']} shuffles)" if use_perm
+    test = (f"* permutation p < {alpha:g} (axis, cue and class; {res['n_permutations']} shuffles)" if use_perm
             else f"* Pearson p < {alpha:g} (no permutation test; optimistic when PLS is in-sample)")
     axis = f"target r² with PLS1 = {res['target_r2']:.2f}"
     if res['target_perm_p_value'] is not None: axis += f" (perm. p = {_fmt_p(res['target_perm_p_value'])})"
