@@ -133,7 +133,7 @@ def write_report(path, # Markdown file to write
                "class the axis puts it on" if pcol == 'perm_p_value' else "Pearson test of the cue's alignment with the axis")
         L += [f"{len(sig)} of {len(ranking)} cues line up with the decision beyond chance (p < {alpha}; {how}).", ""]
         first = sig.iloc[0]
-        k = int(np.flatnonzero(ranking.feature.to_numpy() == first.feature)[0]) + 1
+        k = ranking.index.get_loc(sig.index[0]) + 1  # its place in the ranking (`sig` keeps the ranking's index)
         L += [f"Strongest: **{first.feature}**, higher in {class_a if first.signed_r2 > 0 else class_b} (rank {k} by r² with PLS1)."
               + ("" if k == 1 else f" The {k - 1} cue(s) ranked above it follow the axis more closely but do not pass the test: "
                  "the classes do not differ in them on the side the axis implies, so they ride along with the axis "
