@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['DecodedImage', 'available_feature_scores', 'compute_feature_score_table']
+__all__ = ['DecodedImage', 'available_feature_scores', 'compute_feature_score_table', 'PixelImage', 'score_pixels']
 
 # %% ../nbs/05_feature_scores.ipynb #68b5901a
 _PIL_16BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
@@ -379,3 +379,31 @@ def compute_feature_score_table(
     table = pd.DataFrame(rows, columns=[n for n, _ in plan], dtype='float64', index=range(len(paths)))
     table.insert(0, 'Source_File_Path', pd.Series(paths, dtype=object))
     return table
+
+# %% ../nbs/05_feature_scores.ipynb #5e71dd01
+class PixelImage(DecodedImage):
+    "An image held in memory, scored like a decoded file: `.rgb` as given, `.grey` its 601 luma."
+    def __init__(self,
+                 pixels:torch.Tensor, # (3, H, W) or (1, H, W) float in [0, 1]
+                 name:str='<pixels>', # shown in error messages instead of a file name
+                ):
+        if not torch.is_tensor(pixels) or pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
+            raise ValueError(f"PixelImage: expected a (3, H, W) or (1, H, W) tensor, got {tuple(getattr(pixels, 'shape', ())) or type(pixels).__name__}")
+        super().__init__(name)
+        rgb = _as_rgb(pixels.detach().float().cpu())
+        self.__dict__.update(data=None, rgb=rgb, rgb_levels=(rgb, 1.), grey=_as_grey(rgb if pixels.shape[0] == 3 else pixels.float().cpu()))
+
+    def __repr__(self): return f"PixelImage({tuple(self.rgb.shape)})"
+
+
+# %% ../nbs/05_feature_scores.ipynb #7a43703e
+def score_pixels(images:torch.Tensor, # (n, C, H, W) float images in [0, 1], C = 1 or 3
+                 score_names:str|Iterable[str]|None=None, # as in `compute_feature_score_table`
+                 custom_scores:Mapping[str, Callable]|None=None, # as in `compute_feature_score_table`
+                ) -> pd.DataFrame: # one float column per score, one row per image
+    "Cue table of images held in memory (edited images, decoded latent codes), same columns as the file table."
+    plan = _resolve_scores(score_names, custom_scores)
+    if not torch.is_tensor(images) or images.ndim != 4: raise ValueError(f"score_pixels: expected (n, C, H, W) images, got {tuple(getattr(images, 'shape', ()))}")
+    rows = [[float(fn(img)) for _, fn in plan] for img in map(PixelImage, images)]
+    return pd.DataFrame(rows, columns=[n for n, _ in plan], dtype='float64')
+
