@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from fastai.learner import Metric
 from fastcore.foundation import L
+from fastcore.basics import patch
 from fastai.callback.core import Callback, CancelFitException, CancelStepException
 from fastai.callback.training import GradientAccumulation
 from fastai.callback.tracker import SaveModelCallback
@@ -24,7 +25,7 @@ from .distributed import _unwrap, is_main_process, broadcast_state
 # %% auto #0
 __all__ = ['AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter', 'AdversarialGame',
            'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_write',
-           'atomic_save_state', 'load_state', 'AtomicSaveModelCallback', 'StopOnNaN']
+           'atomic_save_state', 'load_state', 'AtomicSaveModelCallback', 'StopOnNaN', 'StopOnDivergence']
 
 # %% ../nbs/02_callbacks.ipynb #5dcb950f
 class AddGaussianNoise:
@@ -90,6 +91,7 @@ class CorruptionCallback(Callback):
         self.learn.xb = (x, *self.xb[1:])
 
     def after_batch(self): _unwrap(self.learn.model).clean_input = None
+    after_fit = after_batch  # also when the fit was cancelled mid-batch (a NaN loss stops it before `after_batch` runs)
 
 # %% ../nbs/02_callbacks.ipynb #e373285b
 def is_critic_param(name:str) -> bool:
@@ -264,24 +266,57 @@ def load_state(model, path, device=None):
 
 # %% ../nbs/02_callbacks.ipynb #c49361d9
 class AtomicSaveModelCallback(SaveModelCallback):
-    "`SaveModelCallback` that writes checkpoints atomically and reloads them with `weights_only=True`."
-    def __init__(self, monitor='valid_loss', comp=None, min_delta=0., fname='model', every_epoch=False, at_end=False, reset_on_fit=True):
+    "`SaveModelCallback` that writes checkpoints atomically, reloads them with `weights_only=True` and remembers the kept epoch."
+    def __init__(self, monitor='valid_loss', comp=None, min_delta=0., fname='model', every_epoch=False, at_end=False, reset_on_fit=True,
+                 bounds:dict|None=None, # {metric: factor}: an epoch may be kept only if each metric is <= factor × its lowest value so far
+                ):
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, fname=fname, every_epoch=every_epoch, at_end=at_end, reset_on_fit=reset_on_fit)
+        self.bounds = dict(bounds or {})
     @property
     def path(self) -> Path: return Path(self.learn.path)/self.learn.model_dir/f'{self.fname}.pth'
-    def after_epoch(self):
-        if not self.at_end: super().after_epoch()
-    def _save(self, name):
-        if not is_main_process(): return  # rank 0 writes; the others never touch the file
-        state = self.learn.model.state_dict()
-        if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-            warnings.warn(f"weights hold NaN/inf: {self.path} is not overwritten"); return
-        self.last_saved_path = atomic_save_state(state, self.path)
-    def after_fit(self, **kwargs):
-        if self.at_end: self._save(self.fname)
-        elif not self.every_epoch:  # the best weights: rank 0 reads them, every other rank receives them from it
-            if is_main_process() and self.path.exists(): load_state(self.learn.model, self.path)
-            broadcast_state(self.learn.model)
+    def before_fit(self):
+        super().before_fit()
+        self.best_epoch, self._lowest = None, {}
+
+
+# %% ../nbs/02_callbacks.ipynb #258fa7d2
+@patch
+def _within_bounds(self:AtomicSaveModelCallback) -> bool:
+    "Whether this epoch's metrics named in `bounds` stay within their factor of the lowest value seen in this fit."
+    row = dict(zip(self.recorder.metric_names[1:], self.recorder.values[-1]))
+    ok = True
+    for name, factor in self.bounds.items():
+        v = row.get(name)
+        if v is None or not np.isfinite(v): ok = False; continue
+        self._lowest[name] = min(self._lowest.get(name, v), v)
+        ok = ok and v <= factor * self._lowest[name]
+    return ok
+
+@patch
+def after_epoch(self:AtomicSaveModelCallback):
+    if self.at_end: return
+    if not self._within_bounds(): self.new_best = False; return
+    super(AtomicSaveModelCallback, self).after_epoch()
+    if self.new_best: self.best_epoch = self.epoch
+
+
+# %% ../nbs/02_callbacks.ipynb #ebd0cb08
+@patch
+def _save(self:AtomicSaveModelCallback, name):
+    if not is_main_process(): return  # rank 0 writes; the others never touch the file
+    state = self.learn.model.state_dict()
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        warnings.warn(f"weights hold NaN/inf: {self.path} is not overwritten"); return
+    self.last_saved_path = atomic_save_state(state, self.path)
+
+@patch
+def after_fit(self:AtomicSaveModelCallback, **kwargs):
+    if self.at_end or self.best_epoch is None:  # no epoch qualified: the final weights are kept, and said to be
+        self._save(self.fname); self.best_epoch = self.epoch
+    elif not self.every_epoch:  # the best weights: rank 0 reads them, every other rank receives them from it
+        if is_main_process() and self.path.exists(): load_state(self.learn.model, self.path)
+        broadcast_state(self.learn.model)
+
 
 # %% ../nbs/02_callbacks.ipynb #ecc1a983
 class StopOnNaN(Callback):
@@ -293,3 +328,19 @@ class StopOnNaN(Callback):
         if self.training and not torch.isfinite(self.learn.loss).all():
             self.nan_at = (self.epoch, self.iter)
             raise CancelFitException()
+
+# %% ../nbs/02_callbacks.ipynb #64f1b85b
+class StopOnDivergence(Callback):
+    "Stop the fit when the training or validation loss grows beyond `factor` × its first epoch's value, and say why."
+    order = 61  # after the recorder has the epoch's values and the checkpoint has seen them
+    def __init__(self, factor:float=100.): super().__init__(); self.factor, self.reason = factor, None
+    def before_fit(self): self.reason, self.first = None, None
+    def after_epoch(self):
+        vals = dict(zip(self.recorder.metric_names[1:3], self.recorder.values[-1][:2]))  # train_loss, valid_loss
+        if self.first is None: self.first = vals; return
+        for name, v in vals.items():
+            f = self.first.get(name)
+            if f is not None and v is not None and np.isfinite(f) and abs(v) > self.factor * max(abs(f), 1e-3):
+                self.reason = f"{name} grew from {f:.3g} (epoch 0) to {v:.3g} (epoch {self.epoch})"
+                raise CancelFitException()
+

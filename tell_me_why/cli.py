@@ -74,17 +74,41 @@ def _fmt(p): return 'n/a' if p is None or (isinstance(p, float) and np.isnan(p))
 
 _PHASES = ('adversarial', 'autoencoder', 'classifier')
 
+def _status(ph:str, r:dict) -> str:
+    "A phase's status in words: an adversarial phase whose generator never stepped was a discriminator warm-up."
+    st = r.get('status', 'n/a')
+    return 'discriminator warm-up' if st == 'trained' and ph == 'adversarial' and r.get('optimizer_steps') == 0 else st
+
+def _kept_line(training:dict) -> str|None:
+    "One line on which classifier weights are explained (None when the phase was not trained in a way that records it)."
+    r = training['phases'].get('classifier', {})
+    if r.get('kept_epoch') is None: return None
+    acc = (f"; validation accuracy {r['kept_valid_accuracy']:.2f} there, {r['best_valid_accuracy']:.2f} at the phase's best epoch"
+           if r.get('kept_valid_accuracy') is not None else '')
+    return (f"Explained weights: classifier epoch {r['kept_epoch']} of {r.get('epochs_run', r.get('epochs'))} "
+            f"(kept for the lowest validation {'cross-entropy' if r.get('kept_by') == 'classif_loss' else r.get('kept_by')}){acc}.")
+
 def _training_lines(training:dict) -> list[str]:
     L = ["## How the model was trained", ""]
     if training.get('plan_line'): L += [training['plan_line'], ""]
+    if _kept_line(training): L += [_kept_line(training), ""]
     disc = any('discriminator_steps' in r for r in training['phases'].values())
-    L += ["| phase | status | epochs | optimiser steps |" + (" discriminator steps |" if disc else ""),
-          "|---|---|---:|---:|" + ("---:|" if disc else "")]
+    kept = any(r.get('kept_epoch') is not None for r in training['phases'].values())
+    L += ["| phase | status | epochs | optimiser steps |" + (" discriminator steps |" if disc else "") + (" kept epoch |" if kept else ""),
+          "|---|---|---:|---:|" + ("---:|" if disc else "") + ("---:|" if kept else "")]
     for ph in _PHASES:
         r = training['phases'].get(ph, {})
-        L.append(f"| {ph} | {r.get('status', 'n/a')} | {r.get('epochs', 'n/a')} | {r.get('optimizer_steps', 'n/a')} |"
-                 + (f" {r.get('discriminator_steps', 'n/a')} |" if disc else ""))
+        L.append(f"| {ph} | {_status(ph, r)} | {r.get('epochs', 'n/a')} | {r.get('optimizer_steps', 'n/a')} |"
+                 + (f" {r.get('discriminator_steps', 'n/a')} |" if disc else "")
+                 + (f" {'n/a' if r.get('kept_epoch') is None else r['kept_epoch']} |" if kept else ""))
     return L + [""]
+
+def _diverged_lines(training:dict|None) -> list[str]:
+    "The report's opening warning for every phase that diverged, with the likely fix."
+    bad = {ph: r['diverged'] for ph, r in (training or {}).get('phases', {}).items() if r.get('diverged')}
+    if not bad: return []
+    return ["**Warning: training diverged** in " + '; '.join(f"the {ph} phase ({why})" for ph, why in bad.items())
+            + ". Nothing below describes a sound model. Likely fix: a lower learning rate (`--lr-max`), then run again.", ""]
 
 def _prior_lines(prior:dict) -> list[str]:
     L = ["## Is z Gaussian?", ""]
@@ -105,7 +129,7 @@ def write_report(path, # Markdown file to write
                  settings:dict, # run settings shown in the report
                  figures:dict, # title → path (relative to the report) of the figures to link
                  alpha:float=0.05, top:int=5,
-                 training:dict|None=None, # `{'phases': {phase: {status, epochs, optimizer_steps}}, 'plan_line': str}`
+                 training:dict|None=None, # `{'phases': {phase: record of `train_xaaenet`'s `phase_records`}, 'plan_line': str}`
                  prior:dict|None=None, # `{phase: latent_prior_report(z)}`; None = section left out
                  skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
                 ) -> Path:
@@ -114,6 +138,7 @@ def write_report(path, # Markdown file to write
     pcol = 'perm_p_value' if 'perm_p_value' in ranking else 'p_value'
     L = [f"# tell_me_why report: {class_a} vs {class_b}", ""]
     untrained = training is not None and not any(r.get('status') in ('trained', 'resumed') for r in training['phases'].values())
+    L += _diverged_lines(training)
     if untrained:
         L += ["**This model is untrained: every phase had 0 epochs.** Its codes are those of random weights; nothing below "
               "describes a learned decision.", ""]
@@ -263,13 +288,8 @@ def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128
 # %% ../nbs/09_cli.ipynb #de81b265
 @functools.cache
 def _job_callbacks():
-    "The job's two fastai callbacks, defined on first use (fastai is imported only when a job starts)."
+    "The job's epoch-line callback, defined on first use (fastai is imported only when a job starts)."
     from fastai.callback.core import Callback
-    class CountSteps(Callback):
-        "Count the optimiser steps of every fit (a step skipped by gradient accumulation cancels the batch before `after_step`)."
-        def __init__(self): self.per_fit = []
-        def before_fit(self): self.per_fit.append(0)
-        def after_step(self): self.per_fit[-1] += 1
     class EpochLines(Callback):
         "Without progress bars fastai's recorder prints raw lists: print one readable line an epoch instead."
         def before_fit(self): self.learn.logger = self._write
@@ -278,7 +298,7 @@ def _job_callbacks():
             if len(row) != len(names) or names[-1] != 'time': return print(row)
             vals = ', '.join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names[1:-1], row[1:-1]))
             print(f"  epoch {row[0]}: {vals} ({row[-1]})")
-    return CountSteps, EpochLines
+    return EpochLines
 
 @contextlib.contextmanager
 def _progress_bars(on:bool):
@@ -299,7 +319,7 @@ def _predict_from_z(model, z) -> np.ndarray:
 # %% ../nbs/09_cli.ipynb #92d6ef9b
 FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
                        valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001) # the main job's settings for a folder of images
-PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=1, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
+PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
                         valid_pct=0.4, n_permutations=999, classif_class_weight=1.0) # ... for `planted=CUE` (the fidelity page's set-up)
 
 def _rel(p, root:Path, shown:Path) -> str:
@@ -319,11 +339,11 @@ def explain_image_folder(
     pretrained:bool=False, # Use ImageNet weights (downloads them: needs a network)
     weights:str|None=None, # Local ImageNet state-dict file for `arch` (offline alternative to `pretrained`)
     encoding_dims:int|None=None, # Size of the latent code z, >= 2; None = 128 (32 with `planted`)
-    epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 5, 10 (1, 5, 15 with `planted`)
+    epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 5, 10 (4, 5, 15 with `planted`)
     lr_max:float|None=None, # Peak learning rate in (0, 1] (the classifier phase uses 3 × this); None = 1e-3
     valid_pct:float|None=None, # Share of images held out for validation, in (0, 1); None = 0.25 (0.4 with `planted`)
     n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000 (999 with `planted`)
-    classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (0.1 with `planted`)
+    classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (1.0 with `planted`)
     seed:int=42, # Seed of the split and of training
     resume:bool=False, # Continue the run in `out` (finished phases' checkpoints are reused)
     overwrite:bool=False, # Replace the run in `out` (only once the new run has finished)
@@ -406,24 +426,16 @@ def explain_image_folder(
         if s['arch'] == 'small': model = XAAEBase(small_encoder(), input_size=s['size'], encoding_dims=s['encoding_dims'])
         else: model = AAE(input_size=s['size'], encoding_dims=s['encoding_dims'], arch=getattr(torchvision.models, s['arch']),
                           pretrained=weights or pretrained)
-        CountSteps, EpochLines = _job_callbacks()
-        counter = CountSteps()
+        EpochLines = _job_callbacks()
         learn = train_xaaenet(model, dls, *epochs, lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'],
                               grad_accum=plan['grad_accum'], models_dir=work/'models', pls_target_class=class_a,
                               show_latent_figures=show, seed=seed, resume=resume, patience=max(3, s['epochs_classif']),
-                              extract_latent=True, cbs=[counter] + ([] if progress else [EpochLines()]))
+                              extract_latent=True, cbs=[] if progress else [EpochLines()])
         if not main: return dict(learn=learn, out=out)  # rank 0 explains and writes the report
-        status = dict(getattr(learn, 'phase_status', {}))
-        steps = dict(getattr(learn, 'optimizer_steps', {}) or {})
-        if not steps:  # fits happen in phase order, one per trained phase
-            trained = [p for p in _PHASES if status.get(p) == 'trained']
-            steps = {p: n for p, n in zip(trained, counter.per_fit)}
-        disc = dict(getattr(learn, 'discriminator_steps', {}) or {})  # kept by a train_xaaenet whose discriminator has its own optimiser
         training = dict(plan_line=plan_line, grad_accum=plan['grad_accum'], bs=plan['bs'], batches_per_epoch=plan['batches_per_epoch'],
-                        phases={p: dict(status=status.get(p, 'n/a'), epochs=e, optimizer_steps=steps.get(p, 0),
-                                        **({'discriminator_steps': disc.get(p, 0)} if disc else {}))
-                                for p, e in zip(_PHASES, epochs)})
-        print("Optimiser steps: " + ', '.join(f"{p} {r['optimizer_steps']} ({r['status']})" for p, r in training['phases'].items()))
+                        phases={p: dict(learn.phase_records[p], epochs=e) for p, e in zip(_PHASES, epochs)})
+        print("Optimiser steps: " + ', '.join(f"{p} {r.get('optimizer_steps', 0)} ({_status(p, r)})" for p, r in training['phases'].items()))
+        if _kept_line(training): print(_kept_line(training))
         prior = {p: {k: int(v) if isinstance(v, (int, np.integer)) else float(v) for k, v in r.items()}
                  for p, r in (getattr(learn, 'prior_reports', None) or {}).items()}
         # the codes of both splits were saved by train_xaaenet, in split_items order: no second encoding pass

@@ -30,15 +30,15 @@ import tell_me_why
 from .data import data_fingerprint
 from .model_aae import XAAEBase, XAAELoss
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
-                                   AdversarialGame, xaae_splitter, LossAttrMetric, AtomicSaveModelCallback, StopOnNaN, atomic_write, atomic_save_state, load_state)
+                                   AdversarialGame, xaae_splitter, LossAttrMetric, AtomicSaveModelCallback, StopOnNaN, StopOnDivergence, atomic_write, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
 from .distributed import (init_distributed, is_distributed, is_main_process, rank, world_size, local_device, on_main,
                                      broadcast_object, broadcast_state, shard_train_dl, DistributedXAAE, fail_together, _group_error)
 
 # %% auto #0
-__all__ = ['ExplainableModel', 'MAX_DISC_LR', 'split_items', 'extract_latent_space', 'latent_and_targets_from_split',
-           'latent_prior_report', 'format_prior_report', 'check_training_inputs', 'plot_validation_pls', 'save_latent',
-           'load_latent', 'planned_optimizer_steps', 'train_xaaenet']
+__all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'DIVERGED_MEAN', 'split_items', 'extract_latent_space',
+           'latent_and_targets_from_split', 'latent_prior_report', 'format_prior_report', 'check_training_inputs',
+           'plot_validation_pls', 'save_latent', 'load_latent', 'planned_optimizer_steps', 'train_xaaenet']
 
 # %% ../nbs/04_training.ipynb #3df12b93
 ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` or `EncoderWithAAEBlocks`
@@ -241,12 +241,15 @@ def _write_record(path, record):
     "Write the completion record atomically (temporary file, then rename)."
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
 
-def _resume_phase(model, ckpt, settings) -> bool:
-    "True if the phase finished earlier with these settings (its weights are loaded); raise if it finished with others."
+_RECORD_KEYS = ('epochs', 'epochs_run', 'kept_epoch', 'kept_by', 'optimizer_steps', 'discriminator_steps', 'diverged',
+                'kept_valid_accuracy', 'best_valid_accuracy')
+
+def _resume_phase(model, ckpt, settings) -> dict|None:
+    "The completion record if the phase finished earlier with these settings (its weights are loaded); raise if it finished with others."
     rec_path = _record_path(ckpt)
     if not rec_path.exists():
         if ckpt.exists(): print(f"  resume: {ckpt.name} has no completion record (the phase was interrupted): training this phase again")
-        return False
+        return None
     done = json.loads(rec_path.read_text())
     diff = [f"{k}: {done.get(k)!r} then, {v!r} now" for k, v in settings.items() if done.get(k) != v]
     if diff: raise ValueError(f"resume: the finished phase in {str(rec_path)!r} was trained on other data or settings ({'; '.join(diff)}). "
@@ -254,7 +257,7 @@ def _resume_phase(model, ckpt, settings) -> bool:
     if not ckpt.exists(): raise FileNotFoundError(f"resume: {str(rec_path)!r} says the phase finished but its checkpoint {str(ckpt)!r} is missing.")
     load_state(model, ckpt)
     print(f"  resume: finished phase loaded from {ckpt.name}, skipped")
-    return True
+    return done
 
 def _prior_after(learn, phase):
     "Prior check on the training split's eval-mode codes, printed and kept in `learn.prior_reports`; returns the codes and classes."
@@ -269,17 +272,40 @@ def _prior_after(learn, phase):
     if r is not None: learn.prior_reports[phase] = r
     return codes.get('zy', (None, None))
 
+# Which validation number chooses the kept epoch (and stops the phase early), and the bounds the others must keep.
+# The adversarial phase keeps its final weights: its "best" loss would only say which player was ahead.
+KEEP_CRITERIA = {'adversarial': None,
+                 'autoencoder': dict(monitor='recons_loss'),
+                 'classifier': dict(monitor='classif_loss', bounds={'recons_loss': 1.5})} # kept-epoch rule of each phase
+
+DIVERGED_MEAN = 10. # codes whose mean abs(mean of z_j) exceeds this have left the N(0, I) prior by orders of magnitude
+
+def _divergence_advice(phase) -> str:
+    return (f"the {phase} phase diverged; lower `lr_max` (--lr-max), or `disc_lr_factor`, and check that the images are what you expect")
+
+def _phase_record(learn, phase, epochs, save_cb, game, div_cb, start) -> dict:
+    "What a trained phase did: epochs run, the epoch kept and why, steps, divergence, and (classifier) accuracies."
+    log = pd.DataFrame(learn.recorder.values, columns=learn.recorder.metric_names[1:-1])
+    rec = dict(status='trained', epochs=int(epochs), epochs_run=len(log), kept_epoch=int(save_cb.best_epoch),
+               kept_by=(KEEP_CRITERIA[phase] or {}).get('monitor', 'last epoch'), optimizer_steps=game.gen_steps,
+               discriminator_steps=game.disc_steps, diverged=div_cb.reason, train_s=round(time.perf_counter() - start, 2))
+    if 'accuracy' in log:
+        rec.update(kept_valid_accuracy=float(log.accuracy.iloc[save_cb.best_epoch]), best_valid_accuracy=float(log.accuracy.max()))
+    return rec, log
+
 def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, cbs, patience, grad_accum, resume, timings, shuffle_rng=None):
-    "Fit one phase; return 'trained', 'resumed' or 'skipped'."
+    "Fit one phase; return its record (status 'trained', 'resumed' or 'skipped', kept epoch, steps, divergence)."
     model, ckpt = learn.model, Path(learn.path)/learn.model_dir/f'{fname}.pth'
     print(f"Phase {i}/3 — {_PHASE_TITLES[phase]}")
     settings = _phase_settings(learn, phase, epochs, loss_func, lr, grad_accum)
-    if resume and on_main(_resume_phase, model, ckpt, settings):  # rank 0 decides and loads; the others receive its weights
-        broadcast_state(model)
-        return 'resumed'
+    if resume:  # rank 0 decides and loads; the others receive its weights
+        done = on_main(_resume_phase, model, ckpt, settings)
+        if done is not None:
+            broadcast_state(model)
+            return dict({k: done[k] for k in _RECORD_KEYS if k in done}, status='resumed')
     if epochs == 0:
         print("  0 epochs: phase skipped")
-        return 'skipped'
+        return dict(status='skipped', epochs=0)
     planned = planned_optimizer_steps(learn.dls, epochs, grad_accum)
     if planned < 10 and is_main_process():
         warnings.warn(f"Phase {i}/3 ({phase}) will make only {planned} optimiser step(s): {epochs} epoch(s) × {_train_batches(learn.dls)} "
@@ -287,12 +313,11 @@ def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, 
                       "from that: raise the epochs, or lower `grad_accum` or the batch size.", stacklevel=3)
     learn.loss_func, learn.metrics = loss_func, metrics
     model.run_decoder = phase != 'adversarial'
-    # In the adversarial phase "best valid loss" would only say which player was ahead: that phase keeps
-    # its final weights, and is not stopped early.
-    save_cb = AtomicSaveModelCallback(fname=fname, at_end=phase == 'adversarial')
-    nan_cb, game = StopOnNaN(), AdversarialGame(lr=disc_lr)
-    phase_cbs = [GradientAccumulation(grad_accum*learn.dls.bs), game, save_cb, nan_cb, *cbs]
-    if phase != 'adversarial': phase_cbs.append(EarlyStoppingCallback(patience=patience))
+    keep = KEEP_CRITERIA[phase]
+    save_cb = AtomicSaveModelCallback(fname=fname, at_end=True) if keep is None else AtomicSaveModelCallback(fname=fname, **keep)
+    nan_cb, game, div_cb = StopOnNaN(), AdversarialGame(lr=disc_lr), StopOnDivergence()
+    phase_cbs = [GradientAccumulation(grad_accum*learn.dls.bs), game, save_cb, nan_cb, div_cb, *cbs]
+    if keep is not None: phase_cbs.append(EarlyStoppingCallback(monitor=keep['monitor'], patience=patience))
     dist_cb = DistributedXAAE(shuffle_rng) if is_distributed() else None
     if dist_cb is not None: phase_cbs.append(dist_cb)
     start = time.perf_counter()
@@ -300,19 +325,22 @@ def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, 
     finally:
         model.run_decoder = True
         if dist_cb is not None: dist_cb.restore()
-    timings[phase] = {'train_s': time.perf_counter() - start}
-    learn.optimizer_steps[phase], learn.discriminator_steps[phase] = game.gen_steps, game.disc_steps
-    learn.phase_logs[phase] = pd.DataFrame(learn.recorder.values, columns=learn.recorder.metric_names[1:-1])
     if nan_cb.nan_at is not None:
         # rank 0 holds the checkpoints; every rank saw the same (averaged) loss and raises the same error
         kept = on_main(lambda: f"the last good checkpoint {str(ckpt)!r} is kept" if ckpt.exists() else "no checkpoint of this phase was written")
         raise _group_error(FloatingPointError(f"Phase {i}/3 ({phase}): the training loss became NaN/inf at epoch {nan_cb.nan_at[0]}, "
                                               f"batch {nan_cb.nan_at[1]}; {kept}. Lower `lr_max` or check the images."))
-    print(f"  {game.gen_steps} optimiser steps of the generator, {game.disc_steps} of the discriminator")
+    rec, log = _phase_record(learn, phase, epochs, save_cb, game, div_cb, start)
+    timings[phase], learn.phase_logs[phase] = {'train_s': rec['train_s']}, log
+    print(f"  {game.gen_steps} optimiser steps of the generator, {game.disc_steps} of the discriminator; kept epoch {rec['kept_epoch']} "
+          f"of {rec['epochs_run']} ({rec['kept_by']})" + (f", validation accuracy {rec['kept_valid_accuracy']:.2f} "
+          f"(best epoch {rec['best_valid_accuracy']:.2f})" if 'kept_valid_accuracy' in rec else ''))
+    if rec['diverged']: print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase)}")
     # the phase ran to its end: only now does it count as finished for `resume`
-    if is_main_process(): _write_record(_record_path(ckpt), dict(settings, optimizer_steps=game.gen_steps, discriminator_steps=game.disc_steps,
+    if is_main_process(): _write_record(_record_path(ckpt), dict(settings, **{k: rec[k] for k in _RECORD_KEYS if k in rec},
                                                                  finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__))
-    return 'trained'
+    return rec
+
 
 # %% ../nbs/04_training.ipynb #75f26b1c
 def train_xaaenet(
@@ -381,7 +409,18 @@ def train_xaaenet(
         models_dir = Path(models_dir)
         learn = Learner(dls, model, loss_func=XAAELoss(model, classif_weight=1.), path=Path('.'), model_dir=models_dir, splitter=xaae_splitter)
         learn.phase_logs, learn.phase_status, learn.phase_timings, learn.prior_reports, learn.optimizer_steps = {}, {}, {}, {}, {}
-        learn.discriminator_steps = {}
+        learn.discriminator_steps, learn.phase_records = {}, {}
+
+        def run(i, phase, *args):  # one phase, then its record, the prior check and the divergence verdict
+            rec = learn.phase_records[phase] = _run_phase(learn, i, phase, *args)
+            learn.phase_status[phase] = rec['status']
+            if rec['status'] == 'trained': learn.optimizer_steps[phase], learn.discriminator_steps[phase] = rec['optimizer_steps'], rec['discriminator_steps']
+            zy = _prior_after(learn, phase) if rec['status'] != 'skipped' else (None, None)
+            r = learn.prior_reports.get(phase)
+            if r is not None and r['mean_abs_mean'] > DIVERGED_MEAN and not rec.get('diverged'):
+                rec['diverged'] = f"the codes left the N(0, I) prior (mean abs(mean of z_j) {r['mean_abs_mean']:.3g} > {DIVERGED_MEAN:g})"
+                print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase)}")
+            return rec['status'], zy
         extra = list(cbs or [])
         t = learn.phase_timings
 
@@ -396,29 +435,23 @@ def train_xaaenet(
             t.setdefault(phase, {})['figure_s'] = time.perf_counter() - start
 
         # Phase 1: encoder → z → discriminator only
-        learn.phase_status['adversarial'] = _run_phase(
-            learn, 1, 'adversarial', epochs_adv, adv_fname, XAAELoss(model, adv_weight=1.), [LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')],
+        status, _ = run(1, 'adversarial', epochs_adv, adv_fname, XAAELoss(model, adv_weight=1.), [LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')],
             lr_max, _disc_lr(lr_max, disc_lr_factor), [UnfreezeFcCritAdaptative(low_threshold=adv_low_threshold, high_threshold=adv_high_threshold), *extra],
             patience, grad_accum, resume, t, shuffle_rng)
-        if learn.phase_status['adversarial'] != 'skipped': _prior_after(learn, 'adversarial')
-        if save_tsne and learn.phase_status['adversarial'] == 'trained': tsne_after('adversarial', adv_fname)
+        if save_tsne and status == 'trained': tsne_after('adversarial', adv_fname)
 
         # Phase 2: denoising autoencoder
         corruption = CorruptionCallback([AddGaussianNoise(std=noise_std), RandomMasking(mask_ratio=mask_ratio, patch_size=patch_size)])
-        learn.phase_status['autoencoder'] = _run_phase(
-            learn, 2, 'autoencoder', epochs_ae, ae_fname, XAAELoss(model, recons_weight=ae_recons_weight, adv_weight=ae_adv_weight),
+        status, _ = run(2, 'autoencoder', epochs_ae, ae_fname, XAAELoss(model, recons_weight=ae_recons_weight, adv_weight=ae_adv_weight),
             [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')], lr_max, _disc_lr(lr_max, disc_lr_factor),
             [corruption, *extra], patience, grad_accum, resume, t, shuffle_rng)
-        if learn.phase_status['autoencoder'] != 'skipped': _prior_after(learn, 'autoencoder')
-        if save_tsne and learn.phase_status['autoencoder'] == 'trained': tsne_after('autoencoder', ae_fname)
+        if save_tsne and status == 'trained': tsne_after('autoencoder', ae_fname)
 
         # Phase 3: classifier
-        learn.phase_status['classifier'] = _run_phase(
-            learn, 3, 'classifier', epochs_classif, classif_fname,
+        _, (z_train, y_train) = run(3, 'classifier', epochs_classif, classif_fname,
             XAAELoss(model, recons_weight=classif_recons_weight, adv_weight=classif_adv_weight, classif_weight=classif_class_weight),
             [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss'), LossAttrMetric('classif_loss'), accuracy],
             lr_max*lr_max_factor, _disc_lr(lr_max*lr_max_factor, disc_lr_factor), extra, patience, grad_accum, resume, t, shuffle_rng)
-        z_train, y_train = _prior_after(learn, 'classifier') if learn.phase_status['classifier'] != 'skipped' else (None, None)
 
         start = time.perf_counter()
         def figures_and_latent(z_train, y_train):  # rank 0 only: it encodes every item once, in `split_items` order

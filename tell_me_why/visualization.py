@@ -267,8 +267,12 @@ _ALIGNED_COLOR, _ANTI_COLOR = '#2e7d32', '#c62828'
 
 def _fit_description(res:dict) -> str:
     if res['held_out']:
-        return f"PLS fit on held-out set (n fit = {res['n_fit']}), reported on n = {res['n_report']}"
-    return f"in-sample PLS (fit and reported on the same n = {res['n_report']})"
+        return f"axis fitted on {res['n_fit']} held-out images, reported on {res['n_report']} other images"
+    return f"in-sample PLS: axis fitted and reported on the same {res['n_report']} images"
+
+def _caution_prefix(res:dict) -> str:
+    "A first title line when the caller said the model does not beat chance (`res['caution']`)."
+    return f"CAUTION: {res['caution']}\n" if res.get('caution') else ''
 
 def _fmt_p(p) -> str:
     return 'n/a' if p is None or not np.isfinite(p) else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
@@ -298,13 +302,11 @@ def plot_alignment_panels(res:dict, # output of `pls_feature_alignment`
             ax.plot(xs, icpt + slope * xs, color=_ALIGNED_COLOR if row.r_pls1 >= 0 else _ANTI_COLOR, lw=2)
         note = f"r² = {row.r_pls1**2:.2f}, p = {_fmt_p(row.p_value)}"
         if 'perm_p_value' in rank.columns: note += f"\nperm. p = {_fmt_p(row.perm_p_value)}"
-        ax.set_title(f"#{row.rank} {row.feature}", fontsize=10)
-        ax.text(0.02, 0.98, note, transform=ax.transAxes, va='top', fontsize=8,
-                bbox=dict(facecolor='white', alpha=0.75, edgecolor='none', pad=1.5))
+        ax.set_title(f"#{row.rank} {row.feature}\n{note.replace(chr(10), ', ')}", fontsize=9)  # above the points, never on them
         ax.set_xlabel('PLS1 score', fontsize=8); ax.set_ylabel('feature (standardised)', fontsize=8)
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=7, loc='lower right', markerscale=1.5)
-    fig.suptitle(f"Image cues vs latent decision axis PLS1 — {_fit_description(res)}\n"
+    fig.suptitle(_caution_prefix(res) + f"Image cues vs latent decision axis PLS1 — {_fit_description(res)}\n"
                  f"PLS1 oriented so that higher = {target_label}; line = least-squares fit", fontsize=11)
     fig.tight_layout()
     return fig
@@ -341,7 +343,7 @@ def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
             else f"* Pearson p < {alpha:g} (no permutation test; optimistic when PLS is in-sample)")
     axis = f"target r² with PLS1 = {res['target_r2']:.2f}"
     if res['target_perm_p_value'] is not None: axis += f" (perm. p = {_fmt_p(res['target_perm_p_value'])})"
-    title = f"Cue importance on the decision axis — {_fit_description(res)}\n{axis}; {test}"
+    title = _caution_prefix(res) + f"Cue importance on the decision axis — {_fit_description(res)}\n{axis}; {test}"
     if boot:
         st = res.get('stability')
         n_boot, (ql, qh) = (st.attrs.get('n_boot', '?'), st.attrs.get('interval', (5, 95))) if st is not None else ('?', (5, 95))
@@ -371,6 +373,7 @@ def run_pls_feature_figures(
     max_panels:int|None=None, # alignment panels for the top features only
     n_bootstrap:int=0, # > 0: resamples for `bootstrap_rank_stability`, drawn as whiskers and added to `importance_rank`
     image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
+    caution:str|None=None, # e.g. "the model does not beat chance": printed as the first line of both figures' titles
 ) -> dict:
     "PLS of z on the target, alignment of PLS1 with each feature: ranking table, alignment panels and ranking figure."
     if save_dir is not None and Path(save_dir).exists() and not Path(save_dir).is_dir():
@@ -379,6 +382,7 @@ def run_pls_feature_figures(
         raise ValueError(f"`n_bootstrap` must be a non-negative integer, got {n_bootstrap!r}.")
     res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, image_paths=image_paths,
                                 n_permutations=n_permutations, random_state=random_state)
+    res['caution'] = caution
     if n_bootstrap:
         st = bootstrap_rank_stability(z, target_score, feature_table, feature_columns, int(n_bootstrap),
                                       fit_z=fit_z, fit_target=fit_target, random_state=random_state)
