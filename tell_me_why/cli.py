@@ -318,9 +318,9 @@ def _predict_from_z(model, z) -> np.ndarray:
 
 # %% ../nbs/09_cli.ipynb #92d6ef9b
 FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
-                       valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001) # the main job's settings for a folder of images
+                       valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001, lr_max_factor=1.) # the main job's settings for a folder of images
 PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
-                        valid_pct=0.4, n_permutations=999, classif_class_weight=1.0) # ... for `planted=CUE` (the fidelity page's set-up)
+                        valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=3.) # ... for `planted=CUE` (the fidelity page's set-up)
 
 def _rel(p, root:Path, shown:Path) -> str:
     "`p` as a path under `shown` when it lies under `root` (the folder the run wrote to), else unchanged."
@@ -340,7 +340,7 @@ def explain_image_folder(
     weights:str|None=None, # Local ImageNet state-dict file for `arch` (offline alternative to `pretrained`)
     encoding_dims:int|None=None, # Size of the latent code z, >= 2; None = 128 (32 with `planted`)
     epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 5, 10 (4, 5, 15 with `planted`)
-    lr_max:float|None=None, # Peak learning rate in (0, 1] (the classifier phase uses 3 × this); None = 1e-3
+    lr_max:float|None=None, # Peak learning rate in (0, 1]; None = 1e-3 (the classifier phase peaks at 3 × this with `planted`)
     valid_pct:float|None=None, # Share of images held out for validation, in (0, 1); None = 0.25 (0.4 with `planted`)
     n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000 (999 with `planted`)
     classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (1.0 with `planted`)
@@ -427,7 +427,7 @@ def explain_image_folder(
         else: model = AAE(input_size=s['size'], encoding_dims=s['encoding_dims'], arch=getattr(torchvision.models, s['arch']),
                           pretrained=weights or pretrained)
         EpochLines = _job_callbacks()
-        learn = train_xaaenet(model, dls, *epochs, lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'],
+        learn = train_xaaenet(model, dls, *epochs, lr_max=s['lr_max'], lr_max_factor=s['lr_max_factor'], classif_class_weight=s['classif_class_weight'],
                               grad_accum=plan['grad_accum'], models_dir=work/'models', pls_target_class=class_a,
                               show_latent_figures=show, seed=seed, resume=resume, patience=max(3, s['epochs_classif']),
                               extract_latent=True, cbs=[] if progress else [EpochLines()])
@@ -450,10 +450,13 @@ def explain_image_folder(
         print("Explaining the decision axis")
         preds = _predict_from_z(learn.model, z_va)
         a = vocab.index(class_a)
+        chance = separation_summary(preds, y_va)  # the accuracy test alone, before the figures: they must not overstate
+        caution = (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
+                   f"p = {_fmt(chance['accuracy_p_value'])}): no cue below is a finding")
         res = run_pls_feature_figures(z_va, (y_va == a).astype(float), table[table.split == 'valid'].drop(columns='split').reset_index(drop=True),
                                       target_label=class_a, positive_label=class_a, negative_label=class_b,
                                       save_dir=work/'interpretation', show=show, fit_z=z_tr, fit_target=(y_tr.numpy() == a).astype(float),
-                                      n_permutations=s['n_permutations'], random_state=seed)
+                                      n_permutations=s['n_permutations'], random_state=seed, caution=caution)
         ranking = res['importance_rank']
         ranking.to_csv(work/'cue_ranking.csv', index=False)
         latent_traversal_figure(learn.model.decode, z_va, (y_va == a).astype(float), target_label=class_a,
@@ -468,7 +471,7 @@ def explain_image_folder(
         settings = dict(images=shown_folder, label=label, classes=vocab, class_a=class_a, n_train=n_train, n_valid=n_valid,
                         size=s['size'], arch=s['arch'], pretrained=bool(pretrained), weights=weights, encoding_dims=s['encoding_dims'],
                         epochs=list(epochs), lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'], bs=plan['bs'],
-                        grad_accum=plan['grad_accum'], valid_pct=s['valid_pct'], n_permutations=s['n_permutations'], seed=seed,
+                        grad_accum=plan['grad_accum'], lr_max_factor=s['lr_max_factor'], valid_pct=s['valid_pct'], n_permutations=s['n_permutations'], seed=seed,
                         resume=resume, planted=planted, planted_strength=planted_strength if planted else None,
                         pls_fit='train split (held out from the report set)', report_set='validation split')
         report = write_report(work/'report.md', summary, ranking, class_a, class_b, settings, figures,
@@ -540,7 +543,7 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
         m.add_argument(f'--epochs-{ph}', type=int, metavar='N', help=f"epochs of the {name} phase, >= 0 (default: {F['epochs_' + ph]}; {P['epochs_' + ph]} with --planted); all 0 = an untrained model, and the report says so")
     m.add_argument('--bs', type=int, metavar='N', help=f"batch size, >= 2 and <= the training images (default: 16, or smaller so that an epoch makes {MIN_STEPS_PER_EPOCH} batches)")
     m.add_argument('--grad-accum', type=int, metavar='K', help=f"batches per optimiser step, >= 1 (default: the largest K <= 4 that leaves {MIN_STEPS_PER_EPOCH} steps an epoch)")
-    m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; the classifier phase uses 3 x this)")
+    m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; with --planted the classifier phase peaks at {P['lr_max_factor']:g} x this)")
     m.add_argument('--classif-class-weight', type=float, metavar='W', help=f"weight of the cross-entropy term in the classifier phase, >= 0 (default: {F['classif_class_weight']}; {P['classif_class_weight']} with --planted)")
     m.add_argument('--seed', type=int, default=42, metavar='N', help="seed of the split, the weights and the permutations, >= 0 (default: 42)")
     e = p.add_argument_group('explanation and output')

@@ -305,7 +305,7 @@ def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, 
             return dict({k: done[k] for k in _RECORD_KEYS if k in done}, status='resumed')
     if epochs == 0:
         print("  0 epochs: phase skipped")
-        return dict(status='skipped', epochs=0)
+        return dict(status='skipped', epochs=0, optimizer_steps=0, discriminator_steps=0)
     planned = planned_optimizer_steps(learn.dls, epochs, grad_accum)
     if planned < 10 and is_main_process():
         warnings.warn(f"Phase {i}/3 ({phase}) will make only {planned} optimiser step(s): {epochs} epoch(s) × {_train_batches(learn.dls)} "
