@@ -286,10 +286,22 @@ def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128
                              "choose an output folder outside the images")
 
 # %% ../nbs/09_cli.ipynb #de81b265
+def _fit_width(v, name:str) -> str:
+    "`v` as fastai's console table shows it, but never wider than its column (the header `name`, at least 8 wide)."
+    if not isinstance(v, float): return str(v)
+    width, s = max(len(name), 8), f'{v:.6f}'
+    return s if len(s) <= width else f'{v:.{max(1, width - 7)}e}'
+
 @functools.cache
 def _job_callbacks():
-    "The job's epoch-line callback, defined on first use (fastai is imported only when a job starts)."
+    "The job's console callbacks, defined on first use (fastai is imported only when a job starts)."
     from fastai.callback.core import Callback
+    class TableColumns(Callback):
+        "With progress bars in a terminal, a number wider than its column runs into the next one: shorten it instead."
+        order = 61  # after `ProgressCallback` has installed its logger
+        def before_fit(self):
+            write = self.learn.logger
+            self.learn.logger = lambda row: write([_fit_width(v, n) for v, n in zip(row, self.learn.recorder.metric_names)])
     class EpochLines(Callback):
         "Without progress bars fastai's recorder prints raw lists: print one readable line an epoch instead."
         def before_fit(self): self.learn.logger = self._write
@@ -298,7 +310,7 @@ def _job_callbacks():
             if len(row) != len(names) or names[-1] != 'time': return print(row)
             vals = ', '.join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names[1:-1], row[1:-1]))
             print(f"  epoch {row[0]}: {vals} ({row[-1]})")
-    return EpochLines
+    return EpochLines, TableColumns
 
 @contextlib.contextmanager
 def _progress_bars(on:bool):
@@ -426,11 +438,11 @@ def explain_image_folder(
         if s['arch'] == 'small': model = XAAEBase(small_encoder(), input_size=s['size'], encoding_dims=s['encoding_dims'])
         else: model = AAE(input_size=s['size'], encoding_dims=s['encoding_dims'], arch=getattr(torchvision.models, s['arch']),
                           pretrained=weights or pretrained)
-        EpochLines = _job_callbacks()
+        EpochLines, TableColumns = _job_callbacks()
         learn = train_xaaenet(model, dls, *epochs, lr_max=s['lr_max'], lr_max_factor=s['lr_max_factor'], classif_class_weight=s['classif_class_weight'],
                               grad_accum=plan['grad_accum'], models_dir=work/'models', pls_target_class=class_a,
                               show_latent_figures=show, seed=seed, resume=resume, patience=max(3, s['epochs_classif']),
-                              extract_latent=True, cbs=[] if progress else [EpochLines()])
+                              extract_latent=True, cbs=[TableColumns()] if progress else [EpochLines()])
         if not main: return dict(learn=learn, out=out)  # rank 0 explains and writes the report
         training = dict(plan_line=plan_line, grad_accum=plan['grad_accum'], bs=plan['bs'], batches_per_epoch=plan['batches_per_epoch'],
                         phases={p: dict(learn.phase_records[p], epochs=e) for p, e in zip(_PHASES, epochs)})
