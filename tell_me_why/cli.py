@@ -6,23 +6,59 @@ Docs: https://tell-me-why.github.io/tell_me_why/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #70cde257
 from __future__ import annotations
-import argparse, contextlib, datetime, functools, io, json, math, os, platform, shutil, sys, tempfile, time
+import argparse, contextlib, datetime, functools, io, json, math, os, platform, re, shutil, sys, tempfile, time
 import warnings
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import tell_me_why
 
-def _job_modules():
-    "Import what a job needs (seconds of work that a bad argument should not wait for), without torch's jit notice."
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
-        import fastai.vision.all, tell_me_why.training, tell_me_why.fidelity, tell_me_why.visualization  # noqa: F401
+PLANTED_CHOICES = ('brightness', 'redness', 'symmetry', 'center_texture', 'high_frequency') # `--planted` cues: the keys of the fidelity page's `PLANTED_CUES`
+HELP_MIN_POINTS = 10 # the explanation's `MIN_POINTS`, for `--help` (which must not import torch)
 
 # %% auto #0
-__all__ = ['MIN_STEPS_PER_EPOCH', 'RUN_OUTPUTS', 'ARCHS', 'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'separation_summary',
-           'plan_optimiser_steps', 'write_report', 'previous_run_outputs', 'check_explain_settings',
-           'explain_image_folder', 'tmw_explain_parser', 'tmw_explain']
+__all__ = ['PLANTED_CHOICES', 'HELP_MIN_POINTS', 'MIN_STEPS_PER_EPOCH', 'RUN_OUTPUTS', 'ARCHS', 'FOLDER_DEFAULTS',
+           'PLANTED_DEFAULTS', 'torch_pair_problem', 'separation_summary', 'plan_optimiser_steps', 'write_report',
+           'previous_run_outputs', 'check_explain_settings', 'explain_image_folder', 'tmw_explain_parser',
+           'tmw_explain']
+
+# %% ../nbs/09_cli.ipynb #74f98af1
+def torch_pair_problem(torch_version:str|None, # installed torch version, e.g. "2.14.1+cpu" (None = not installed)
+                       torchvision_version:str|None, # installed torchvision version
+                      ) -> str|None: # what is wrong, or None when the pair matches
+    "Whether a torch and a torchvision version were built for each other (torchvision 0.(m+15) pairs with torch 2.m)."
+    if torch_version is None or torchvision_version is None:
+        return f"{'torch' if torch_version is None else 'torchvision'} is not installed"
+    t, v = (re.match(r'(\d+)\.(\d+)', x) for x in (torch_version, torchvision_version))
+    if t and v and t.group(1) == '2' and v.group(1) == '0' and int(v.group(2)) != int(t.group(2)) + 15:
+        return f"torchvision {torchvision_version} was not built for torch {torch_version} (torch 2.{t.group(2)} needs torchvision 0.{int(t.group(2)) + 15})"
+    local = [x.partition('+')[2] for x in (torch_version, torchvision_version)]
+    if local[0] != local[1]:
+        return f"torch {torch_version} and torchvision {torchvision_version} are different builds ({local[0] or 'default'} vs {local[1] or 'default'})"
+    return None
+
+# %% ../nbs/09_cli.ipynb #ca2ba161
+def _installed(name:str) -> str|None:
+    try: return metadata.version(name)
+    except metadata.PackageNotFoundError: return None
+
+def _environment_error(e:BaseException|None=None) -> EnvironmentError:
+    "The error a user sees when torch, torchvision or fastai cannot be imported together, with the fix."
+    tv, vv = _installed('torch'), _installed('torchvision')
+    why = torch_pair_problem(tv, vv) or (f"{type(e).__name__}: {e}" if e is not None else "unknown")
+    return EnvironmentError(f"the PyTorch install is broken: {why}. This is the environment, not tell_me_why: install a matching pair "
+                            "from one index, e.g. pip install --force-reinstall 'torch==2.14.1' 'torchvision==0.29.1' (see the README's install)")
+
+def _job_modules():
+    "Import what a job needs (seconds of work that a bad argument should not wait for), without torch's jit notice."
+    problem = torch_pair_problem(_installed('torch'), _installed('torchvision'))
+    if problem: raise _environment_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+            import fastai.vision.all, tell_me_why.training, tell_me_why.fidelity, tell_me_why.visualization  # noqa: F401
+    except (ImportError, RuntimeError, OSError, AttributeError) as e: raise _environment_error(e) from e
 
 # %% ../nbs/09_cli.ipynb #0f5e5219
 def separation_summary(preds:np.ndarray, # predicted class per validation row
@@ -270,9 +306,7 @@ def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128
     if weights is not None and not Path(weights).is_file(): raise FileNotFoundError(f"--weights {str(weights)!r} is not a file")
     if on_bad_image not in ('skip', 'raise'): raise ValueError(f"`on_bad_image` must be 'skip' or 'raise', got {on_bad_image!r}")
     if planted is not None:
-        _job_modules()
-        from tell_me_why.fidelity import PLANTED_CUES
-        if planted not in PLANTED_CUES: raise ValueError(f"--planted must be one of {', '.join(PLANTED_CUES)}, got {planted!r}")
+        if planted not in PLANTED_CHOICES: raise ValueError(f"--planted must be one of {', '.join(PLANTED_CHOICES)}, got {planted!r}")
         if images is not None: raise ValueError("--planted makes its own images: drop --images (or drop --planted)")
         if label is not None: raise ValueError("--planted labels its images itself: drop --label")
         _number('planted_strength', planted_strength, 0, lo_open=True)
@@ -519,12 +553,9 @@ exit status: 0 done, 2 a user error (one line on stderr naming the option or fil
 class _Parser(argparse.ArgumentParser):
     "argparse, but a usage error is one line naming the option instead of the whole usage block."
     def format_help(self):
-        "Fill in the numbers that live in the library's modules, imported only when help is asked for."
-        _job_modules()
-        from tell_me_why.fidelity import PLANTED_CUES
-        from tell_me_why.visualization import MIN_POINTS
+        "Fill in the constants the help quotes (without importing torch: `--help` answers at once)."
         for a in self._actions:
-            if a.help: a.help = a.help.replace('{cues}', ', '.join(PLANTED_CUES)).replace('{min_points}', str(MIN_POINTS))
+            if a.help: a.help = a.help.replace('{cues}', ', '.join(PLANTED_CHOICES)).replace('{min_points}', str(HELP_MIN_POINTS))
         return super().format_help()
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option, its default and limits)\n")
