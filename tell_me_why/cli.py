@@ -20,7 +20,7 @@ HELP_MIN_POINTS = 10 # the explanation's `MIN_POINTS`, for `--help` (which must 
 # %% auto #0
 __all__ = ['PLANTED_CHOICES', 'HELP_MIN_POINTS', 'MIN_STEPS_PER_EPOCH', 'RUN_OUTPUTS', 'ARCHS', 'FOLDER_DEFAULTS',
            'PLANTED_DEFAULTS', 'torch_pair_problem', 'separation_summary', 'plan_optimiser_steps', 'write_report',
-           'previous_run_outputs', 'check_explain_settings', 'explain_image_folder', 'tmw_explain_parser',
+           'previous_run_outputs', 'run_lock', 'check_explain_settings', 'explain_image_folder', 'tmw_explain_parser',
            'tmw_explain']
 
 # %% ../nbs/09_cli.ipynb #74f98af1
@@ -271,6 +271,40 @@ def _scratch_folder():
     "A temporary folder for a data-parallel rank other than 0 (a planted image set of its own); it never sees `out`."
     with tempfile.TemporaryDirectory(prefix='tmw-rank-') as d: yield Path(d)
 
+# %% ../nbs/09_cli.ipynb #b7885553
+def _alive(pid) -> bool:
+    "Whether process `pid` exists on this host."
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    except (TypeError, ValueError, OverflowError): return False
+    return True
+
+def _lock_holder(lock:Path) -> dict:
+    try: return json.loads(lock.read_text())
+    except (OSError, ValueError): return {}
+
+# %% ../nbs/09_cli.ipynb #8878edcb
+@contextlib.contextmanager
+def run_lock(out, # the run's output folder (need not exist yet)
+            ):
+    "Hold `.<out>.tmw-lock` beside `out` while a run writes there; refuse when a live run holds it, take over a dead run's lock."
+    out = Path(out); lock = out.parent/f'.{out.name}.tmw-lock'
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = dict(pid=os.getpid(), host=platform.node(), started=datetime.datetime.now().isoformat(timespec='seconds'))
+    for attempt in range(2):
+        try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY); break
+        except FileExistsError:
+            other = _lock_holder(lock)
+            if other.get('host', me['host']) != me['host'] or _alive(other.get('pid')) or attempt:
+                raise FileExistsError(f"--out {str(out)!r} is in use by another tmw-explain run (process {other.get('pid', '?')} on "
+                                      f"{other.get('host', '?')}, started {other.get('started', '?')}); wait for it to finish, or choose "
+                                      f"another folder. If that run is gone, delete {str(lock)!r}") from None
+            lock.unlink(missing_ok=True)  # its run was killed: the lock is stale
+    with os.fdopen(fd, 'w') as f: json.dump(me, f)
+    try: yield lock
+    finally: lock.unlink(missing_ok=True)
+
 # %% ../nbs/09_cli.ipynb #7e8b8937
 ARCHS = ('resnet18', 'resnet34', 'resnet50', 'small') # encoders: torchvision ResNets, or `small_encoder()` from the fidelity page
 
@@ -409,8 +443,16 @@ def explain_image_folder(
                            planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image)
     out = Path(out)
     _job_modules()
-    from tell_me_why.distributed import init_distributed, is_main_process, on_main, fail_together, world_size
+    from tell_me_why.distributed import init_distributed, on_main
     init_distributed()  # under torchrun / accelerate launch: rank 0 writes OUT, the other ranks only train
+    with contextlib.ExitStack() as lock:  # one run at a time into OUT: rank 0 holds the lock, every rank gets its refusal
+        on_main(lambda: lock.enter_context(run_lock(out)) and None)
+        return _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted,
+                        planted_strength, on_bad_image, progress, show, t0)
+
+def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted, planted_strength,
+             on_bad_image, progress, show, t0):
+    from tell_me_why.distributed import is_main_process, on_main, fail_together, world_size
     on_main(_check_out, out, resume, overwrite)  # refuse before anything is read or written
     main = is_main_process()
     quiet = contextlib.nullcontext() if main else contextlib.redirect_stdout(io.StringIO())
