@@ -218,7 +218,8 @@ def read_levels(source:str|Path|bytes|torch.Tensor, # an image file, or its enco
     name = default if name is None else name
     try: levels, full, n_frames = _decode_levels(data, name)
     except (ImageDecodeError, Image.DecompressionBombError): raise
-    except Exception as e: raise ImageDecodeError(name, f"cannot be decoded ({type(e).__name__}: {e})") from e
+    except Exception as e:  # torchvision's messages start with its own source location: keep what a user can act on
+        raise ImageDecodeError(name, f"cannot be decoded ({type(e).__name__}: {re.sub(r'^.*?[.](?:cpp|h):[0-9]+,[ ]*', '', str(e))})") from e
     if n_frames > 1 and warn and name not in _warned_frames:
         _warned_frames.add(name)
         warnings.warn(f"image {name!r} holds {n_frames} frames (an animation or pages); only the first is read", stacklevel=2)
