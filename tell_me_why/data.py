@@ -194,7 +194,7 @@ def _decode_levels(data:bytes, name, draft:int|None=None) -> tuple[torch.Tensor,
             levels = torch.from_numpy(np.ascontiguousarray(a))
             levels = levels[None] if levels.ndim == 2 else levels.permute(2, 0, 1)
     levels, full = _composite(levels, full)
-    return (_ORIENT[orient](levels) if orient != 1 else levels).contiguous(), full, n_frames
+    return (_ORIENT[orient](levels) if orient != 1 else levels), full, n_frames  # often a (C, H, W) view of H, W, C memory
 
 # %% ../nbs/00_data.ipynb #dec00c06
 _warned_frames = set()  # files already reported as holding several frames
@@ -320,10 +320,11 @@ def write_bad_format_samples(folder:str|Path, # created if needed
     return {name: (folder/name, why) for name, (_, why) in files.items()}
 
 # %% ../nbs/00_data.ipynb #dec00c11
-def _to_uint8(levels:torch.Tensor, full_scale:float) -> torch.Tensor:
-    "Levels → uint8 by rounding to the nearest of 256 levels (8-bit levels pass unchanged)."
-    if levels.dtype == torch.uint8: return levels
-    return (levels.float() * (255 / full_scale)).round_().clamp_(0, 255).to(torch.uint8)
+def _to_uint8(levels:torch.Tensor, full_scale:float) -> np.ndarray:
+    "(C, H, W) levels → (H, W, C) uint8 array, rounded to the nearest of 256 levels (8-bit levels pass unchanged)."
+    a = levels.numpy().transpose(1, 2, 0)  # numpy, single-threaded: torch's permute copy waits on busy cores for ~10 ms
+    if a.dtype != np.uint8: a = np.clip(np.rint(a.astype(np.float32) * np.float32(255 / full_scale)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(a)
 
 class ViewedImage(PILImage):
     "A fastai `PILImage` whose files are read by `read_levels` (the cue table's decoding), as 8-bit RGB."
@@ -332,8 +333,8 @@ class ViewedImage(PILImage):
                fn, # an image file; anything else goes to `PILImage.create`
                **kwargs):
         if not isinstance(fn, (str, Path)): return super().create(fn, **kwargs)
-        rgb = _to_uint8(*read_levels(fn)).expand(3, -1, -1)
-        return cls(Image.fromarray(rgb.permute(1, 2, 0).contiguous().numpy()))
+        a = _to_uint8(*read_levels(fn))
+        return cls(Image.fromarray(a[..., 0], 'L').convert('RGB') if a.shape[2] == 1 else Image.fromarray(a))
 
 # %% ../nbs/00_data.ipynb #c5a1b2c7
 class BadImagesError(ValueError):

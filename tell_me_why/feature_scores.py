@@ -63,7 +63,8 @@ class DecodedImage:
     def rgb_levels(self) -> tuple[torch.Tensor, float]:
         "(3, H, W) float32 RGB in the file's own levels (0–255 for 8-bit, 0–65535 for 16-bit, 0–1 for float) and that full scale."
         levels, full_scale = self.levels
-        return _as_rgb(levels.float()), full_scale
+        # decoders hand back (C, H, W) views of (H, W, C) memory: one contiguous copy makes every later pass faster
+        return _as_rgb(levels.to(torch.float32, memory_format=torch.contiguous_format)), full_scale
 
     @cached_property
     def rgb(self) -> torch.Tensor:
