@@ -245,41 +245,6 @@ def _sample_content(side:int) -> np.ndarray:
     y, x = np.mgrid[:side, :side] / max(side - 1, 1)
     return np.stack([0.1 + 0.8 * y, 0.2 + 0.6 * x, 0.5 + 0.3 * np.sin(3 * x * y)], -1)
 
-# %% ../nbs/00_data.ipynb #dec00c08
-def write_format_samples(folder:str|Path, # created if needed
-                         side:int=32, # square side of every image
-                        ) -> dict[str, FormatSample]: # file name → sample
-    "One small image per format and mode: 8-bit RGB JPEG/PNG, grey, 16-bit grey PNG/TIFF, float TIFF, RGBA, LA, palette, CMYK, EXIF-rotated, animated."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    c = _sample_content(side); rgb8 = (c * 255).round().astype(np.uint8)
-    g = c.mean(-1); g8, g16, gf = (g * 255).round().astype(np.uint8), (g * 65535).round().astype(np.uint16), g.astype(np.float32)
-    alpha = (np.linspace(0, 1, side)[None, :] * np.ones((side, 1)) * 255).round().astype(np.uint8)
-    a = alpha[..., None] / 255.
-    grey3 = lambda v, full: np.repeat(v[..., None].astype(np.float64) / full, 3, -1)
-    pal = Image.fromarray(rgb8).quantize(16)
-    frames = [pal, Image.fromarray(255 - rgb8).quantize(16)]
-    cases = {  # name: (Pillow image or writer, viewer pixels (H, W, 3), lossy, save options)
-        'rgb.jpg': (Image.fromarray(rgb8), rgb8 / 255, True, dict(quality=95)),
-        'rgb.png': (Image.fromarray(rgb8), rgb8 / 255, False, {}),
-        'grey.png': (Image.fromarray(g8), grey3(g8, 255), False, {}),
-        'grey16.png': (Image.fromarray(g16), grey3(g16, 65535), False, {}),
-        'grey16.tif': (Image.fromarray(g16), grey3(g16, 65535), False, {}),
-        'float.tif': (Image.fromarray(gf), grey3(gf, 1), False, {}),
-        'rgba.png': (Image.fromarray(np.dstack([rgb8, alpha])), rgb8 / 255 * a + ALPHA_BACKGROUND * (1 - a), False, {}),
-        'la.png': (Image.fromarray(np.dstack([g8, alpha]), 'LA'), grey3(g8, 255) * a + ALPHA_BACKGROUND * (1 - a), False, {}),
-        'palette.png': (pal, np.asarray(pal.convert('RGB')) / 255, False, {}),
-        'cmyk.jpg': (Image.fromarray(rgb8).convert('CMYK'), rgb8 / 255, True, dict(quality=95)),
-        'exif_rotated.jpg': (Image.fromarray(np.ascontiguousarray(np.rot90(rgb8))), rgb8 / 255, True, dict(quality=95)),
-        'animated.gif': (pal, np.asarray(pal.convert('RGB')) / 255, False, dict(save_all=True, append_images=frames[1:], duration=100, loop=0)),
-    }
-    out = {}
-    for name, (im, view, lossy, kw) in cases.items():
-        if name == 'exif_rotated.jpg':  # stored turned 90° counter-clockwise; the tag says "turn 90° clockwise to view"
-            exif = Image.Exif(); exif[0x0112] = 6; kw = dict(kw, exif=exif)
-        im.save(folder/name, **kw)
-        out[name] = FormatSample(folder/name, torch.from_numpy(np.ascontiguousarray(view, dtype=np.float32)).permute(2, 0, 1), lossy)
-    return out
-
 # %% ../nbs/00_data.ipynb #dec00c09
 def _raw_tiff(a:np.ndarray) -> bytes:
     "Uncompressed little-endian TIFF of an (H, W, C) uint8 array, for any C (Pillow writes at most 4 channels)."
@@ -295,11 +260,51 @@ def _raw_tiff(a:np.ndarray) -> bytes:
     ifd = b''.join(struct.pack('<HHI', t, ty, n) + (data_at if t == 273 else v) for t, ty, n, v in layout)
     return b'II*\0' + struct.pack('<IH', 8, len(tags)) + ifd + b'\0' * 4 + blobs + a.astype(np.uint8).tobytes()
 
-def _zero_width_png(height:int=4) -> bytes:
-    "A PNG whose header declares 0 × `height` pixels."
-    chunk = lambda kind, body: struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 0, height, 8, 0, 0, 0, 0))
-            + chunk(b'IDAT', zlib.compress(b'\0' * height)) + chunk(b'IEND', b''))
+def _png_chunk(kind:bytes, body:bytes) -> bytes: return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+def _raw_png16(a:np.ndarray, width:int|None=None) -> bytes:
+    "16-bit PNG of an (H, W, C) array, C = 1-4 (Pillow writes 16 bits for grey only); `width` overrides the header's width."
+    h, w, c = a.shape
+    rows = b''.join(b'\0' + row.astype('>u2').tobytes() for row in a)
+    head = struct.pack('>IIBBBBB', w if width is None else width, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    return b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', head) + _png_chunk(b'IDAT', zlib.compress(rows)) + _png_chunk(b'IEND', b'')
+
+# %% ../nbs/00_data.ipynb #dec00c08
+def write_format_samples(folder:str|Path, # created if needed
+                         side:int=32, # square side of every image
+                        ) -> dict[str, FormatSample]: # file name → sample
+    "One small image per format and mode: 8-bit RGB JPEG/PNG, grey, 16-bit grey PNG/TIFF, 16-bit RGB PNG, float TIFF, RGBA, LA, palette, CMYK, EXIF-rotated, animated."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    c = _sample_content(side); rgb8, rgb16 = (c * 255).round().astype(np.uint8), (c * 65535).round().astype(np.uint16)
+    g = c.mean(-1); g8, g16, gf = (g * 255).round().astype(np.uint8), (g * 65535).round().astype(np.uint16), g.astype(np.float32)
+    alpha = (np.linspace(0, 1, side)[None, :] * np.ones((side, 1)) * 255).round().astype(np.uint8)
+    a = alpha[..., None] / 255.
+    grey3 = lambda v, full: np.repeat(v[..., None].astype(np.float64) / full, 3, -1)
+    pal = Image.fromarray(rgb8).quantize(16)
+    frames = [pal, Image.fromarray(255 - rgb8).quantize(16)]
+    cases = {  # name: (Pillow image or writer, viewer pixels (H, W, 3), lossy, save options)
+        'rgb.jpg': (Image.fromarray(rgb8), rgb8 / 255, True, dict(quality=95)),
+        'rgb.png': (Image.fromarray(rgb8), rgb8 / 255, False, {}),
+        'grey.png': (Image.fromarray(g8), grey3(g8, 255), False, {}),
+        'grey16.png': (Image.fromarray(g16), grey3(g16, 65535), False, {}),
+        'grey16.tif': (Image.fromarray(g16), grey3(g16, 65535), False, {}),
+        'rgb16.png': (_raw_png16(rgb16), rgb16 / 65535, False, {}),
+        'float.tif': (Image.fromarray(gf), grey3(gf, 1), False, {}),
+        'rgba.png': (Image.fromarray(np.dstack([rgb8, alpha])), rgb8 / 255 * a + ALPHA_BACKGROUND * (1 - a), False, {}),
+        'la.png': (Image.fromarray(np.dstack([g8, alpha]), 'LA'), grey3(g8, 255) * a + ALPHA_BACKGROUND * (1 - a), False, {}),
+        'palette.png': (pal, np.asarray(pal.convert('RGB')) / 255, False, {}),
+        'cmyk.jpg': (Image.fromarray(rgb8).convert('CMYK'), rgb8 / 255, True, dict(quality=95)),
+        'exif_rotated.jpg': (Image.fromarray(np.ascontiguousarray(np.rot90(rgb8))), rgb8 / 255, True, dict(quality=95)),
+        'animated.gif': (pal, np.asarray(pal.convert('RGB')) / 255, False, dict(save_all=True, append_images=frames[1:], duration=100, loop=0)),
+    }
+    out = {}
+    for name, (im, view, lossy, kw) in cases.items():
+        if name == 'exif_rotated.jpg':  # stored turned 90° counter-clockwise; the tag says "turn 90° clockwise to view"
+            exif = Image.Exif(); exif[0x0112] = 6; kw = dict(kw, exif=exif)
+        if isinstance(im, bytes): (folder/name).write_bytes(im)
+        else: im.save(folder/name, **kw)
+        out[name] = FormatSample(folder/name, torch.from_numpy(np.ascontiguousarray(view, dtype=np.float32)).permute(2, 0, 1), lossy)
+    return out
 
 # %% ../nbs/00_data.ipynb #dec00c10
 def write_bad_format_samples(folder:str|Path, # created if needed
@@ -312,7 +317,7 @@ def write_bad_format_samples(folder:str|Path, # created if needed
     files = {'float_nan.tif': (Image.fromarray(nan), 'NaN or infinite'), 'float_inf.tif': (Image.fromarray(inf), 'NaN or infinite'),
              'float_range.tif': (Image.fromarray(ramp * 4), 'float pixels lie in [0, 4]'),
              'int32.tif': (Image.fromarray((ramp * 100_000).astype(np.int32)), 'outside the 16-bit range'),
-             'zero_size.png': (_zero_width_png(), 'zero size (0×4 pixels)'),
+             'zero_size.png': (_raw_png16(np.zeros((4, 1, 1)), width=0), 'zero size (0×4 pixels)'),
              'five_channels.tif': (_raw_tiff(np.full((side, side, 5), 100, np.uint8)), '5 channels')}
     for name, (content, _) in files.items():
         if isinstance(content, bytes): (folder/name).write_bytes(content)
