@@ -172,8 +172,19 @@ _TV_JPEG, _TV_PNG = ('L', 'RGB'), ('L', 'RGB', 'LA', 'RGBA', 'I', 'I;16')  # mod
 warnings.filterwarnings('ignore', message='The image decoding and encoding capabilities of TorchVision are deprecated')
 
 # %% ../nbs/00_data.ipynb #dec00c05
+def _plain_jpeg(data:bytes) -> torch.Tensor|None:
+    "A grey or colour JPEG decoded by torchvision, EXIF orientation applied; None for anything else (CMYK, not a JPEG, an error)."
+    if data[:3] != b'\xff\xd8\xff': return None
+    try: levels = _tv_decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), apply_exif_orientation=True)
+    except RuntimeError: return None  # Pillow then opens it and says what is wrong
+    return levels if levels.shape[0] in (1, 3) else None
+
 def _decode_levels(data:bytes, name, draft:int|None=None) -> tuple[torch.Tensor, float, int]:
     "((C, H, W) levels with C = 1 or 3, oriented and composited; their full-scale value; the number of frames in the file)."
+    if draft is None and (levels := _plain_jpeg(data)) is not None:  # most photos: skip Pillow's header parse, which holds the GIL
+        h, w = levels.shape[-2:]
+        if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS: raise Image.DecompressionBombError(f"{w}×{h} = {w*h:,} pixels")
+        return levels, 255., 1
     try: im = Image.open(BytesIO(data))
     except Image.UnidentifiedImageError: raise ImageDecodeError(name, _header_reason(data) or "not an image PIL can read") from None
     with im:
