@@ -6,22 +6,30 @@ Docs: https://tell-me-why.github.io/tell_me_why/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #e7ba737e
 from __future__ import annotations
-import hashlib, math, os, re, warnings
+import hashlib, math, os, re, struct, warnings, zlib
+from io import BytesIO
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
-from PIL import Image
+import torch
+from PIL import Image, TiffImagePlugin
+from torchvision.io import decode_image as _tv_decode_image, ImageReadMode
+from torchvision.transforms.v2.functional import rgb_to_grayscale
 from tqdm import tqdm
 
 import tell_me_why
-from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, RandomSplitter, Resize,
+from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, RandomSplitter, Resize, PILImage,
                                get_image_files, parent_label, DataLoaders)
 
 # %% auto #0
-__all__ = ['sample_data_path', 'sample_image_files', 'pet_species', 'label_rule', 'BadImagesError', 'check_images',
-           'two_class_dataloaders', 'data_fingerprint']
+__all__ = ['ALPHA_BACKGROUND', 'FLOAT_TOLERANCE', 'sample_data_path', 'sample_image_files', 'pet_species', 'label_rule',
+           'ImageDecodeError', 'read_levels', 'read_pixels', 'FormatSample', 'write_format_samples',
+           'write_bad_format_samples', 'ViewedImage', 'BadImagesError', 'check_images', 'two_class_dataloaders',
+           'data_fingerprint']
 
 # %% ../nbs/00_data.ipynb #2355d69b
 def sample_data_path() -> Path: # Folder holding the bundled pet photos (`images/`, `labels.csv`, `README.md`)
@@ -82,35 +90,287 @@ def label_rule(rule:str|Callable='folder') -> Callable: # "folder", "pets", "re:
     if rule not in rules: raise ValueError(f"label rule {rule!r} is unknown; use one of {list(rules)}, 're:<pattern>', 'csv:<file>' or pass a function")
     return rules[rule]
 
+# %% ../nbs/00_data.ipynb #dec00c01
+ALPHA_BACKGROUND = 1.0  # transparent pixels are shown over white, as a browser or a document shows them
+FLOAT_TOLERANCE = 1e-6  # float pixels this far outside [0, 1] are rounding and are clipped; further out the image is refused
+
+class ImageDecodeError(ValueError):
+    "An image file that cannot be mapped to pixels in [0, 1]; the message names the file, `.reason` says why."
+    def __init__(self,
+                 name, # the file (or what stands for it) named in the message
+                 reason:str, # why it cannot be used
+                ):
+        super().__init__(f"image {str(name)!r} cannot be used: {reason}")
+        self.name, self.reason = name, reason
+
+# %% ../nbs/00_data.ipynb #dec00c02
+_ORIENT = {2: lambda x: x.flip(-1), 3: lambda x: x.flip(-2, -1), 4: lambda x: x.flip(-2),
+           5: lambda x: x.transpose(-2, -1), 6: lambda x: x.transpose(-2, -1).flip(-1),
+           7: lambda x: x.transpose(-2, -1).flip(-2, -1), 8: lambda x: x.transpose(-2, -1).flip(-2)}
+
+def _orientation(im:Image.Image) -> int:
+    "EXIF orientation (1-8; 1 = as stored), read without decoding the pixels."
+    if im.format == 'PNG' and 'exif' not in im.info: return 1  # PNG's getexif() would decode the whole image first
+    try: o = im.getexif().get(0x0112, 1)
+    except Exception: return 1
+    return o if o in _ORIENT else 1
+
+def _header_reason(data:bytes) -> str|None:
+    "Why a PNG or TIFF header cannot be mapped to pixels (zero size, more than 4 channels), else None."
+    if data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) >= 24: w, h, c = *struct.unpack('>II', data[16:24]), 1
+    elif data[:4] in (b'II*\0', b'MM\0*'):
+        try:
+            tags = TiffImagePlugin.ImageFileDirectory_v2(data[:8]); fp = BytesIO(data); fp.seek(tags.next); tags.load(fp)
+        except Exception: return None
+        w, h, c = tags.get(256), tags.get(257), tags.get(277, 1)
+    else: return None
+    if w == 0 or h == 0: return f"zero size ({w}×{h} pixels)"
+    if c and c > 4: return f"{c} channels; an image has 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)"
+    return None
+
+# %% ../nbs/00_data.ipynb #dec00c03
+_16BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+_ALPHA = ('LA', 'La', 'PA', 'RGBA', 'RGBa')
+
+def _float_levels(a:np.ndarray, name) -> np.ndarray:
+    "Float pixels checked: all finite and within [0, 1] (excursions up to `FLOAT_TOLERANCE` clipped)."
+    bad = int(a.size - np.isfinite(a).sum())
+    if bad: raise ImageDecodeError(name, f"{bad} of {a.size} float pixels are NaN or infinite")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -FLOAT_TOLERANCE or hi > 1 + FLOAT_TOLERANCE:
+        raise ImageDecodeError(name, f"float pixels lie in [{lo:.4g}, {hi:.4g}]; float images are read as values in [0, 1] and no "
+                                     "other range is guessed: rescale them to [0, 1] with one range for the whole data set, "
+                                     "or save them as 16-bit integers")
+    return np.clip(a, 0, 1)
+
+def _pil_levels(im:Image.Image, name) -> tuple[np.ndarray, float]:
+    "Pillow image → (H, W) or (H, W, C) levels (uint8, uint16 or float32; C = 2, 3 or 4) and the full-scale value."
+    m = im.mode
+    if m in _16BIT: return np.asarray(im).astype(np.uint16), 65535.
+    if m == 'I':  # Pillow's 32-bit integer mode, which some Pillow versions use for 16-bit files
+        a = np.asarray(im); lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535: raise ImageDecodeError(name, f"32-bit integer pixels in [{lo}, {hi}] lie outside the 16-bit range "
+                                                            "0..65535; save the images as 8- or 16-bit integers or as floats in [0, 1]")
+        return a.astype(np.uint16), 65535.
+    if m == 'F': return _float_levels(np.asarray(im, dtype=np.float32), name), 1.
+    grey, alpha = m in ('1', 'L', 'LA', 'La'), m in _ALPHA or 'transparency' in im.info
+    try: im = im.convert(('LA' if alpha else 'L') if grey else ('RGBA' if alpha else 'RGB'))
+    except ValueError as e: raise ImageDecodeError(name, f"colour mode {m!r} has no conversion to RGB ({e})") from None
+    return np.array(im), 255.  # a writable copy: torch refuses to wrap read-only arrays silently
+
+# %% ../nbs/00_data.ipynb #dec00c04
+def _composite(levels:torch.Tensor, full_scale:float) -> tuple[torch.Tensor, float]:
+    "(C, H, W) levels, C = 2 or 4, composited over `ALPHA_BACKGROUND` (float, full scale 1); an opaque image keeps its integer levels."
+    if levels.shape[0] in (1, 3): return levels, full_scale
+    colour, alpha = levels[:-1], levels[-1:]
+    if bool((alpha == full_scale).all()): return colour, full_scale
+    a = alpha.float() / full_scale
+    return colour.float() / full_scale * a + ALPHA_BACKGROUND * (1 - a), 1.
+
+_TV_JPEG, _TV_PNG = ('L', 'RGB'), ('L', 'RGB', 'LA', 'RGBA', 'I', 'I;16')  # modes torchvision decodes as Pillow does
+# torchvision 0.29 warns on every decoder call that its decoders are moving to TorchCodec: nothing a user of ours can act on
+warnings.filterwarnings('ignore', message='The image decoding and encoding capabilities of TorchVision are deprecated')
+
+# %% ../nbs/00_data.ipynb #dec00c05
+def _plain_jpeg(data:bytes) -> torch.Tensor|None:
+    "A grey or colour JPEG decoded by torchvision, EXIF orientation applied; None for anything else (CMYK, not a JPEG, an error)."
+    if data[:3] != b'\xff\xd8\xff': return None
+    try: levels = _tv_decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), apply_exif_orientation=True)
+    except RuntimeError: return None  # Pillow then opens it and says what is wrong
+    return levels if levels.shape[0] in (1, 3) else None
+
+def _decode_levels(data:bytes, name, draft:int|None=None) -> tuple[torch.Tensor, float, int]:
+    "((C, H, W) levels with C = 1 or 3, oriented and composited; their full-scale value; the number of frames in the file)."
+    if draft is None and (levels := _plain_jpeg(data)) is not None:  # most photos: skip Pillow's header parse, which holds the GIL
+        h, w = levels.shape[-2:]
+        if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS: raise Image.DecompressionBombError(f"{w}×{h} = {w*h:,} pixels")
+        return levels, 255., 1
+    try: im = Image.open(BytesIO(data))
+    except Image.UnidentifiedImageError: raise ImageDecodeError(name, _header_reason(data) or "not an image PIL can read") from None
+    with im:
+        w, h = im.size
+        if w == 0 or h == 0: raise ImageDecodeError(name, f"zero size ({w}×{h} pixels)")
+        if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS: raise Image.DecompressionBombError(f"{w}×{h} = {w*h:,} pixels")
+        if getattr(im, 'tag_v2', {}).get(277, 1) > 4: raise ImageDecodeError(name, _header_reason(data))
+        n_frames, orient = 1 if im.format == 'MPO' else getattr(im, 'n_frames', 1), _orientation(im)
+        plain_jpeg = im.format in ('JPEG', 'MPO') and im.mode in _TV_JPEG
+        plain_png = im.format == 'PNG' and im.mode in _TV_PNG and n_frames == 1 and 'transparency' not in im.info
+        if plain_png or (plain_jpeg and draft is None):
+            read_mode = ImageReadMode.UNCHANGED if plain_png else ImageReadMode.GRAY if im.mode == 'L' else ImageReadMode.RGB
+            levels = _tv_decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read_mode)
+            full = 65535. if levels.dtype == torch.uint16 else 255.
+        else:
+            if draft is not None: im.draft(im.mode, (draft, draft))  # JPEG only: decode at 1/2..1/8 scale
+            a, full = _pil_levels(im, name)
+            levels = torch.from_numpy(np.ascontiguousarray(a))
+            levels = levels[None] if levels.ndim == 2 else levels.permute(2, 0, 1)
+    levels, full = _composite(levels, full)
+    return (_ORIENT[orient](levels) if orient != 1 else levels), full, n_frames  # often a (C, H, W) view of H, W, C memory
+
+# %% ../nbs/00_data.ipynb #dec00c06
+_warned_frames = set()  # files already reported as holding several frames
+
+def _source_bytes(source) -> tuple[bytes, str]:
+    "Encoded bytes of a file (or of bytes / a uint8 tensor given directly) and the name errors show."
+    if isinstance(source, (bytes, bytearray, memoryview)): return bytes(source), '<bytes>'
+    if torch.is_tensor(source): return source.numpy().tobytes(), '<bytes>'
+    path = Path(source)
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise FileNotFoundError(f"image file not found: '{path}'") from None
+    if not data: raise ImageDecodeError(path, "empty file (0 bytes)")
+    return data, str(path)
+
+def read_levels(source:str|Path|bytes|torch.Tensor, # an image file, or its encoded bytes (bytes or a 1-d uint8 tensor)
+                name:str|None=None, # how errors and warnings name the image; default: the path
+                warn:bool=True, # warn (once per file) when the file holds several frames
+               ) -> tuple[torch.Tensor, float]: # (C, H, W) levels, C = 1 (grey) or 3 (RGB), and their full-scale value
+    "The image as a viewer shows it, in its own levels: uint8 (full scale 255), uint16 (65535) or float32 (1)."
+    data, default = _source_bytes(source)
+    name = default if name is None else name
+    try: levels, full, n_frames = _decode_levels(data, name)
+    except (ImageDecodeError, Image.DecompressionBombError): raise
+    except Exception as e:  # torchvision's messages start with its own source location: keep what a user can act on
+        raise ImageDecodeError(name, f"cannot be decoded ({type(e).__name__}: {re.sub(r'^.*?[.](?:cpp|h):[0-9]+,[ ]*', '', str(e))})") from e
+    if n_frames > 1 and warn and name not in _warned_frames:
+        _warned_frames.add(name)
+        warnings.warn(f"image {name!r} holds {n_frames} frames (an animation or pages); only the first is read", stacklevel=2)
+    return levels, full
+
+def read_pixels(source:str|Path|bytes|torch.Tensor, # an image file, or its encoded bytes
+                channels:int=3, # 3: RGB (grey repeated); 1: grey (ITU-R 601 luma of colour images)
+               ) -> torch.Tensor: # (channels, H, W) float32 in [0, 1]
+    "The image as a viewer shows it, as float32 in [0, 1]: the pixels the network, the cue table and the figures use."
+    if channels not in (1, 3): raise ValueError(f"`channels` must be 1 or 3, got {channels!r}")
+    levels, full = read_levels(source)
+    x = levels.float() / full if full != 1 else levels.float()
+    if channels == 3: return x.repeat(3, 1, 1) if x.shape[0] == 1 else x
+    return x if x.shape[0] == 1 else rgb_to_grayscale(x)
+
+# %% ../nbs/00_data.ipynb #dec00c07
+class FormatSample(NamedTuple):
+    "One written test image: the file, the (3, H, W) float pixels a viewer shows, and whether the format is lossy."
+    path:Path; pixels:torch.Tensor; lossy:bool
+
+def _sample_content(side:int) -> np.ndarray:
+    "(side, side, 3) float64 in [0, 1]: smooth ramps, different in every channel and along each axis (rotations show)."
+    y, x = np.mgrid[:side, :side] / max(side - 1, 1)
+    return np.stack([0.1 + 0.8 * y, 0.2 + 0.6 * x, 0.5 + 0.3 * np.sin(3 * x * y)], -1)
+
+# %% ../nbs/00_data.ipynb #dec00c09
+def _raw_tiff(a:np.ndarray) -> bytes:
+    "Uncompressed little-endian TIFF of an (H, W, C) uint8 array, for any C (Pillow writes at most 4 channels)."
+    h, w, c = a.shape
+    tags = {256: (4, [w]), 257: (4, [h]), 258: (3, [8] * c), 259: (3, [1]), 262: (3, [2 if c >= 3 else 1]), 273: (4, [0]),
+            277: (3, [c]), 278: (4, [h]), 279: (4, [a.size]), 284: (3, [1]), **({338: (3, [0] * (c - 3))} if c > 3 else {})}
+    head, blobs, layout = 8 + 2 + 12 * len(tags) + 4, b'', []
+    for tag, (typ, vals) in sorted(tags.items()):
+        raw = struct.pack(f"<{len(vals)}{'HI'[typ - 3]}", *vals)
+        if len(raw) > 4: layout.append((tag, typ, len(vals), struct.pack('<I', head + len(blobs)))); blobs += raw
+        else: layout.append((tag, typ, len(vals), raw.ljust(4, b'\0')))
+    data_at = struct.pack('<I', head + len(blobs))
+    ifd = b''.join(struct.pack('<HHI', t, ty, n) + (data_at if t == 273 else v) for t, ty, n, v in layout)
+    return b'II*\0' + struct.pack('<IH', 8, len(tags)) + ifd + b'\0' * 4 + blobs + a.astype(np.uint8).tobytes()
+
+def _png_chunk(kind:bytes, body:bytes) -> bytes: return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+def _raw_png16(a:np.ndarray, width:int|None=None) -> bytes:
+    "16-bit PNG of an (H, W, C) array, C = 1-4 (Pillow writes 16 bits for grey only); `width` overrides the header's width."
+    h, w, c = a.shape
+    rows = b''.join(b'\0' + row.astype('>u2').tobytes() for row in a)
+    head = struct.pack('>IIBBBBB', w if width is None else width, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    return b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', head) + _png_chunk(b'IDAT', zlib.compress(rows)) + _png_chunk(b'IEND', b'')
+
+# %% ../nbs/00_data.ipynb #dec00c08
+def write_format_samples(folder:str|Path, # created if needed
+                         side:int=32, # square side of every image
+                        ) -> dict[str, FormatSample]: # file name → sample
+    "One small image per format and mode: 8-bit RGB JPEG/PNG, grey, 16-bit grey PNG/TIFF, 16-bit RGB PNG, float TIFF, RGBA, LA, palette, CMYK, EXIF-rotated, animated."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    c = _sample_content(side); rgb8, rgb16 = (c * 255).round().astype(np.uint8), (c * 65535).round().astype(np.uint16)
+    g = c.mean(-1); g8, g16, gf = (g * 255).round().astype(np.uint8), (g * 65535).round().astype(np.uint16), g.astype(np.float32)
+    alpha = (np.linspace(0, 1, side)[None, :] * np.ones((side, 1)) * 255).round().astype(np.uint8)
+    a = alpha[..., None] / 255.
+    grey3 = lambda v, full: np.repeat(v[..., None].astype(np.float64) / full, 3, -1)
+    pal = Image.fromarray(rgb8).quantize(16)
+    frames = [pal, Image.fromarray(255 - rgb8).quantize(16)]
+    cases = {  # name: (Pillow image or writer, viewer pixels (H, W, 3), lossy, save options)
+        'rgb.jpg': (Image.fromarray(rgb8), rgb8 / 255, True, dict(quality=95)),
+        'rgb.png': (Image.fromarray(rgb8), rgb8 / 255, False, {}),
+        'grey.png': (Image.fromarray(g8), grey3(g8, 255), False, {}),
+        'grey16.png': (Image.fromarray(g16), grey3(g16, 65535), False, {}),
+        'grey16.tif': (Image.fromarray(g16), grey3(g16, 65535), False, {}),
+        'rgb16.png': (_raw_png16(rgb16), rgb16 / 65535, False, {}),
+        'float.tif': (Image.fromarray(gf), grey3(gf, 1), False, {}),
+        'rgba.png': (Image.fromarray(np.dstack([rgb8, alpha])), rgb8 / 255 * a + ALPHA_BACKGROUND * (1 - a), False, {}),
+        'la.png': (Image.fromarray(np.dstack([g8, alpha]), 'LA'), grey3(g8, 255) * a + ALPHA_BACKGROUND * (1 - a), False, {}),
+        'palette.png': (pal, np.asarray(pal.convert('RGB')) / 255, False, {}),
+        'cmyk.jpg': (Image.fromarray(rgb8).convert('CMYK'), rgb8 / 255, True, dict(quality=95)),
+        'exif_rotated.jpg': (Image.fromarray(np.ascontiguousarray(np.rot90(rgb8))), rgb8 / 255, True, dict(quality=95)),
+        'animated.gif': (pal, np.asarray(pal.convert('RGB')) / 255, False, dict(save_all=True, append_images=frames[1:], duration=100, loop=0)),
+    }
+    out = {}
+    for name, (im, view, lossy, kw) in cases.items():
+        if name == 'exif_rotated.jpg':  # stored turned 90° counter-clockwise; the tag says "turn 90° clockwise to view"
+            exif = Image.Exif(); exif[0x0112] = 6; kw = dict(kw, exif=exif)
+        if isinstance(im, bytes): (folder/name).write_bytes(im)
+        else: im.save(folder/name, **kw)
+        out[name] = FormatSample(folder/name, torch.from_numpy(np.ascontiguousarray(view, dtype=np.float32)).permute(2, 0, 1), lossy)
+    return out
+
+# %% ../nbs/00_data.ipynb #dec00c10
+def write_bad_format_samples(folder:str|Path, # created if needed
+                             side:int=8, # side of the images that have one
+                            ) -> dict[str, tuple[Path, str]]: # file name → (path, words the refusal must contain)
+    "Image files that no rule maps onto [0, 1]: float with NaN, with infinity or beyond [0, 1], 32-bit integers beyond 16 bits, zero size, five channels."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    ramp = np.linspace(0, 1, side * side, dtype=np.float32).reshape(side, side)
+    nan, inf = ramp.copy(), ramp.copy(); nan[0, 0], inf[1, 1] = np.nan, np.inf
+    files = {'float_nan.tif': (Image.fromarray(nan), 'NaN or infinite'), 'float_inf.tif': (Image.fromarray(inf), 'NaN or infinite'),
+             'float_range.tif': (Image.fromarray(ramp * 4), 'float pixels lie in [0, 4]'),
+             'int32.tif': (Image.fromarray((ramp * 100_000).astype(np.int32)), 'outside the 16-bit range'),
+             'zero_size.png': (_raw_png16(np.zeros((4, 1, 1)), width=0), 'zero size (0×4 pixels)'),
+             'five_channels.tif': (_raw_tiff(np.full((side, side, 5), 100, np.uint8)), '5 channels')}
+    for name, (content, _) in files.items():
+        if isinstance(content, bytes): (folder/name).write_bytes(content)
+        else: content.save(folder/name)
+    return {name: (folder/name, why) for name, (_, why) in files.items()}
+
+# %% ../nbs/00_data.ipynb #dec00c11
+def _to_uint8(levels:torch.Tensor, full_scale:float) -> np.ndarray:
+    "(C, H, W) levels → (H, W, C) uint8 array, rounded to the nearest of 256 levels (8-bit levels pass unchanged)."
+    a = levels.numpy().transpose(1, 2, 0)  # numpy, single-threaded: torch's permute copy waits on busy cores for ~10 ms
+    if a.dtype != np.uint8: a = np.clip(np.rint(a.astype(np.float32) * np.float32(255 / full_scale)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+class ViewedImage(PILImage):
+    "A fastai `PILImage` whose files are read by `read_levels` (the cue table's decoding), as 8-bit RGB."
+    @classmethod
+    def create(cls,
+               fn, # an image file; anything else goes to `PILImage.create`
+               **kwargs):
+        if not isinstance(fn, (str, Path)): return super().create(fn, **kwargs)
+        a = _to_uint8(*read_levels(fn))
+        return cls(Image.fromarray(a[..., 0], 'L').convert('RGB') if a.shape[2] == 1 else Image.fromarray(a))
+
 # %% ../nbs/00_data.ipynb #c5a1b2c7
 class BadImagesError(ValueError):
     "Some image files cannot be read; `.bad` holds `(path, reason)` pairs."
     def __init__(self, msg, bad): super().__init__(msg); self.bad = bad
 
-def _bomb_message(path, w, h, limit) -> str:
-    return (f"image {str(path)!r} is {w}×{h} = {w*h:,} pixels, more than PIL's decompression-bomb limit "
-            f"PIL.Image.MAX_IMAGE_PIXELS = {limit:,}; if the image is genuine raise that limit, otherwise downscale or remove it")
-
-def _image_problem(path:Path, side:int) -> str|None:
-    "Why `path` cannot be used as an image, or None if it decodes to its end."
+def _image_problem(path:Path, side:int) -> tuple[str|None, int]:
+    "Why `path` cannot be used as an image (None if `read_levels`' decoding maps it), and how many frames it holds."
     try:
-        if not path.exists(): return "missing"
-        if not path.is_file(): return "not a file"
-        if path.stat().st_size == 0: return "empty file (0 bytes)"
-        with Image.open(path) as im:
-            w, h = im.size
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and w*h > limit: raise BadImagesError(_bomb_message(path, w, h, limit), [(path, 'too many pixels')])
-            im.draft('RGB', (side, side))  # JPEG: decode at 1/2..1/8 scale; other formats ignore it
-            im.load()
-    except BadImagesError: raise
+        if not path.exists(): return "missing", 1
+        if not path.is_file(): return "not a file", 1
+        data = path.read_bytes()
+        if not data: return "empty file (0 bytes)", 1
+        return None, _decode_levels(data, path, draft=side)[2]
     except Image.DecompressionBombError as e:
         raise BadImagesError(f"image {str(path)!r} is larger than PIL's decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS = "
                              f"{Image.MAX_IMAGE_PIXELS:,} ({e}); if the image is genuine raise that limit, otherwise downscale or remove it",
                              [(path, 'too many pixels')]) from None
-    except Image.UnidentifiedImageError: return "not an image PIL can read"
-    except Exception as e: return f"cannot be decoded ({type(e).__name__}: {e})"
-    return None
+    except ImageDecodeError as e: return e.reason, 1
+    except Exception as e: return f"cannot be decoded ({type(e).__name__}: {e})", 1
 
 def _list_bad(bad, show:int=10) -> str:
     s = '; '.join(f"{str(p)!r} ({why})" for p, why in bad[:show])
@@ -124,7 +384,7 @@ def check_images(
     progress:bool=True, # show a tqdm progress bar
     side:int=64, # JPEGs are decoded at the smallest draft scale that keeps this many pixels a side
 ) -> tuple[list[Path], list[tuple[Path, str]]]: # good paths (input order) and `(path, reason)` of the bad ones
-    "Decode every image once, cheaply and in parallel; return the good paths and the bad ones with the reason."
+    "Decode every image once with `read_levels`' rules, cheaply and in parallel; return the good paths and the bad ones with the reason."
     if on_bad_image not in ('raise', 'skip'): raise ValueError(f"`on_bad_image` must be 'raise' or 'skip', got {on_bad_image!r}")
     paths = [Path(p) for p in paths]
     n_workers = (os.cpu_count() or 1) if n_workers == -1 else n_workers
@@ -134,14 +394,19 @@ def check_images(
             def _one(p):
                 r = _image_problem(p, side); bar.update(); return r
             if n_workers > 0 and len(paths) > 1:
-                with ThreadPoolExecutor(min(n_workers, len(paths))) as pool: problems = list(pool.map(_one, paths))
-            else: problems = [_one(p) for p in paths]
-    good = [p for p, why in zip(paths, problems) if why is None]
-    bad = [(p, why) for p, why in zip(paths, problems) if why is not None]
+                with ThreadPoolExecutor(min(n_workers, len(paths))) as pool: results = list(pool.map(_one, paths))
+            else: results = [_one(p) for p in paths]
+    good = [p for p, (why, _) in zip(paths, results) if why is None]
+    bad = [(p, why) for p, (why, _) in zip(paths, results) if why is not None]
     if bad and on_bad_image == 'raise':
         raise BadImagesError(f"{len(bad)} of {len(paths)} image files cannot be read: {_list_bad(bad)}. Remove or replace them, "
                              "or pass on_bad_image='skip' to leave them out", bad)
     if bad: warnings.warn(f"skipped {len(bad)} of {len(paths)} image files that cannot be read: {_list_bad(bad)}", stacklevel=2)
+    frames = [(p, f"{n} frames") for p, (why, n) in zip(paths, results) if why is None and n > 1]
+    if frames:
+        warnings.warn(f"{len(frames)} image file(s) hold several frames (animations or pages); only the first frame of each is "
+                      f"read: {_list_bad(frames)}", stacklevel=2)
+        _warned_frames.update(str(p) for p, _ in frames)
     return good, bad
 
 # %% ../nbs/00_data.ipynb #143e08e8
@@ -185,7 +450,7 @@ def two_class_dataloaders(
     if counts.min() < 2:
         raise ValueError(f"too few images: class {counts.idxmin()!r} has {counts.min()}; each class needs at least 2 "
                          "(one for training, one for validation), and far more to learn anything")
-    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda _: items,
+    dblock = DataBlock(blocks=(ImageBlock(cls=ViewedImage), CategoryBlock), get_items=lambda _: items,
                        splitter=RandomSplitter(valid_pct=valid_pct, seed=seed), get_y=get_y, item_tfms=Resize(size))
     dls = dblock.dataloaders(items[0].parent, bs=bs, num_workers=num_workers, **kwargs)
     for name, dl in (('validation', dls.valid), ('training', dls.train)):

@@ -7,60 +7,26 @@ Docs: https://tell-me-why.github.io/tell_me_why/feature_scores.html.md"""
 # %% ../nbs/05_feature_scores.ipynb #2d01c4a1
 from __future__ import annotations
 
-import math, os, re, warnings
+import math, os, warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .data import read_levels
+
 # %% auto #0
 __all__ = ['DecodedImage', 'available_feature_scores', 'compute_feature_score_table', 'PixelImage', 'score_pixels']
 
-# %% ../nbs/05_feature_scores.ipynb #68b5901a
-_PIL_16BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
-
-def _pil_decode(data:bytes) -> torch.Tensor:
-    "Decode with Pillow: (1, H, W) uint8/uint16 for grey inputs, else (3, H, W) uint8."
-    with Image.open(BytesIO(data)) as im:
-        im.load()
-        if im.mode in _PIL_16BIT_MODES: return torch.from_numpy(np.array(im, dtype=np.uint16))[None]
-        if im.mode == 'I':  # 32-bit integer grey (e.g. 16-bit TIFF opened as 'I'); values are 16-bit
-            return torch.from_numpy(np.clip(np.array(im), 0, 65535).astype(np.uint16))[None]
-        if im.mode in ('1', 'L', 'LA', 'La'): return torch.from_numpy(np.array(im.convert('L')))[None]
-        return torch.from_numpy(np.array(im.convert('RGB'))).permute(2, 0, 1).contiguous()
-
-def _decode(data:torch.Tensor, mode:ImageReadMode) -> torch.Tensor:
-    "Decode encoded bytes with torchvision, falling back to Pillow for formats torchvision lacks."
-    try: return decode_image(data, mode=mode)
-    except RuntimeError as tv_err:
-        try: return _pil_decode(data.numpy().tobytes())
-        except Exception: raise tv_err from None
-
 # %% ../nbs/05_feature_scores.ipynb #a71c6bd9
-def _to_levels(img:torch.Tensor) -> tuple[torch.Tensor, float]:
-    "Integer image → (float32 raw levels, full-scale value): uint8 → 255, uint16 → 65535; first frame of an animation."
-    if img.ndim == 4: img = img[0]
-    if img.dtype == torch.uint8: return img.float(), 255.
-    if img.dtype == torch.uint16: return img.float(), 65535.
-    if img.is_floating_point(): return img.float(), 1.
-    raise TypeError(f"unsupported decoded image dtype {img.dtype}")
-
-def _to_unit_float(img:torch.Tensor) -> torch.Tensor:
-    "Integer image → float32 in [0, 1] (uint8 ÷ 255, uint16 ÷ 65535); first frame of an animation."
-    levels, full_scale = _to_levels(img)
-    return levels.mul_(1 / full_scale) if full_scale != 1 else levels  # a new tensor; ×(1/255) equals ÷255 to 1 ulp
-
 def _as_grey(img:torch.Tensor) -> torch.Tensor:
     "(C, H, W) float → (H, W) grey: C=1 as is, C=2 drops alpha, C≥3 uses `rgb_to_grayscale` on RGB."
     if img.shape[0] <= 2: return img[0]
@@ -73,7 +39,7 @@ def _as_rgb(img:torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/05_feature_scores.ipynb #a17445a5
 class DecodedImage:
-    "One image file, read once; `.grey` (H, W) and `.rgb` (3, H, W) float32 in [0, 1] (and `.rgb_levels`), decoded on first use."
+    "One image file, read once and decoded on first use by `read_levels`: `.rgb` (3, H, W) and `.grey` (H, W) float32 in [0, 1]."
     def __init__(self,
                  path:str|Path, # image file
                 ):
@@ -88,27 +54,30 @@ class DecodedImage:
         if not raw: raise ValueError(f"image file is empty: '{self.path}'")
         return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
-    def _decode_mode(self, mode) -> torch.Tensor:
-        try: return _decode(self.data, mode)
-        except RuntimeError as e:  # torchvision's message starts with its own source location: keep what a user can act on
-            raise ValueError(f"could not decode image file '{self.path}': {re.sub(r'^.*?[.](?:cpp|h):[0-9]+,[ ]*', '', str(e))}") from e
-
     @cached_property
-    def grey(self) -> torch.Tensor:
-        "(H, W) float32 greyscale in [0, 1] from the decoder's greyscale mode."
-        return _as_grey(_to_unit_float(self._decode_mode(ImageReadMode.GRAY)))
+    def levels(self) -> tuple[torch.Tensor, float]:
+        "(C, H, W) levels, C = 1 (grey) or 3 (RGB), and their full-scale value (255, 65535 or 1), decoded once."
+        return read_levels(self.data, name=str(self.path))
 
     @cached_property
     def rgb_levels(self) -> tuple[torch.Tensor, float]:
-        "(3, H, W) float32 RGB in the file's own levels (0–255, or 0–65535 for 16-bit) and that full-scale value."
-        levels, full_scale = _to_levels(self._decode_mode(ImageReadMode.RGB))
-        return _as_rgb(levels), full_scale
+        "(3, H, W) float32 RGB in the file's own levels (0–255 for 8-bit, 0–65535 for 16-bit, 0–1 for float) and that full scale."
+        levels, full_scale = self.levels
+        # decoders hand back (C, H, W) views of (H, W, C) memory: one contiguous copy makes every later pass faster
+        return _as_rgb(levels.to(torch.float32, memory_format=torch.contiguous_format)), full_scale
 
     @cached_property
     def rgb(self) -> torch.Tensor:
         "(3, H, W) float32 RGB in [0, 1]."
         levels, full_scale = self.rgb_levels
         return levels * (1 / full_scale) if full_scale != 1 else levels
+
+    @cached_property
+    def grey(self) -> torch.Tensor:
+        "(H, W) float32 grey in [0, 1]: a grey file's own values, otherwise the ITU-R 601 luma of `.rgb`."
+        levels, full_scale = self.levels
+        if levels.shape[0] == 1: return levels[0].float() * (1 / full_scale) if full_scale != 1 else levels[0].float()
+        return rgb_to_grayscale(self.rgb)[0]
 
     def __repr__(self): return f"DecodedImage('{self.path}')"
 
@@ -390,8 +359,9 @@ class PixelImage(DecodedImage):
         if not torch.is_tensor(pixels) or pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
             raise ValueError(f"PixelImage: expected a (3, H, W) or (1, H, W) tensor, got {tuple(getattr(pixels, 'shape', ())) or type(pixels).__name__}")
         super().__init__(name)
-        rgb = _as_rgb(pixels.detach().float().cpu())
-        self.__dict__.update(data=None, rgb=rgb, rgb_levels=(rgb, 1.), grey=_as_grey(rgb if pixels.shape[0] == 3 else pixels.float().cpu()))
+        pixels = pixels.detach().float().cpu()
+        rgb = _as_rgb(pixels)
+        self.__dict__.update(data=None, levels=(pixels, 1.), rgb=rgb, rgb_levels=(rgb, 1.), grey=_as_grey(pixels))
 
     def __repr__(self): return f"PixelImage({tuple(self.rgb.shape)})"
 
