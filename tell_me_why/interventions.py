@@ -74,7 +74,8 @@ def _fft_ratio(g:torch.Tensor) -> torch.Tensor:
     n, h, w = g.shape
     r = g if h == _FFT_SIZE else _resize_matrix(h).to_dense().to(g) @ g
     r = r if w == _FFT_SIZE else r @ _resize_matrix(w).to_dense().to(g).T
-    mag = torch.fft.rfft2(r).abs().reshape(n, -1)
+    sq = torch.view_as_real(torch.fft.rfft2(r)).square()
+    mag = (sq[..., 0] + sq[..., 1]).sqrt_().reshape(n, -1)  # |F|: complex .abs() is several times slower on the CPU
     w_out, w_all = _fft_weights(g.device, g.dtype)
     total = mag @ w_all
     return torch.where(total > 0, (mag @ w_out) / total.where(total > 0, torch.ones_like(total)), torch.zeros_like(total))
@@ -136,69 +137,78 @@ def _blur3(x:torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     return F.avg_pool2d(F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode='reflect'), 3, 1).reshape(x.shape)
 
-def _scale_region(x, a, rows, cols=slice(None)):
-    "Deviations from each channel's mean inside the region × (1 + a)."
-    out, reg = x.clone(), x[:, :, rows, cols]
-    m = reg.mean((2, 3), keepdim=True)
-    out[:, :, rows, cols] = m + (1 + _per_image(a)) * (reg - m)
-    return out
+# %% ../nbs/12_interventions.ipynb #3c6526c0
+def _edit_brightness(x):
+    if x.shape[1] == 1: return lambda a: x + _per_image(a)
+    step = x.mean((2, 3), keepdim=True) / _grey(x).mean((1, 2)).clamp_min(1e-6).view(-1, 1, 1, 1)  # ∝ channel means
+    return lambda a: x + _per_image(a) * step
 
-# %% ../nbs/12_interventions.ipynb #743c440c
-def _edit_brightness(x, a):
-    if x.shape[1] == 1: return x + _per_image(a)
-    m = x.mean((2, 3), keepdim=True)  # offsets ∝ channel means: the grey rises by a, channel ratios stay
-    return x + _per_image(a) * m / _grey(x).mean((1, 2)).clamp_min(1e-6).view(-1, 1, 1, 1)
-
-def _edit_variance(x, a):
+def _edit_variance(x):
     smooth = _blur3(_blur3(x))
     m = x.mean((2, 3), keepdim=True)
-    return m + (1 + _per_image(a)) * (smooth - m) + (x - smooth)
+    return lambda a: x + _per_image(a) * (smooth - m)   # m + (1 + a)(smooth − m) + (x − smooth)
 
-def _edit_skewness(x, a):
-    g = _grey(x); n = len(g)
+def _edit_skewness(x):
+    g = _grey(x)
     m, sd = g.mean((1, 2), keepdim=True), g.flatten(1).std(1).clamp_min(1e-6).view(-1, 1, 1)
     u = (g - m) / sd
-    v = u + a.view(-1, 1, 1) * (u * u - 1)
-    v = (v - v.mean((1, 2), keepdim=True)) / v.flatten(1).std(1).clamp_min(1e-6).view(-1, 1, 1)
-    return x + (m + sd * v - g)[:, None]  # the same grey change in every channel
+    def edit(a):
+        v = u + a.view(-1, 1, 1) * (u * u - 1)
+        v = (v - v.mean((1, 2), keepdim=True)) / v.flatten(1).std(1).clamp_min(1e-6).view(-1, 1, 1)
+        return x + (m + sd * v - g)[:, None]  # the same grey change in every channel
+    return edit
 
-def _edit_color_covariance(x, a):
-    d = _per_image(a) * (x[:, 2:3] - x[:, 2:3].mean((2, 3), keepdim=True))
-    return torch.cat([x[:, :1] + d, x[:, 1:2] - _LUMA[0] / _LUMA[1] * d, x[:, 2:]], 1)
+def _edit_color_covariance(x):
+    blue = x[:, 2:3] - x[:, 2:3].mean((2, 3), keepdim=True)
+    step = torch.cat([blue, -_LUMA[0] / _LUMA[1] * blue, torch.zeros_like(blue)], 1)
+    return lambda a: x + _per_image(a) * step
 
-def _edit_redness(x, a):
+def _edit_redness(x):
     k = _LUMA[0] / (_LUMA[1] + _LUMA[2])
-    return x + _per_image(a) * torch.tensor([1., -k, -k], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-
-# %% ../nbs/12_interventions.ipynb #3c6526c0
-def _edit_symmetry(x, a):
-    mirror = x.flip(-1)
-    blend = (x + mirror) / 2 + _per_image(1 + a) * (x - mirror) / 2  # the left–right difference × (1 + a)
-    k = (_grey(x).flatten(1).var(1) / _grey(blend).flatten(1).var(1).clamp_min(1e-12)).sqrt()
-    m = blend.mean((2, 3), keepdim=True)
-    return m + _per_image(k) * (blend - m)
-
-def _edit_top_bottom(x, a):
-    h = x.shape[2]; top = h // 2
-    offset = torch.ones(h, device=x.device, dtype=x.dtype); offset[top:] = -top / (h - top)
-    return x + _per_image(a) * offset.view(1, 1, h, 1)
-
-def _edit_center(x, a):
-    h, w = x.shape[-2:]
-    return _scale_region(x, a, slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
-
-def _edit_eye(x, a): return _scale_region(x, a, slice(int(0.3 * x.shape[2]), int(0.5 * x.shape[2])))
-
-def _edit_jaw(x, a):
-    r, out = int(0.7 * x.shape[2]), x.clone()
-    jaw = x[:, :, r:]
-    out[:, :, r:] = jaw + _per_image(a) * (jaw - _blur3(_blur3(jaw)))
-    return out
-
-def _edit_high_frequency(x, a): return x + _per_image(a) * (x - _blur3(x))
+    step = torch.tensor([1., -k, -k], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return lambda a: x + _per_image(a) * step
 
 # %% ../nbs/12_interventions.ipynb #34c43cc1
-CUE_EDITS = { # cue -> (edit(images, amounts), (lowest, highest) amount, what it does)
+def _edit_symmetry(x):
+    even, odd = (x + x.flip(-1)) / 2, (x - x.flip(-1)) / 2
+    v0 = _grey(x).flatten(1).var(1)
+    m = x.mean((2, 3), keepdim=True)
+    def edit(a):
+        blend = even + _per_image(1 + a) * odd   # the left–right difference × (1 + a)
+        k = (v0 / _grey(blend).flatten(1).var(1).clamp_min(1e-12)).sqrt()
+        return m + _per_image(k) * (blend - m)
+    return edit
+
+def _edit_top_bottom(x):
+    h = x.shape[2]; top = h // 2
+    step = torch.ones(h, device=x.device, dtype=x.dtype); step[top:] = -top / (h - top)
+    return lambda a: x + _per_image(a) * step.view(1, 1, h, 1)
+
+def _region_contrast(x, rows, cols=slice(None)):
+    "Deviations from each channel's mean inside the region × (1 + a)."
+    step = torch.zeros_like(x)
+    reg = x[:, :, rows, cols]
+    step[:, :, rows, cols] = reg - reg.mean((2, 3), keepdim=True)
+    return lambda a: x + _per_image(a) * step
+
+def _edit_center(x):
+    h, w = x.shape[-2:]
+    return _region_contrast(x, slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
+
+def _edit_eye(x): return _region_contrast(x, slice(int(0.3 * x.shape[2]), int(0.5 * x.shape[2])))
+
+def _edit_jaw(x):
+    r, step = int(0.7 * x.shape[2]), torch.zeros_like(x)
+    jaw = x[:, :, r:]
+    step[:, :, r:] = jaw - _blur3(_blur3(jaw))
+    return lambda a: x + _per_image(a) * step
+
+def _edit_high_frequency(x):
+    step = x - _blur3(x)
+    return lambda a: x + _per_image(a) * step
+
+# %% ../nbs/12_interventions.ipynb #46270c17
+CUE_EDITS = { # cue -> (family: images -> (amounts -> edited images), (lowest, highest) amount, what it does)
     'brightness': (_edit_brightness, (-1., 1.), "add the same amount to every pixel (channel ratios kept)"),
     'variance': (_edit_variance, (-1., 3.), "scale the contrast of the smooth part (fine grain kept)"),
     'skewness': (_edit_skewness, (-0.6, 0.6), "bend the tone curve, mean and variance kept"),
@@ -213,7 +223,7 @@ CUE_EDITS = { # cue -> (edit(images, amounts), (lowest, highest) amount, what it
 }
 _COLOUR_CUES = ('color_covariance_red_blue', 'redness_dominance')
 
-# %% ../nbs/12_interventions.ipynb #46270c17
+# %% ../nbs/12_interventions.ipynb #0b0fd043
 def cues_without_edit(cues:Sequence[str], # cue names (e.g. the columns of a cue table)
                       channels:int=3, # channels of the images the model receives
                      ) -> dict[str, str]: # cue -> why it cannot be edited
@@ -231,11 +241,15 @@ def edit_cue(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the model 
     "Apply `cue`'s edit with `amount` to a batch of images."
     why = cues_without_edit([cue], images.shape[1]).get(cue)
     if why: raise ValueError(f"cannot edit {cue!r}: {why}")
-    x = images.float()
-    a = torch.as_tensor(amount, dtype=x.dtype, device=x.device).expand(len(x))
-    return CUE_EDITS[cue][0](x, a).clamp(0, 1)
+    return _edit_family(images, cue)(amount)
 
-# %% ../nbs/12_interventions.ipynb #70ceb34a
+def _edit_family(images:torch.Tensor, cue:str):
+    "amounts (a number or one per image) → edited, clipped images."
+    x = images.float()
+    family = CUE_EDITS[cue][0](x)
+    return lambda amount: family(torch.as_tensor(amount, dtype=x.dtype, device=x.device).expand(len(x))).clamp(0, 1)
+
+# %% ../nbs/12_interventions.ipynb #8103571f
 def calibrate_edit(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the model receives them
                    cue:str, # a cue of `CUE_EDITS`
                    change:float|torch.Tensor, # wanted change of the cue (its own units), one number or one per image
@@ -245,7 +259,10 @@ def calibrate_edit(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the 
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # edited images, change reached, amounts
     "Edit every image so that its `cue` changes by `change` (per-image amounts found by a root search)."
     x = images.float()
-    score = lambda a: cue_values(edit_cue(x, cue, a), [cue])[cue]
+    why = cues_without_edit([cue], x.shape[1]).get(cue)
+    if why: raise ValueError(f"cannot edit {cue!r}: {why}")
+    edit = _edit_family(x, cue)
+    score = lambda a: cue_values(edit(a), [cue])[cue]
     base = score(torch.zeros(len(x))) if base is None else base.float()
     want = torch.as_tensor(change, dtype=x.dtype).expand(len(x)).clone()
     lo, hi = CUE_EDITS[cue][1]
@@ -262,10 +279,10 @@ def calibrate_edit(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the 
         crossed = torch.sign(fa) != torch.sign(f1)       # the root lies between a1 and a
         a0, f0 = torch.where(crossed, a1, a0), torch.where(crossed, f1, f0 / 2)  # Illinois: halve a kept end's value
         a1, f1 = a, fa
-    edited = edit_cue(x, cue, a)
+    edited = edit(a)
     return edited, cue_values(edited, [cue])[cue] - base, a
 
-# %% ../nbs/12_interventions.ipynb #429f7caf
+# %% ../nbs/12_interventions.ipynb #c495c621
 def edit_off_target(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the model receives them
                     cues:Sequence[str]|None=None, # cues to edit; None = every cue with an edit
                     dose:float=1.0, # edit size in standard deviations of each cue over `images`
@@ -286,7 +303,7 @@ def _edit_off_target(images, cues, dose, sd):
         rows[c] = ((moved[0] + moved[1]) / 2).mean()
     return pd.DataFrame(rows).T.rename_axis('edited cue')
 
-# %% ../nbs/12_interventions.ipynb #e8e49de1
+# %% ../nbs/12_interventions.ipynb #e1b918da
 def _normalize_stats(dl) -> tuple[torch.Tensor, torch.Tensor]|None:
     "Mean and std of the last `Normalize` in `dl`'s batch transforms, or None."
     from fastai.data.transforms import Normalize
@@ -302,7 +319,7 @@ def _labelled_test_dl(dls, items:list, bs:int):
         return dl, True
     except Exception: return dls.test_dl(items, bs=bs), False
 
-# %% ../nbs/12_interventions.ipynb #e1b918da
+# %% ../nbs/12_interventions.ipynb #1afde48f
 def model_image_batches(dls, # fastai `DataLoaders` the model was trained with (their item and batch transforms are used)
                         items:Sequence|None=None, # image files; None = the validation items
                         bs:int=64, # images per batch
@@ -321,7 +338,7 @@ def model_image_batches(dls, # fastai `DataLoaders` the model was trained with (
     to_model = (lambda x: x) if norm is None else (lambda x: (x - norm[0]) / norm[1])
     return batches(), to_model, len(items)
 
-# %% ../nbs/12_interventions.ipynb #6cb21d07
+# %% ../nbs/12_interventions.ipynb #57e7eed9
 def _first_pass(batches, model, to_model, t_idx, bs):
     "Scores, cue table and labels (None when unknown) of every image."
     s, cues, ys, channels = [], [], [], None
@@ -333,7 +350,7 @@ def _first_pass(batches, model, to_model, t_idx, bs):
     y = None if any(v is None for v in ys) else torch.cat(ys).numpy()
     return torch.cat(s).double().numpy(), pd.concat(cues, ignore_index=True), y, channels
 
-# %% ../nbs/12_interventions.ipynb #57e7eed9
+# %% ../nbs/12_interventions.ipynb #3e1524e2
 def _edit_pass(batches, model, to_model, t_idx, bs, s0, cues, doses, sd_cue, n_off_target, progress):
     "Δs and the reached dose (in SDs) per cue, image and dose; mean |Δ| of every cue (in SDs) at the largest doses."
     n, far = len(s0), [j for j, d in enumerate(doses) if abs(d) == max(map(abs, doses))]
@@ -359,7 +376,7 @@ def _edit_pass(batches, model, to_model, t_idx, bs, s0, cues, doses, sd_cue, n_o
     off = {c: {o: float(np.mean(np.concatenate([m[o] for m in moved[c]]))) for o in BUILTIN_CUES} for c in cues if moved[c]}
     return ds, reached, off
 
-# %% ../nbs/12_interventions.ipynb #71487083
+# %% ../nbs/12_interventions.ipynb #c719a029
 def _verdict(effect, ci_low, ci_high, off_target, off_cue, gate_msg, labels_known, min_effect, max_off_target,
              train_p=math.nan, share=math.nan, alpha=0.05) -> str:
     if not np.isfinite(effect): return "not tested: the edit could not move the cue"
@@ -373,7 +390,7 @@ def _verdict(effect, ci_low, ci_high, off_target, off_cue, gate_msg, labels_know
         if off_target > max_off_target: v += f" (the edit also moves {off_cue} by {off_target:.1f} SD)"
     return v if labels_known else v + " (no labels: whether the model beats chance is unknown)"
 
-# %% ../nbs/12_interventions.ipynb #c719a029
+# %% ../nbs/12_interventions.ipynb #2aa432a2
 def _bootstrap_mean_ci(b:np.ndarray, n_boot:int, rng, level:float=0.95) -> tuple[float, float]:
     "Percentile interval of the mean of `b` over `n_boot` resamples of its entries."
     if len(b) < 2 or n_boot < 1: return (math.nan, math.nan)
@@ -386,7 +403,7 @@ def _slopes(ds:np.ndarray, reached:np.ndarray) -> np.ndarray:
     den = (reached ** 2).sum(1)
     return np.where(den > 1e-12, (ds * reached).sum(1) / np.where(den > 1e-12, den, 1), np.nan)
 
-# %% ../nbs/12_interventions.ipynb #2aa432a2
+# %% ../nbs/12_interventions.ipynb #6ab44ba7
 def _gate(s0, y, t_idx, alpha):
     "Accuracy, one-sided binomial p against 0.5, and the gate message ('' when the model beats chance or labels are unknown)."
     if y is None: return math.nan, math.nan, ''
@@ -409,7 +426,7 @@ def _class_gap(v:np.ndarray, y, t_idx) -> float:
     sd = v.std(ddof=1)
     return float((v[y == t_idx].mean() - v[y != t_idx].mean()) / sd) if sd > 0 else math.nan
 
-# %% ../nbs/12_interventions.ipynb #6ab44ba7
+# %% ../nbs/12_interventions.ipynb #d033a722
 def _image_source(learn, items, dls, labels, bs):
     "(batch factory, images → model input, n, vocab): file items through the DataLoaders, or a tensor of images as is."
     dls = getattr(learn, 'dls', None) if dls is None else dls
@@ -430,14 +447,14 @@ def _image_source(learn, items, dls, labels, bs):
         return ((x, y[i * bs:i * bs + len(x)]) for i, (x, _) in enumerate(batches))
     return make, model_image_batches(dls, items, bs)[1], len(dls.valid.items if items is None else items), vocab
 
-# %% ../nbs/12_interventions.ipynb #d033a722
+# %% ../nbs/12_interventions.ipynb #f0de9676
 def _target_idx(target_class, vocab) -> int:
     if target_class is None: return 1
     if isinstance(target_class, (int, np.integer)) and not isinstance(target_class, bool) and target_class in (0, 1): return int(target_class)
     if vocab is not None and target_class in vocab: return vocab.index(target_class)
     raise ValueError(f"`target_class` {target_class!r} is neither 0, 1 nor a class of {vocab}")
 
-# %% ../nbs/12_interventions.ipynb #f0de9676
+# %% ../nbs/12_interventions.ipynb #65918856
 def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, float]:
     "Welch p of every built-in cue between the classes of the training images ({} when they or their labels are unknown)."
     if dls is None or train_items is None: return {}
@@ -450,7 +467,7 @@ def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, float]:
     table, y = pd.concat(values, ignore_index=True), torch.cat(ys).numpy()
     return {c: _welch_p(table[c].values, y, t_idx) for c in table.columns}
 
-# %% ../nbs/12_interventions.ipynb #65918856
+# %% ../nbs/12_interventions.ipynb #185c6148
 _COLUMNS = ['cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'off_target', 'off_target_cue', 'share_of_gap',
             'cue_class_gap', 'train_gap_p', 'dose_reached', 'verdict', 'edit']
 
@@ -479,7 +496,7 @@ def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot,
                          edit=CUE_EDITS[c][2]))
     return sorted(rows, key=lambda r: -abs(r['effect']) if np.isfinite(r['effect']) else 0)
 
-# %% ../nbs/12_interventions.ipynb #185c6148
+# %% ../nbs/12_interventions.ipynb #bdb5a131
 def cue_interventions(
     learn, # a `Learner` from `train_xaaenet`, any fastai `Learner`, or a torch module mapping images to two logits
     items:Sequence|torch.Tensor|None=None, # image files (default: the validation items), or (n, C, H, W) images in [0, 1] given to the model as they are
@@ -531,11 +548,15 @@ def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs
                     min_effect=min_effect, max_off_target=max_off_target, seconds=time.perf_counter() - t0)
     return df
 
-# %% ../nbs/12_interventions.ipynb #68b7732f
-_VERDICT_COLOURS = {'drives': '#c0392b', 'small': '#e59866', 'no link': '#95a5a6', 'not judged': '#5d6d7e'}
+# %% ../nbs/12_interventions.ipynb #e8497c54
+_VERDICT_STYLE = {  # verdict start -> (colour, legend label)
+    'drives': ('#c0392b', 'drives the decision'), 'sensitive': ('#8e44ad', 'sensitive, not a learned reason'),
+    'small': ('#e59866', 'small effect'), 'no link': ('#95a5a6', 'no link found'),
+    'not judged': ('#34495e', 'not judged: model at chance'),
+}
 
 def _verdict_kind(v:str) -> str:
-    return next((k for k in _VERDICT_COLOURS if v.startswith(k)), 'not judged')
+    return next((k for k in _VERDICT_STYLE if v.startswith(k)), 'not judged')
 
 def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
                      ax=None, # matplotlib axes to draw on; None = a new figure
@@ -547,7 +568,7 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
     from matplotlib.patches import Patch
     d = df[df.effect.notna()].iloc[::-1]
     if ax is None: _, ax = plt.subplots(figsize=(7.5, 0.35 * len(d) + 1.6))
-    colours = [_VERDICT_COLOURS[_verdict_kind(v)] for v in d.verdict]
+    colours = [_VERDICT_STYLE[_verdict_kind(v)][0] for v in d.verdict]
     y = np.arange(len(d))
     ax.errorbar(d.effect, y, xerr=[d.effect - d.ci_low, d.ci_high - d.effect], fmt='none', ecolor='#444', capsize=3, lw=1)
     ax.scatter(d.effect, y, c=colours, s=45, zorder=3, edgecolor='k', linewidth=0.5)
@@ -558,8 +579,9 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
     gate = ('labels unknown' if not a.get('labels_known') else
             f"accuracy {a['accuracy']:.2f}, p = {a['binom_p']:.2g}" + ('' if a['beats_chance'] else ': at chance, no cue judged'))
     ax.set_title(title or f"Cue interventions: towards {a.get('target_class')!r} ({gate})", fontsize=10)
-    kinds = dict.fromkeys(_verdict_kind(v) for v in d.verdict)
-    ax.legend(handles=[Patch(color=_VERDICT_COLOURS[k], label=k) for k in kinds], loc='lower right', fontsize=8)
+    present = {_verdict_kind(v) for v in d.verdict}
+    ax.legend(handles=[Patch(color=c, label=lab) for k, (c, lab) in _VERDICT_STYLE.items() if k in present],
+              loc='best', fontsize=8)
     fig = ax.figure; fig.tight_layout()
     if fname: fig.savefig(fname, dpi=120)
     return fig
