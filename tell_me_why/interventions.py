@@ -270,17 +270,16 @@ def calibrate_edit(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the 
     a0, f0 = torch.zeros_like(want), -want               # f(a) = cue(edit(a)) − base − want; f(0) = −want
     a1, f1 = far, score(far) - base - want
     reachable = (torch.sign(f1) != torch.sign(f0)) & (want != 0)
-    a, tol = torch.where(want == 0, a0, far), rtol * want.abs().max().clamp_min(1e-12)
+    a, fa, tol = torch.where(want == 0, a0, far), torch.where(want == 0, f0, f1), rtol * want.abs().max().clamp_min(1e-12)
     for _ in range(iters if reachable.any() else 0):
         step = torch.where((f1 - f0).abs() > 0, f1 - f0, torch.ones_like(f0))
         a = torch.where(reachable, a1 - f1 * (a1 - a0) / step, a)
-        fa = score(a) - base - want
+        fa = torch.where(reachable, score(a) - base - want, fa)
         if (fa.abs()[reachable] <= tol).all(): break
         crossed = torch.sign(fa) != torch.sign(f1)       # the root lies between a1 and a
         a0, f0 = torch.where(crossed, a1, a0), torch.where(crossed, f1, f0 / 2)  # Illinois: halve a kept end's value
         a1, f1 = a, fa
-    edited = edit(a)
-    return edited, cue_values(edited, [cue])[cue] - base, a
+    return edit(a), fa + want, a                         # the last evaluation is the edited images' own
 
 # %% ../nbs/12_interventions.ipynb #c495c621
 def edit_off_target(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the model receives them
@@ -512,7 +511,7 @@ def cue_interventions(
     alpha:float=0.05, # the model beats chance when the binomial p of its accuracy is below this
     min_effect:float=0.2, # smallest |effect| (SD of s per SD of the cue) called "drives the decision"
     max_off_target:float=0.5, # off-target change (in SD) above which a verdict names the other cue
-    n_off_target:int=256, # images on which the off-target changes are measured (the first ones)
+    n_off_target:int=64, # images on which the off-target changes are measured (the first ones)
     train_items:Sequence|str|None='auto', # images the model learned from, to check that a cue differed between the classes there; 'auto' = `dls.train.items`; None = no check
     torch_threads:int|None=1, # torch intra-op threads during the call (restored after); None = leave as is
 ) -> pd.DataFrame: # one row per cue; metadata in `.attrs` (see below)
