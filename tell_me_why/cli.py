@@ -158,6 +158,27 @@ def _prior_lines(prior:dict) -> list[str]:
                  f"{r.get('two_sample_auc', float('nan')):.2f} | {r.get('n', 'n/a')} |")
     return L + [""]
 
+def _num(v, fmt='+.2f') -> str: return 'n/a' if v is None or not np.isfinite(v) else format(v, fmt)
+
+def _evidence_lines(ev:dict, class_a:str, top:int=6) -> list[str]:
+    "The report's lead section: what editing the images and walking the codes say about each cue."
+    iv, v, ax = ev['interventions'], ev['verdicts'], ev['axes']
+    L = ["## What drives the decision", "",
+         f"Each cue was changed in the validation images by ±0.5 and ±1 of its standard deviation (SD), one cue at a time, and the "
+         f"images were given to the model again. The effect is the change of the model's decision score s (towards {class_a}) "
+         "per +1 SD of the cue, in SDs of s, with a 95 % bootstrap interval. The walk moves each image's code across the "
+         "model's decision boundary and decodes it: ρ is how steadily the cue changes along the way (median over images).", ""]
+    L += ["| cue | effect on s per +1 SD (95 % CI) | decisions flipped | share of the class gap | walk ρ | verdict |", "|---|---:|---:|---:|---:|---|"]
+    for r in v.head(top).to_dict('records'):
+        ci = f" ({_num(r.get('ci_low'))} to {_num(r.get('ci_high'))})" if np.isfinite(r.get('ci_low', np.nan)) else ''
+        flips = 'n/a' if not np.isfinite(r.get('flip_rate', np.nan)) else f"{r['flip_rate']:.0%}"
+        L.append(f"| {r['cue']} | {_num(r.get('effect'))}{ci} | {flips} | {_num(r.get('share_of_gap'), '.0%')} | "
+                 f"{_num(r.get('walk_rho'))} | {r['verdict']} |")
+    L += ["", f"The classifier's own axis in z and the PLS1 axis of the table below: cosine {ax['cosine']:+.2f}; on the validation "
+          f"images s and the PLS1 score correlate at r = {ax['r_s_pls1']:+.2f}. An edit changes the image, not the world: "
+          "a cue that drives the decision here is a cue the model responds to, which may stand in for something else in real photos.", ""]
+    return L
+
 def write_report(path, # Markdown file to write
                  summary:dict, # from `separation_summary`
                  ranking:pd.DataFrame, # `importance_rank` of `run_pls_feature_figures`
@@ -168,6 +189,7 @@ def write_report(path, # Markdown file to write
                  training:dict|None=None, # `{'phases': {phase: record of `train_xaaenet`'s `phase_records`}, 'plan_line': str}`
                  prior:dict|None=None, # `{phase: latent_prior_report(z)}`; None = section left out
                  skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
+                 evidence:dict|None=None, # from `gather_evidence`: leads the report when given
                 ) -> Path:
     "Write a plain-language Markdown report of a tell_me_why run."
     path = Path(path)
@@ -187,8 +209,9 @@ def write_report(path, # Markdown file to write
         L += ["**Caution: the model does not separate the two classes better than chance on the validation set.** "
               "The cue ranking below describes noise more than a decision and must not be read as a finding. "
               "Train longer, on more images, or with pretrained weights (`--pretrained`, needs a network or `--weights FILE`).", "", acc]
+    if evidence is not None: L += [""] + _evidence_lines(evidence, class_a)
     sig = ranking[ranking[pcol] < alpha]
-    L += ["", "## Cues that line up with the decision axis", ""]
+    L += ["", "## Cues that line up with the decision axis" + (" (correlation)" if evidence is not None else ""), ""]
     if len(sig) and summary['separated'] and not untrained:
         how = ("permutation test: the axis separates the classes, the cue follows the axis, and the cue is higher in the "
                "class the axis puts it on" if pcol == 'perm_p_value' else "Pearson test of the cue's alignment with the axis")
@@ -229,7 +252,8 @@ def write_report(path, # Markdown file to write
     return path
 
 # %% ../nbs/09_cli.ipynb #ebf17dfe
-RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'models', 'interpretation', 'planted_images')
+RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'cue_interventions.csv', 'cue_verdicts.csv', 'models',
+               'interpretation', 'planted_images')
 
 def previous_run_outputs(out) -> list[str]: # names of `RUN_OUTPUTS` present in `out`
     "What in folder `out` a previous tell_me_why run wrote."
@@ -463,6 +487,8 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
     from tell_me_why.feature_scores import compute_feature_score_table
     from tell_me_why.visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
     from tell_me_why.fidelity import make_planted_cue_dataset, small_encoder
+    from tell_me_why.explanation import gather_evidence
+    from tell_me_why.callbacks import atomic_write
     epochs = (s['epochs_adv'], s['epochs_ae'], s['epochs_classif'])
 
     def loaders(folder, label):
@@ -550,8 +576,15 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
         latent_traversal_figure(learn.model.decode, z_va, (y_va == a).astype(float), target_label=class_a,
                                 positive_label=class_a, negative_label=class_b, fit_z=z_tr,
                                 fit_target=(y_tr.numpy() == a).astype(float), save_path=work/'interpretation'/'latent_traversal.png', show=show)
+        print("Editing the cues and walking the codes across the decision boundary")
+        ev = gather_evidence(learn, paths_va, z_va, y_va, table[table.split == 'valid'].reset_index(drop=True), ranking, target_idx=a,
+                             fit_z=z_tr, fit_y=y_tr, save_dir=work/'interpretation', seed=seed, progress=progress, show=show)
+        ev['interventions'].to_csv(work/'cue_interventions.csv', index=False)
+        ev['verdicts'].to_csv(work/'cue_verdicts.csv', index=False)
         summary = separation_summary(preds, y_va, res.get('target_perm_p_value'))
-        figures = {'cue ranking': 'interpretation/feature_importance_ranking.png', 'alignment panels': 'interpretation/feature_alignment_panels.png',
+        figures = {'effect of each cue on the decision (interventions)': 'interpretation/cue_effects.png',
+                   'latent counterfactuals of four validation images': 'interpretation/counterfactuals.png',
+                   'cue ranking': 'interpretation/feature_importance_ranking.png', 'alignment panels': 'interpretation/feature_alignment_panels.png',
                    'walk along the decision axis': 'interpretation/latent_traversal.png', 'PLS biplot of validation codes': 'models/pls_xaaenet_classif.png',
                    't-SNE after the adversarial phase': 'models/tsne_xaaenet_adv.png', 't-SNE after the autoencoder phase': 'models/tsne_xaaenet_ae.png'}
         figures = {k: v for k, v in figures.items() if (work/v).exists()}
@@ -563,19 +596,19 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
                         resume=resume, planted=planted, planted_strength=planted_strength if planted else None,
                         pls_fit='train split (held out from the report set)', report_set='validation split')
         report = write_report(work/'report.md', summary, ranking, class_a, class_b, settings, figures,
-                              training=training, prior=prior, skipped=skipped)
+                              training=training, prior=prior, skipped=skipped, evidence=ev)
         record = dict(tmw_xai=tell_me_why.__version__, torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(),
                       finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                       seconds=round(time.perf_counter() - t0, 1), data=dict(fingerprint=data_fingerprint(dls), images=shown_folder,
                       label=label, classes=vocab, n_train=n_train, n_valid=n_valid, skipped_images=skipped),
                       settings=settings, training=training, prior=prior,
                       result=dict(**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()},
+                                  verdicts=json.loads(ev['verdicts'].head(5)[['cue', 'verdict'] + [c for c in ('effect', 'ci_low', 'ci_high', 'walk_rho') if c in ev['verdicts']]].to_json(orient='records')),
+                                  axes={k: ev['axes'][k] for k in ('cosine', 'r_s_pls1')},
                                   top_cues=ranking.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in ranking else [])].to_dict('records')))
-        tmp = work/'.run.json.tmp'
-        tmp.write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o)))
-        os.replace(tmp, work/'run.json')
+        atomic_write(work/'run.json', lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o))))
     print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {(out/'report.md').as_posix()}")
-    return dict(learn=learn, summary=summary, ranking=ranking, feature_table=table, report=out/'report.md', record=out/'run.json',
+    return dict(learn=learn, summary=summary, ranking=ranking, evidence=ev, feature_table=table, report=out/'report.md', record=out/'run.json',
                 out=out, traversal=out/'interpretation'/'latent_traversal.png', training=training, prior=prior)
 
 # %% ../nbs/09_cli.ipynb #0486cbfa

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import numpy as np
 import pandas as pd
+from pathlib import Path
+import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['VERDICTS', 'cue_verdicts']
+__all__ = ['VERDICTS', 'cue_verdicts', 'gather_evidence']
 
 # %% ../nbs/14_explanation.ipynb #35dabeb5
 VERDICTS = {'drives': "drives the decision", 'moves': "moves with the decision but does not drive it",
@@ -25,6 +27,13 @@ def _walk_agrees(row, min_rho:float, alpha:float) -> bool:
     return not np.isfinite(eff) or np.sign(eff) == np.sign(rho)
 
 # %% ../nbs/14_explanation.ipynb #e2e89103
+def _gate_of(attrs:dict) -> str|None:
+    "Why the interventions found no learned decision (from `cue_interventions`' attrs), or None."
+    if attrs.get('gate'): return attrs['gate']
+    if attrs.get('beats_chance') is False:
+        return f"the model does not beat chance (accuracy {attrs['accuracy']:.2f}, binomial p = {attrs['binom_p']:.2g})"
+    return None
+
 def _one_verdict(row, gate:str|None, min_rho:float, alpha:float) -> str:
     if gate: return f"{VERDICTS['gate']}: {gate}"
     walk = _walk_agrees(row, min_rho, alpha)
@@ -47,7 +56,7 @@ def cue_verdicts(interventions:pd.DataFrame|None=None, # `cue_interventions` res
     "One verdict in words per cue from the interventional, counterfactual and correlational evidence."
     parts = []
     if interventions is not None:
-        gate = gate if gate is not None else interventions.attrs.get('gate')
+        gate = gate if gate is not None else _gate_of(interventions.attrs)
         iv = interventions.rename(columns={'verdict': 'intervention'})
         parts.append(iv[[c for c in ('cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'share_of_gap', 'off_target', 'off_target_cue', 'intervention') if c in iv]])
     if counterfactuals is not None:
@@ -62,3 +71,42 @@ def cue_verdicts(interventions:pd.DataFrame|None=None, # `cue_interventions` res
     order = out.verdict.map(lambda v: next(i for i, k in enumerate(VERDICTS.values()) if v.startswith(k)))
     size = out['effect'].abs() if 'effect' in out else pd.Series(0., index=out.index)
     return out.assign(_o=order, _s=-size.fillna(0)).sort_values(['_o', '_s'], kind='stable').drop(columns=['_o', '_s']).reset_index(drop=True)
+
+# %% ../nbs/14_explanation.ipynb #8635299e
+def _walk(learn, items, z, cue_table, target_idx, fit_z, save_dir, show, keep=4):
+    "Counterfactual walks of the report codes, and their figure on the first `keep` images."
+    from .counterfactuals import latent_counterfactuals, counterfactual_figure
+    from .interventions import model_image_batches
+    cf = latent_counterfactuals(learn.model, z, target_idx, fit_z=fit_z, cue_table=cue_table, keep=keep)
+    batches, _, _ = model_image_batches(learn.dls, [items[i] for i in cf['kept']], bs=keep)
+    originals, truth = next(iter(batches))
+    path = None if save_dir is None else Path(save_dir)/'counterfactuals.png'
+    counterfactual_figure(cf, originals, list(learn.dls.vocab), truth, save_path=path, show=show)
+    return cf, path
+
+# %% ../nbs/14_explanation.ipynb #271fda83
+def gather_evidence(learn, # a `Learner` from `train_xaaenet`
+                    items:list, # the report images (e.g. the validation items), in the row order of `z`
+                    z, # their codes (n, d)
+                    y, # their class indices
+                    cue_table:pd.DataFrame, # their cue table (same rows; `Source_File_Path` allowed)
+                    ranking:pd.DataFrame|None=None, # the correlational ranking (`importance_rank`), if computed
+                    target_idx:int=1, # the class the decision score points to
+                    fit_z=None, fit_y=None, # training codes and classes (PLS1 for the axis comparison; the walk's 'data' direction)
+                    save_dir=None, # folder for `cue_effects.png` and `counterfactuals.png`; None = no files
+                    seed:int=0, progress:bool=True, show:bool|None=False,
+                   ) -> dict: # `interventions`, `counterfactuals`, `axes`, `verdicts`, `paths`
+    "Interventions, latent counterfactuals and the axis comparison for a trained xAAEnet, read into one verdict per cue."
+    from .interventions import cue_interventions, plot_cue_effects
+    from .counterfactuals import compare_axes
+    iv = cue_interventions(learn, items=items, target_class=target_idx, seed=seed, progress=progress)
+    paths = {}
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        paths['effects'] = Path(save_dir)/'cue_effects.png'
+        plt.close(plot_cue_effects(iv, fname=paths['effects']))
+    cues = cue_table.drop(columns=[c for c in ('Source_File_Path', 'split') if c in cue_table]).reset_index(drop=True)
+    cf, paths['walk'] = _walk(learn, items, z, cues, target_idx, fit_z, save_dir, show)
+    axes = compare_axes(learn.model, z, y, target_idx, fit_z=fit_z, fit_y=fit_y)
+    return dict(interventions=iv, counterfactuals=cf, axes=axes, paths={k: v for k, v in paths.items() if v is not None},
+                verdicts=cue_verdicts(iv, ranking, cf['table']))
