@@ -22,7 +22,7 @@ from .feature_scores import score_pixels, _torch_threads
 
 # %% auto #0
 __all__ = ['WALK_DIRECTIONS', 'FLAT', 'DecisionAxis', 'model_axis', 'decision_score_of_codes', 'pls1_direction', 'compare_axes',
-           'walk_direction', 'walk_codes', 'latent_counterfactuals', 'counterfactual_figure']
+           'walk_direction', 'walk_codes', 'latent_counterfactuals', 'walk_verdict', 'counterfactual_figure']
 
 # %% ../nbs/13_counterfactuals.ipynb #54982f5c
 def _xaae_of(model):
@@ -262,7 +262,28 @@ def latent_counterfactuals(
                 cue_values=values, cues=cues, scores=s, frame_scores=seen, flip_rate=_flip_rate(seen), frame_rho=_frame_rho(seen, s), frames=frames, kept=keep, codes=codes[keep], unit=unit, axis=axis,
                 direction=direction, beyond=float(beyond), pixel_change=float(np.median(pixel_change) / spread) if spread > 0 else math.nan)
 
-# %% ../nbs/13_counterfactuals.ipynb #d96d8fcf
+# %% ../nbs/13_counterfactuals.ipynb #7cecdf64
+def walk_verdict(cf:dict, # output of `latent_counterfactuals`
+                 class_names:Sequence[str]=('class 0', 'class 1'), # names of the two classes, e.g. `dls.vocab`
+                 min_flip_rate:float=0.5, # share of walks whose last frame must flip the model's decision for the frames to count
+                 max_sign_p:float=0.01, # sign-test p below which a cue's direction counts as consistent across images
+                ) -> dict: # `faithful` (bool), `cue` (str or None), `text` (plain words)
+    "Plain-words reading of a walk: do its frames carry the decision, and which rendered cue changes most consistently with s?"
+    t, a, flips = cf['table'], cf['axis'].target_idx, cf['flip_rate']
+    if not flips >= min_flip_rate:
+        return dict(faithful=False, cue=None, text=f"Fed back to the model, only {flips:.0%} of the walks' last frames get the other "
+                    "decision: the decoded frames do not show what moves the decision, so this walk is no evidence about cues.")
+    rendered = t.rendered if 'rendered' in t else pd.Series(True, index=t.index)
+    usable = t[rendered & (t.sign_p <= max_sign_p)]
+    if not len(usable):
+        return dict(faithful=True, cue=None, text=f"The frames carry the decision ({flips:.0%} of the walks flip it), but no cue the "
+                    "decoder renders changes consistently along them.")
+    top = usable.iloc[0]
+    return dict(faithful=True, cue=top.cue, text=f"The frames carry the decision ({flips:.0%} of the walks flip it). {top.cue} "
+                f"{'rises' if top.median_rho > 0 else 'falls'} as the decision moves towards {class_names[a]} (median ρ = "
+                f"{top.median_rho:+.2f}, same direction in {top.sign_share:.0%} of the images, change {top.change_sd:+.2f} SD).")
+
+# %% ../nbs/13_counterfactuals.ipynb #ba9a0ff6
 def _frame_columns(steps:int, max_frames:int) -> list[int]:
     "Indices of the walk frames to draw after the reconstruction (frame 0): evenly spaced, the last one always."
     return sorted({int(round(i)) for i in np.linspace(1, steps - 1, min(max_frames, steps - 1))})
@@ -272,7 +293,7 @@ def _show_image(ax, img:torch.Tensor):
     ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None, vmin=0, vmax=1)
     ax.set_xticks([]); ax.set_yticks([])
 
-# %% ../nbs/13_counterfactuals.ipynb #2a40cc61
+# %% ../nbs/13_counterfactuals.ipynb #20939fd8
 def counterfactual_figure(
     cf:dict, # output of `latent_counterfactuals`
     originals:torch.Tensor|None=None, # the real images (k, C, H, W) in [0, 1] of `cf['kept']`, in that order; None = no column
