@@ -22,7 +22,7 @@ from .feature_scores import score_pixels, _torch_threads
 
 # %% auto #0
 __all__ = ['WALK_DIRECTIONS', 'FLAT', 'DecisionAxis', 'model_axis', 'decision_score_of_codes', 'pls1_direction', 'compare_axes',
-           'walk_direction', 'walk_codes', 'latent_counterfactuals', 'counterfactual_figure']
+           'walk_direction', 'walk_codes', 'latent_counterfactuals', 'walk_verdict', 'counterfactual_figure']
 
 # %% ../nbs/13_counterfactuals.ipynb #54982f5c
 def _xaae_of(model):
@@ -93,7 +93,7 @@ def compare_axes(model, # an xAAEnet or a `Learner` holding one
                  *,
                  fit_z=None, # codes to fit PLS1 on (e.g. the training split's); None = `z` (in-sample)
                  fit_y=None, # class index per row of `fit_z`
-                ) -> dict:
+                ) -> dict: # `cosine`, `r_s_pls1`, `p_s_pls1`, `accuracy`, `chance`, `accuracy_p`, `s`, `pls1`, `axis`, `n_report`, `n_fit`, `held_out`
     "Cosine between the model's axis and PLS1, Pearson r of s with PLS1 scores, and the model's accuracy on `z`."
     axis, zr = model_axis(model, target_idx), latent_to_numpy(z, 'z')
     yr = _binary(y, len(zr), target_idx)
@@ -243,7 +243,7 @@ def latent_counterfactuals(
     min_recon_r:float=0.5, # cues whose `recon_r` is below this are marked not `rendered` and listed last
     keep:int|Sequence[int]=4, # images whose frames are returned for a figure: the first `keep`, or these row indices
     batch_size:int=16, # walks decoded at a time (`batch_size` × `steps` frames in memory)
-) -> dict:
+) -> dict: # `table` (one row per cue), per image `rho` and `change_sd`, `cue_values` (n, steps, cues), `scores` and `frame_scores` (n, steps), `flip_rate`, `frame_rho`, `pixel_change`, `frames` of the `kept` images
     "Walk each code across the model's decision boundary, decode the frames, and measure how each cue changes with s."
     zr = latent_to_numpy(z, 'z')
     if int(steps) != steps or steps < 3: raise ValueError(f"`steps` must be a whole number >= 3, got {steps!r}.")
@@ -262,7 +262,28 @@ def latent_counterfactuals(
                 cue_values=values, cues=cues, scores=s, frame_scores=seen, flip_rate=_flip_rate(seen), frame_rho=_frame_rho(seen, s), frames=frames, kept=keep, codes=codes[keep], unit=unit, axis=axis,
                 direction=direction, beyond=float(beyond), pixel_change=float(np.median(pixel_change) / spread) if spread > 0 else math.nan)
 
-# %% ../nbs/13_counterfactuals.ipynb #d96d8fcf
+# %% ../nbs/13_counterfactuals.ipynb #7cecdf64
+def walk_verdict(cf:dict, # output of `latent_counterfactuals`
+                 class_names:Sequence[str]=('class 0', 'class 1'), # names of the two classes, e.g. `dls.vocab`
+                 min_flip_rate:float=0.5, # share of walks whose last frame must flip the model's decision for the frames to count
+                 max_sign_p:float=0.01, # sign-test p below which a cue's direction counts as consistent across images
+                ) -> dict: # `faithful` (bool), `cue` (str or None), `text` (plain words)
+    "Plain-words reading of a walk: do its frames carry the decision, and which rendered cue changes most consistently with s?"
+    t, a, flips = cf['table'], cf['axis'].target_idx, cf['flip_rate']
+    if not flips >= min_flip_rate:
+        return dict(faithful=False, cue=None, text=f"Fed back to the model, only {flips:.0%} of the walks' last frames get the other "
+                    "decision: the decoded frames do not show what moves the decision, so this walk is no evidence about cues.")
+    rendered = t.rendered if 'rendered' in t else pd.Series(True, index=t.index)
+    usable = t[rendered & (t.sign_p <= max_sign_p)]
+    if not len(usable):
+        return dict(faithful=True, cue=None, text=f"The frames carry the decision ({flips:.0%} of the walks flip it), but no cue the "
+                    "decoder renders changes consistently along them.")
+    top = usable.iloc[0]
+    return dict(faithful=True, cue=top.cue, text=f"The frames carry the decision ({flips:.0%} of the walks flip it). {top.cue} "
+                f"{'rises' if top.median_rho > 0 else 'falls'} as the decision moves towards {class_names[a]} (median ρ = "
+                f"{top.median_rho:+.2f}, same direction in {top.sign_share:.0%} of the images, change {top.change_sd:+.2f} SD).")
+
+# %% ../nbs/13_counterfactuals.ipynb #ba9a0ff6
 def _frame_columns(steps:int, max_frames:int) -> list[int]:
     "Indices of the walk frames to draw after the reconstruction (frame 0): evenly spaced, the last one always."
     return sorted({int(round(i)) for i in np.linspace(1, steps - 1, min(max_frames, steps - 1))})
@@ -272,7 +293,24 @@ def _show_image(ax, img:torch.Tensor):
     ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None, vmin=0, vmax=1)
     ax.set_xticks([]); ax.set_yticks([])
 
-# %% ../nbs/13_counterfactuals.ipynb #2a40cc61
+def _frame_title(s_row:np.ndarray, j:int, class_names, a:int) -> str:
+    "'s = +1.23 → class' for frame `j` of a walk; the frame where s is 0 (up to rounding) is on the boundary."
+    if abs(s_row[j]) <= 1e-6 * abs(s_row).max(): return "s = +0.00 → boundary"
+    return f"s = {s_row[j]:+.2f} → {class_names[a] if s_row[j] > 0 else class_names[1 - a]}"
+
+def _draw_walk_row(row, frames:torch.Tensor, s_row:np.ndarray, cols:list, diff:torch.Tensor, lim:float, class_names, a:int, original=None):
+    "One figure row: [original], reconstruction, the frames `cols`, and the difference map; returns the difference's image."
+    c = 0
+    if original is not None: _show_image(row[0], original.detach().float().cpu()); row[0].set_title('original', fontsize=8); c = 1
+    for j in [0] + cols:
+        _show_image(row[c], frames[j])
+        row[c].set_title(('reconstruction\n' if j == 0 else '') + _frame_title(s_row, j, class_names, a), fontsize=8)
+        c += 1
+    im = row[c].imshow(diff.numpy(), cmap='RdBu_r', vmin=-lim, vmax=lim)
+    row[c].set_xticks([]); row[c].set_yticks([]); row[c].set_title('last frame −\nreconstruction', fontsize=8)
+    return im
+
+# %% ../nbs/13_counterfactuals.ipynb #20939fd8
 def counterfactual_figure(
     cf:dict, # output of `latent_counterfactuals`
     originals:torch.Tensor|None=None, # the real images (k, C, H, W) in [0, 1] of `cf['kept']`, in that order; None = no column
@@ -294,16 +332,7 @@ def counterfactual_figure(
     lim = max(float(diff.abs().max()), 1e-3)
     fig, axes = plt.subplots(len(frames), n_cols, figsize=(1.6 * n_cols + 0.6, 1.7 * len(frames) + 1.0), squeeze=False, layout='constrained')
     for r, row in enumerate(axes):
-        c = 0
-        if originals is not None: _show_image(row[0], originals[r].detach().float().cpu()); row[0].set_title('original', fontsize=8); c = 1
-        for j in [0] + cols:
-            _show_image(row[c], frames[r, j])
-            on_boundary = abs(s[r, j]) <= 1e-6 * abs(s[r]).max()
-            name = 'boundary' if on_boundary else class_names[a] if s[r, j] > 0 else class_names[1 - a]
-            row[c].set_title(('reconstruction\n' if j == 0 else '') + f"s = {0 if on_boundary else s[r, j]:+.2f} → {name}", fontsize=8)
-            c += 1
-        im = row[c].imshow(diff[r].numpy(), cmap='RdBu_r', vmin=-lim, vmax=lim)
-        row[c].set_xticks([]); row[c].set_yticks([]); row[c].set_title('last frame −\nreconstruction', fontsize=8)
+        im = _draw_walk_row(row, frames[r], s[r], cols, diff[r], lim, class_names, a, None if originals is None else originals[r])
         label = f"image {cf['kept'][r]}" + (f"\ntrue: {class_names[int(true_classes[r])]}" if true_classes is not None else '')
         row[0].set_ylabel(label, fontsize=8)
     fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.6, label='grey level change', pad=0.02)
