@@ -174,6 +174,7 @@ def _evidence_lines(ev:dict, class_a:str, top:int=6) -> list[str]:
         flips = 'n/a' if not np.isfinite(r.get('flip_rate', np.nan)) else f"{r['flip_rate']:.0%}"
         L.append(f"| {r['cue']} | {_num(r.get('effect'))}{ci} | {flips} | {_num(r.get('share_of_gap'), '.0%')} | "
                  f"{_num(r.get('walk_rho'))} | {r['verdict']} |")
+    L += ["", f"Latent walk: {ev['walk']['text']}" if 'walk' in ev else ""]
     L += ["", f"The classifier's own axis in z and the PLS1 axis of the table below: cosine {ax['cosine']:+.2f}; on the validation "
           f"images s and the PLS1 score correlate at r = {ax['r_s_pls1']:+.2f}. An edit changes the image, not the world: "
           "a cue that drives the decision here is a cue the model responds to, which may stand in for something else in real photos.", ""]

@@ -16,8 +16,9 @@ import matplotlib.pyplot as plt
 __all__ = ['VERDICTS', 'cue_verdicts', 'gather_evidence']
 
 # %% ../nbs/14_explanation.ipynb #35dabeb5
-VERDICTS = {'drives': "drives the decision", 'moves': "moves with the decision but does not drive it",
-            'none': "no link found", 'gate': "no learned decision to explain"} # the plain words of `cue_verdicts`
+VERDICTS = {'drives': "drives the decision", 'moves': "moves with the decision but does not drive it", 'small': "small effect",
+            'sensitive': "sensitive, but not a learned reason", 'none': "no link found",
+            'gate': "no learned decision to explain"} # the plain words of `cue_verdicts`, strongest claim first
 
 def _walk_agrees(row, min_rho:float, alpha:float) -> bool:
     "The counterfactual walk changes the cue steadily, in the direction the edit found (or any direction without an edit)."
@@ -38,8 +39,11 @@ def _one_verdict(row, gate:str|None, min_rho:float, alpha:float) -> str:
     if gate: return f"{VERDICTS['gate']}: {gate}"
     walk = _walk_agrees(row, min_rho, alpha)
     corr = np.isfinite(row.get('perm_p', math.nan)) and row['perm_p'] < alpha
-    if str(row.get('intervention', '')).startswith(VERDICTS['drives']):
+    said = str(row.get('intervention', ''))
+    if said.startswith(VERDICTS['drives']):
+        if 'walk_rho' not in row: return VERDICTS['drives']  # no (usable) walk to compare with
         return VERDICTS['drives'] + (" (the edit and the walk agree)" if walk else " (the edit shows it; the walk does not)")
+    if said.startswith((VERDICTS['small'], VERDICTS['sensitive'])): return said  # the interventions' own words: the edit moves s, but not as a driver
     if walk or corr:
         why = ' and '.join(w for w, ok in (('the walk', walk), ('the correlation', corr)) if ok)
         return f"{VERDICTS['moves']} ({why} link{'' if walk and corr else 's'} it; " + ("the edit does not move s)" if np.isfinite(row.get('effect', math.nan)) else "no edit tests it)")
@@ -97,8 +101,9 @@ def gather_evidence(learn, # a `Learner` from `train_xaaenet`
                     seed:int=0, progress:bool=True, show:bool|None=False,
                    ) -> dict: # `interventions`, `counterfactuals`, `axes`, `verdicts`, `paths`
     "Interventions, latent counterfactuals and the axis comparison for a trained xAAEnet, read into one verdict per cue."
+    items = [Path(i) for i in items]  # fastai's image loader takes paths, not strings
     from .interventions import cue_interventions, plot_cue_effects
-    from .counterfactuals import compare_axes
+    from .counterfactuals import compare_axes, walk_verdict
     iv = cue_interventions(learn, items=items, target_class=target_idx, seed=seed, progress=progress)
     paths = {}
     if save_dir is not None:
@@ -108,5 +113,6 @@ def gather_evidence(learn, # a `Learner` from `train_xaaenet`
     cues = cue_table.drop(columns=[c for c in ('Source_File_Path', 'split') if c in cue_table]).reset_index(drop=True)
     cf, paths['walk'] = _walk(learn, items, z, cues, target_idx, fit_z, save_dir, show)
     axes = compare_axes(learn.model, z, y, target_idx, fit_z=fit_z, fit_y=fit_y)
-    return dict(interventions=iv, counterfactuals=cf, axes=axes, paths={k: v for k, v in paths.items() if v is not None},
-                verdicts=cue_verdicts(iv, ranking, cf['table']))
+    walk = walk_verdict(cf, list(learn.dls.vocab))  # a walk whose frames do not carry the decision is no evidence
+    return dict(interventions=iv, counterfactuals=cf, walk=walk, axes=axes, paths={k: v for k, v in paths.items() if v is not None},
+                verdicts=cue_verdicts(iv, ranking, cf['table'] if walk['faithful'] else None))

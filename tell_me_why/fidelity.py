@@ -393,9 +393,10 @@ def reinitialised_copy(model:torch.nn.Module, seed:int=0) -> torch.nn.Module:
 def _shuffled_label_dls(dls, items:list, labels:list, seed:int, n_valid:int):
     "DataLoaders over the same items and split as `dls`, with the labels permuted across all items."
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, Resize
+    from .data import ViewedImage
     shuffled = dict(zip(map(str, items), np.random.default_rng(seed).permutation(np.asarray(labels, dtype=object))))
     size = dls.one_batch()[0].shape[-1]
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=list(dls.vocab))), get_items=lambda _: items,
+    block = DataBlock(blocks=(ImageBlock(cls=ViewedImage), CategoryBlock(vocab=list(dls.vocab))), get_items=lambda _: items,
                       splitter=IndexSplitter(list(range(len(items) - n_valid, len(items)))),
                       get_y=lambda p: shuffled[str(p)], item_tfms=Resize(size))
     return block.dataloaders(Path('.'), bs=dls.bs, num_workers=0)
