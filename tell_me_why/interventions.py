@@ -389,7 +389,7 @@ def _verdict(effect, ci_low, ci_high, off_target, off_cue, gate_msg, labels_know
         if off_target > max_off_target: v += f" (the edit also moves {off_cue} by {off_target:.1f} SD)"
     return v if labels_known else v + " (no labels: whether the model beats chance is unknown)"
 
-# %% ../nbs/12_interventions.ipynb #2aa432a2
+# %% ../nbs/12_interventions.ipynb #6ab44ba7
 def _bootstrap_mean_ci(b:np.ndarray, n_boot:int, rng, level:float=0.95) -> tuple[float, float]:
     "Percentile interval of the mean of `b` over `n_boot` resamples of its entries."
     if len(b) < 2 or n_boot < 1: return (math.nan, math.nan)
@@ -402,7 +402,7 @@ def _slopes(ds:np.ndarray, reached:np.ndarray) -> np.ndarray:
     den = (reached ** 2).sum(1)
     return np.where(den > 1e-12, (ds * reached).sum(1) / np.where(den > 1e-12, den, 1), np.nan)
 
-# %% ../nbs/12_interventions.ipynb #6ab44ba7
+# %% ../nbs/12_interventions.ipynb #d033a722
 def _gate(s0, y, t_idx, alpha):
     "Accuracy, one-sided binomial p against 0.5, and the gate message ('' when the model beats chance or labels are unknown)."
     if y is None: return math.nan, math.nan, ''
@@ -425,7 +425,7 @@ def _class_gap(v:np.ndarray, y, t_idx) -> float:
     sd = v.std(ddof=1)
     return float((v[y == t_idx].mean() - v[y != t_idx].mean()) / sd) if sd > 0 else math.nan
 
-# %% ../nbs/12_interventions.ipynb #d033a722
+# %% ../nbs/12_interventions.ipynb #65918856
 def _image_source(learn, items, dls, labels, bs):
     "(batch factory, images → model input, n, vocab): file items through the DataLoaders, or a tensor of images as is."
     dls = getattr(learn, 'dls', None) if dls is None else dls
@@ -446,14 +446,14 @@ def _image_source(learn, items, dls, labels, bs):
         return ((x, y[i * bs:i * bs + len(x)]) for i, (x, _) in enumerate(batches))
     return make, model_image_batches(dls, items, bs)[1], len(dls.valid.items if items is None else items), vocab
 
-# %% ../nbs/12_interventions.ipynb #f0de9676
+# %% ../nbs/12_interventions.ipynb #185c6148
 def _target_idx(target_class, vocab) -> int:
     if target_class is None: return 1
     if isinstance(target_class, (int, np.integer)) and not isinstance(target_class, bool) and target_class in (0, 1): return int(target_class)
     if vocab is not None and target_class in vocab: return vocab.index(target_class)
     raise ValueError(f"`target_class` {target_class!r} is neither 0, 1 nor a class of {vocab}")
 
-# %% ../nbs/12_interventions.ipynb #65918856
+# %% ../nbs/12_interventions.ipynb #bdb5a131
 def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, float]:
     "Welch p of every built-in cue between the classes of the training images ({} when they or their labels are unknown)."
     if dls is None or train_items is None: return {}
@@ -466,7 +466,7 @@ def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, float]:
     table, y = pd.concat(values, ignore_index=True), torch.cat(ys).numpy()
     return {c: _welch_p(table[c].values, y, t_idx) for c in table.columns}
 
-# %% ../nbs/12_interventions.ipynb #185c6148
+# %% ../nbs/12_interventions.ipynb #2c6ef809
 _COLUMNS = ['cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'off_target', 'off_target_cue', 'share_of_gap',
             'cue_class_gap', 'train_gap_p', 'dose_reached', 'verdict', 'edit']
 
@@ -495,7 +495,7 @@ def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot,
                          edit=CUE_EDITS[c][2]))
     return sorted(rows, key=lambda r: -abs(r['effect']) if np.isfinite(r['effect']) else 0)
 
-# %% ../nbs/12_interventions.ipynb #bdb5a131
+# %% ../nbs/12_interventions.ipynb #9397f307
 def cue_interventions(
     learn, # a `Learner` from `train_xaaenet`, any fastai `Learner`, or a torch module mapping images to two logits
     items:Sequence|torch.Tensor|None=None, # image files (default: the validation items), or (n, C, H, W) images in [0, 1] given to the model as they are
@@ -547,7 +547,7 @@ def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs
                     min_effect=min_effect, max_off_target=max_off_target, seconds=time.perf_counter() - t0)
     return df
 
-# %% ../nbs/12_interventions.ipynb #e8497c54
+# %% ../nbs/12_interventions.ipynb #7930c9ac
 _VERDICT_STYLE = {  # verdict start -> (colour, legend label)
     'drives': ('#c0392b', 'drives the decision'), 'sensitive': ('#8e44ad', 'sensitive, not a learned reason'),
     'small': ('#e59866', 'small effect'), 'no link': ('#95a5a6', 'no link found'),
