@@ -22,7 +22,7 @@ from .model_aae import XAAEBase, XAAEOutput
 
 # %% auto #0
 __all__ = ['BUILTIN_CUES', 'CUE_EDITS', 'decision_scores', 'cue_values', 'cues_without_edit', 'edit_cue', 'calibrate_edit',
-           'edit_off_target', 'model_image_batches', 'cue_interventions', 'plot_cue_effects']
+           'edit_off_target', 'model_image_batches', 'cue_interventions', 'plot_cue_effects', 'describe_interventions']
 
 # %% ../nbs/12_interventions.ipynb #41641b43
 def _as_module(model) -> torch.nn.Module:
@@ -584,3 +584,25 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
     fig = ax.figure; fig.tight_layout()
     if fname: fig.savefig(fname, dpi=120)
     return fig
+
+# %% ../nbs/12_interventions.ipynb #80b0670d
+def describe_interventions(df:pd.DataFrame, # the result of `cue_interventions`
+                          ) -> str: # a few plain sentences
+    "The interventional evidence in words: whether the model beats chance, which cues drive its decision, which it is only sensitive to."
+    a, kinds = df.attrs, df.verdict.map(_verdict_kind)
+    if not a.get('labels_known'): head = f"Whether the model beats chance on these {a['n']} images is unknown (no labels)."
+    else: head = (f"The model {'beats' if a['beats_chance'] else 'does not beat'} chance on these {a['n']} images "
+                  f"(accuracy {a['accuracy']:.2f}, binomial p = {a['binom_p']:.2g}).")
+    if a.get('labels_known') and not a['beats_chance']:
+        return head + " There is no learned decision to explain, so no cue is presented as driving it."
+    def cues_of(kind, share=True):
+        return '; '.join(f"{r.cue} ({r.effect:+.2f} SD of s per SD [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+                         + (f", {r.share_of_gap:.0%} of the class gap" if share and np.isfinite(r.share_of_gap) else '')
+                         + f", flips {r.flip_rate:.0%} of the decisions at ±{max(map(abs, a['doses'])):g} SD)"
+                         for r in df[kinds == kind].itertuples())
+    drivers, sensitive = cues_of('drives'), cues_of('sensitive', share=False)
+    out = [head, f"Changing these cues moves the decision towards {a['target_class']!r}: {drivers}." if drivers
+           else "No cue that could be edited drives the decision."]
+    if sensitive: out.append(f"The model is also sensitive to {sensitive}; these are not learned reasons (they did not differ "
+                             "between the classes in training, or their effect works against their class difference).")
+    return ' '.join(out)
