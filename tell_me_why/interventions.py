@@ -404,13 +404,18 @@ def _slopes(ds:np.ndarray, reached:np.ndarray) -> np.ndarray:
 
 # %% ../nbs/12_interventions.ipynb #d033a722
 def _gate(s0, y, t_idx, alpha):
-    "Accuracy, one-sided binomial p against 0.5, and the gate message ('' when the model beats chance or labels are unknown)."
+    "Accuracy, one-sided binomial p against the chance level, and the gate message ('' when the model beats chance or labels are unknown)."
     if y is None: return math.nan, math.nan, ''
-    correct = int(((s0 > 0) == (y == t_idx)).sum())
-    acc, p = correct / len(y), float(stats.binomtest(correct, len(y), 0.5, alternative='greater').pvalue)
-    msg = '' if p < alpha else (f"not judged: the model does not beat chance on these images (accuracy {acc:.2f}, "
-                                f"binomial p = {p:.2g}), so no cue drives a learned decision")
+    correct, chance = int(((s0 > 0) == (y == t_idx)).sum()), _chance_level(y)
+    acc, p = correct / len(y), float(stats.binomtest(correct, len(y), chance, alternative='greater').pvalue)
+    msg = '' if p < alpha else (f"not judged: the model does not beat chance on these images (accuracy {acc:.2f}, chance "
+                                f"{chance:.2f}, binomial p = {p:.2g}), so no cue drives a learned decision")
     return acc, p, msg
+
+def _chance_level(y) -> float:
+    "Accuracy of always answering the larger class (0.5 for balanced classes): a model must beat this."
+    share = float(np.mean(y == y[0])) if len(y) else 0.5
+    return max(share, 1 - share)
 
 def _welch_p(v:np.ndarray, y, t_idx) -> float:
     "Welch's t-test p of `v` between the target class and the other."
@@ -541,7 +546,7 @@ def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs
                       max_off_target, train_p, alpha)
     rows += [dict(cue=c, verdict=f"not tested: {why}") for c, why in skipped.items()]
     df = pd.DataFrame(rows, columns=_COLUMNS)
-    df.attrs.update(n=n, accuracy=acc, binom_p=p, beats_chance=None if y is None else bool(p < alpha), sd_s=sd_s,
+    df.attrs.update(n=n, accuracy=acc, chance_level=math.nan if y is None else _chance_level(y), binom_p=p, beats_chance=None if y is None else bool(p < alpha), sd_s=sd_s,
                     s_class_gap=_class_gap(s0, y, t_idx), target_idx=t_idx, target_class=vocab[t_idx] if vocab else t_idx,
                     labels_known=y is not None, training_checked=bool(train_p), doses=doses, skipped=skipped, off_target_matrix=off, alpha=alpha,
                     min_effect=min_effect, max_off_target=max_off_target, seconds=time.perf_counter() - t0)
@@ -592,7 +597,7 @@ def describe_interventions(df:pd.DataFrame, # the result of `cue_interventions`
     a, kinds = df.attrs, df.verdict.map(_verdict_kind)
     if not a.get('labels_known'): head = f"Whether the model beats chance on these {a['n']} images is unknown (no labels)."
     else: head = (f"The model {'beats' if a['beats_chance'] else 'does not beat'} chance on these {a['n']} images "
-                  f"(accuracy {a['accuracy']:.2f}, binomial p = {a['binom_p']:.2g}).")
+                  f"(accuracy {a['accuracy']:.2f} against a chance level of {a['chance_level']:.2f}, binomial p = {a['binom_p']:.2g}).")
     if a.get('labels_known') and not a['beats_chance']:
         return head + " There is no learned decision to explain, so no cue is presented as driving it."
     def cues_of(kind, share=True):
