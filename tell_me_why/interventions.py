@@ -552,7 +552,7 @@ def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs
                     min_effect=min_effect, max_off_target=max_off_target, seconds=time.perf_counter() - t0)
     return df
 
-# %% ../nbs/12_interventions.ipynb #7930c9ac
+# %% ../nbs/12_interventions.ipynb #9a239f3d
 _VERDICT_STYLE = {  # verdict start -> (colour, legend label)
     'drives': ('#c0392b', 'drives the decision'), 'sensitive': ('#8e44ad', 'sensitive, not a learned reason'),
     'small': ('#e59866', 'small effect'), 'no link': ('#95a5a6', 'no link found'),
@@ -590,7 +590,7 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
     if fname: fig.savefig(fname, dpi=120)
     return fig
 
-# %% ../nbs/12_interventions.ipynb #80b0670d
+# %% ../nbs/12_interventions.ipynb #eafefb54
 def describe_interventions(df:pd.DataFrame, # the result of `cue_interventions`
                           ) -> str: # a few plain sentences
     "The interventional evidence in words: whether the model beats chance, which cues drive its decision, which it is only sensitive to."
