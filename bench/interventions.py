@@ -10,6 +10,15 @@ of `--repeats`.
 
     python bench/interventions.py              # 48 px and 96 px, both encoders
     python bench/interventions.py --size 64 --repeats 1
+    python bench/interventions.py --known-answers --seeds 10 --jobs 2   # planted cues x seeds (see `known_answers`)
+
+Known answers: for each planted cue (d = 2, 48 px, 100 images per class, epochs 1/4/12, `small_encoder`) and
+seed, train an xAAEnet, run `cue_interventions` on the validation images and count, among the seeds whose model
+beats chance (binomial p < 0.05): the planted cue has the largest |effect| with a CI excluding 0; it is the only
+cue called "drives the decision". Over all seeds: a decoy (redness, or brightness when redness is planted) added
+to the validation images of the planted class only, 2 SD in the direction the model is sensitive to, is never
+called a driver; a copy with random weights gets the chance gate (or, if it happens to beat chance, names no
+driver).
 """
 from __future__ import annotations
 
@@ -80,7 +89,7 @@ def _decoy_items(valid, folder, cue, direction, strength=2.0):
     return out
 
 
-def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=150, epochs=(1, 5, 15)) -> dict:
+def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs=(1, 4, 12)) -> dict:
     "Train a small xAAEnet on a planted-cue set (d = 2) and run the interventions on it, on a decoy set and with random weights."
     torch.set_num_threads(1)
     from tell_me_why.data import two_class_dataloaders
@@ -121,12 +130,22 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=150, epochs
 def _star(args): return known_answer_run(*args)
 
 
-def known_answers(cues, seeds, jobs:int=1):
-    from concurrent.futures import ProcessPoolExecutor
-    tasks = [(c, s) for c in cues for s in seeds]
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool: runs = list(pool.map(_star, tasks))
-    else: runs = [_star(t) for t in tasks]
+def _line(r):
+    return (f"  {r['cue']:15s} seed {r['seed']}: acc {r['accuracy']:.2f} (p {r['binom_p']:.2g}), top {r['top']}, "
+            f"planted effect {r['planted_effect']:+.2f} [{r['planted_ci'][0]:+.2f}, {r['planted_ci'][1]:+.2f}] "
+            f"share {r['planted_share']:+.2f} '{r['planted_verdict'][:40]}'; drivers {r['drivers']}; "
+            f"decoy {r['decoy_cue']} gap {r['decoy_gap']:+.2f} effect {r['decoy_effect']:+.2f} '{r['decoy_verdict'][:45]}'; "
+            f"random acc {r['random_accuracy']:.2f} drivers {r['random_drivers']}; {r['seconds']:.0f} s")
+
+
+def known_answers(cues, seeds, jobs:int=1, **kw):
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    tasks = [(c, s, *kw.values()) for c in cues for s in seeds]
+    runs = []
+    with ProcessPoolExecutor(max(1, jobs)) as pool:
+        for f in as_completed([pool.submit(_star, t) for t in tasks]):
+            runs.append(f.result()); print(_line(runs[-1]), flush=True)
+    runs.sort(key=lambda r: (cues.index(r['cue']), r['seed']))
     print(f"\n{'planted cue':15s} {'beats chance':>12s} {'planted first, CI excl. 0':>26s} {'only driver':>12s} "
           f"{'decoy called driver':>20s} {'random: gated':>14s} {'median acc':>10s}")
     for c in cues:
@@ -139,12 +158,6 @@ def known_answers(cues, seeds, jobs:int=1):
         import numpy as np
         print(f"{c:15s} {len(sep):5d} / {len(rs):<4d} {found:12d} / {len(sep):<11d} {only:5d} / {len(sep):<4d} "
               f"{decoy_bad:9d} / {len(rs):<8d} {gated:6d} / {len(rs):<5d} {np.median([r['accuracy'] for r in rs]):9.2f}")
-    for r in runs:
-        print(f"  {r['cue']:15s} seed {r['seed']}: acc {r['accuracy']:.2f} (p {r['binom_p']:.2g}), top {r['top']}, "
-              f"planted effect {r['planted_effect']:+.2f} [{r['planted_ci'][0]:+.2f}, {r['planted_ci'][1]:+.2f}] "
-              f"share {r['planted_share']:+.2f} '{r['planted_verdict'][:40]}'; drivers {r['drivers']}; "
-              f"decoy {r['decoy_cue']} gap {r['decoy_gap']:+.2f} effect {r['decoy_effect']:+.2f} '{r['decoy_verdict'][:45]}'; "
-              f"random acc {r['random_accuracy']:.2f} drivers {r['random_drivers']}; {r['seconds']:.0f} s", flush=True)
     return runs
 
 
@@ -158,8 +171,10 @@ if __name__ == '__main__':
     ap.add_argument('--cues', nargs='*', default=['brightness', 'redness', 'symmetry', 'center_texture', 'high_frequency'])
     ap.add_argument('--seeds', type=int, default=10)
     ap.add_argument('--jobs', type=int, default=1)
+    ap.add_argument('--per-class', type=int, default=100, help='images per class of the planted sets')
+    ap.add_argument('--epochs', type=int, nargs=3, default=[1, 4, 12], help='adversarial, autoencoder, classifier epochs')
     a = ap.parse_args()
-    if a.known_answers: known_answers(a.cues, range(a.seeds), a.jobs)
+    if a.known_answers: known_answers(a.cues, list(range(a.seeds)), a.jobs, size=48, n_per_class=a.per_class, epochs=tuple(a.epochs))
     else:
         print(f"{'arch':9s} {'size':>4s} {'n':>4s} {'encode pass':>12s} {'encode only':>12s} {'interventions':>14s} {'÷ pass':>7s} {'÷ encode':>9s}")
         for arch in a.arch:

@@ -22,7 +22,7 @@ from .model_aae import XAAEBase, XAAEOutput
 
 # %% auto #0
 __all__ = ['BUILTIN_CUES', 'CUE_EDITS', 'decision_scores', 'cue_values', 'cues_without_edit', 'edit_cue', 'calibrate_edit',
-           'edit_off_target', 'model_image_batches', 'cue_interventions', 'plot_cue_effects']
+           'edit_off_target', 'model_image_batches', 'cue_interventions', 'plot_cue_effects', 'describe_interventions']
 
 # %% ../nbs/12_interventions.ipynb #41641b43
 def _as_module(model) -> torch.nn.Module:
@@ -389,7 +389,7 @@ def _verdict(effect, ci_low, ci_high, off_target, off_cue, gate_msg, labels_know
         if off_target > max_off_target: v += f" (the edit also moves {off_cue} by {off_target:.1f} SD)"
     return v if labels_known else v + " (no labels: whether the model beats chance is unknown)"
 
-# %% ../nbs/12_interventions.ipynb #2aa432a2
+# %% ../nbs/12_interventions.ipynb #6ab44ba7
 def _bootstrap_mean_ci(b:np.ndarray, n_boot:int, rng, level:float=0.95) -> tuple[float, float]:
     "Percentile interval of the mean of `b` over `n_boot` resamples of its entries."
     if len(b) < 2 or n_boot < 1: return (math.nan, math.nan)
@@ -402,15 +402,20 @@ def _slopes(ds:np.ndarray, reached:np.ndarray) -> np.ndarray:
     den = (reached ** 2).sum(1)
     return np.where(den > 1e-12, (ds * reached).sum(1) / np.where(den > 1e-12, den, 1), np.nan)
 
-# %% ../nbs/12_interventions.ipynb #6ab44ba7
+# %% ../nbs/12_interventions.ipynb #d033a722
 def _gate(s0, y, t_idx, alpha):
-    "Accuracy, one-sided binomial p against 0.5, and the gate message ('' when the model beats chance or labels are unknown)."
+    "Accuracy, one-sided binomial p against the chance level, and the gate message ('' when the model beats chance or labels are unknown)."
     if y is None: return math.nan, math.nan, ''
-    correct = int(((s0 > 0) == (y == t_idx)).sum())
-    acc, p = correct / len(y), float(stats.binomtest(correct, len(y), 0.5, alternative='greater').pvalue)
-    msg = '' if p < alpha else (f"not judged: the model does not beat chance on these images (accuracy {acc:.2f}, "
-                                f"binomial p = {p:.2g}), so no cue drives a learned decision")
+    correct, chance = int(((s0 > 0) == (y == t_idx)).sum()), _chance_level(y)
+    acc, p = correct / len(y), float(stats.binomtest(correct, len(y), chance, alternative='greater').pvalue)
+    msg = '' if p < alpha else (f"not judged: the model does not beat chance on these images (accuracy {acc:.2f}, chance "
+                                f"{chance:.2f}, binomial p = {p:.2g}), so no cue drives a learned decision")
     return acc, p, msg
+
+def _chance_level(y) -> float:
+    "Accuracy of always answering the larger class (0.5 for balanced classes): a model must beat this."
+    share = float(np.mean(y == y[0])) if len(y) else 0.5
+    return max(share, 1 - share)
 
 def _welch_p(v:np.ndarray, y, t_idx) -> float:
     "Welch's t-test p of `v` between the target class and the other."
@@ -425,7 +430,7 @@ def _class_gap(v:np.ndarray, y, t_idx) -> float:
     sd = v.std(ddof=1)
     return float((v[y == t_idx].mean() - v[y != t_idx].mean()) / sd) if sd > 0 else math.nan
 
-# %% ../nbs/12_interventions.ipynb #d033a722
+# %% ../nbs/12_interventions.ipynb #65918856
 def _image_source(learn, items, dls, labels, bs):
     "(batch factory, images → model input, n, vocab): file items through the DataLoaders, or a tensor of images as is."
     dls = getattr(learn, 'dls', None) if dls is None else dls
@@ -446,14 +451,14 @@ def _image_source(learn, items, dls, labels, bs):
         return ((x, y[i * bs:i * bs + len(x)]) for i, (x, _) in enumerate(batches))
     return make, model_image_batches(dls, items, bs)[1], len(dls.valid.items if items is None else items), vocab
 
-# %% ../nbs/12_interventions.ipynb #f0de9676
+# %% ../nbs/12_interventions.ipynb #185c6148
 def _target_idx(target_class, vocab) -> int:
     if target_class is None: return 1
     if isinstance(target_class, (int, np.integer)) and not isinstance(target_class, bool) and target_class in (0, 1): return int(target_class)
     if vocab is not None and target_class in vocab: return vocab.index(target_class)
     raise ValueError(f"`target_class` {target_class!r} is neither 0, 1 nor a class of {vocab}")
 
-# %% ../nbs/12_interventions.ipynb #65918856
+# %% ../nbs/12_interventions.ipynb #bdb5a131
 def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, float]:
     "Welch p of every built-in cue between the classes of the training images ({} when they or their labels are unknown)."
     if dls is None or train_items is None: return {}
@@ -466,7 +471,7 @@ def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, float]:
     table, y = pd.concat(values, ignore_index=True), torch.cat(ys).numpy()
     return {c: _welch_p(table[c].values, y, t_idx) for c in table.columns}
 
-# %% ../nbs/12_interventions.ipynb #185c6148
+# %% ../nbs/12_interventions.ipynb #2c6ef809
 _COLUMNS = ['cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'off_target', 'off_target_cue', 'share_of_gap',
             'cue_class_gap', 'train_gap_p', 'dose_reached', 'verdict', 'edit']
 
@@ -495,7 +500,7 @@ def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot,
                          edit=CUE_EDITS[c][2]))
     return sorted(rows, key=lambda r: -abs(r['effect']) if np.isfinite(r['effect']) else 0)
 
-# %% ../nbs/12_interventions.ipynb #bdb5a131
+# %% ../nbs/12_interventions.ipynb #9397f307
 def cue_interventions(
     learn, # a `Learner` from `train_xaaenet`, any fastai `Learner`, or a torch module mapping images to two logits
     items:Sequence|torch.Tensor|None=None, # image files (default: the validation items), or (n, C, H, W) images in [0, 1] given to the model as they are
@@ -541,13 +546,13 @@ def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs
                       max_off_target, train_p, alpha)
     rows += [dict(cue=c, verdict=f"not tested: {why}") for c, why in skipped.items()]
     df = pd.DataFrame(rows, columns=_COLUMNS)
-    df.attrs.update(n=n, accuracy=acc, binom_p=p, beats_chance=None if y is None else bool(p < alpha), sd_s=sd_s,
+    df.attrs.update(n=n, accuracy=acc, chance_level=math.nan if y is None else _chance_level(y), binom_p=p, beats_chance=None if y is None else bool(p < alpha), sd_s=sd_s,
                     s_class_gap=_class_gap(s0, y, t_idx), target_idx=t_idx, target_class=vocab[t_idx] if vocab else t_idx,
                     labels_known=y is not None, training_checked=bool(train_p), doses=doses, skipped=skipped, off_target_matrix=off, alpha=alpha,
                     min_effect=min_effect, max_off_target=max_off_target, seconds=time.perf_counter() - t0)
     return df
 
-# %% ../nbs/12_interventions.ipynb #e8497c54
+# %% ../nbs/12_interventions.ipynb #9a239f3d
 _VERDICT_STYLE = {  # verdict start -> (colour, legend label)
     'drives': ('#c0392b', 'drives the decision'), 'sensitive': ('#8e44ad', 'sensitive, not a learned reason'),
     'small': ('#e59866', 'small effect'), 'no link': ('#95a5a6', 'no link found'),
@@ -584,3 +589,25 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
     fig = ax.figure; fig.tight_layout()
     if fname: fig.savefig(fname, dpi=120)
     return fig
+
+# %% ../nbs/12_interventions.ipynb #eafefb54
+def describe_interventions(df:pd.DataFrame, # the result of `cue_interventions`
+                          ) -> str: # a few plain sentences
+    "The interventional evidence in words: whether the model beats chance, which cues drive its decision, which it is only sensitive to."
+    a, kinds = df.attrs, df.verdict.map(_verdict_kind)
+    if not a.get('labels_known'): head = f"Whether the model beats chance on these {a['n']} images is unknown (no labels)."
+    else: head = (f"The model {'beats' if a['beats_chance'] else 'does not beat'} chance on these {a['n']} images "
+                  f"(accuracy {a['accuracy']:.2f} against a chance level of {a['chance_level']:.2f}, binomial p = {a['binom_p']:.2g}).")
+    if a.get('labels_known') and not a['beats_chance']:
+        return head + " There is no learned decision to explain, so no cue is presented as driving it."
+    def cues_of(kind, share=True):
+        return '; '.join(f"{r.cue} ({r.effect:+.2f} SD of s per SD [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+                         + (f", {r.share_of_gap:.0%} of the class gap" if share and np.isfinite(r.share_of_gap) else '')
+                         + f", flips {r.flip_rate:.0%} of the decisions at ±{max(map(abs, a['doses'])):g} SD)"
+                         for r in df[kinds == kind].itertuples())
+    drivers, sensitive = cues_of('drives'), cues_of('sensitive', share=False)
+    out = [head, f"Changing these cues moves the decision towards {a['target_class']!r}: {drivers}." if drivers
+           else "No cue that could be edited drives the decision."]
+    if sensitive: out.append(f"The model is also sensitive to {sensitive}; these are not learned reasons (they did not differ "
+                             "between the classes in training, or their effect works against their class difference).")
+    return ' '.join(out)
