@@ -331,16 +331,20 @@ class StopOnNaN(Callback):
 
 # %% ../nbs/02_callbacks.ipynb #64f1b85b
 class StopOnDivergence(Callback):
-    "Stop the fit when the training or validation loss grows beyond `factor` × its first epoch's value, and say why."
+    "Stop the fit when the training or validation loss grows beyond its factor × its first epoch's value, and say why."
     order = 61  # after the recorder has the epoch's values and the checkpoint has seen them
-    def __init__(self, factor:float=100.): super().__init__(); self.factor, self.reason = factor, None
+    def __init__(self,
+                 train_factor:float=100., # limit on train_loss ÷ its first value
+                 valid_factor:float=1000., # limit on valid_loss ÷ its first value (its adversarial term spikes and recovers)
+                ):
+        super().__init__(); self.factors, self.reason = dict(train_loss=train_factor, valid_loss=valid_factor), None
     def before_fit(self): self.reason, self.first = None, None
     def after_epoch(self):
         vals = dict(zip(self.recorder.metric_names[1:3], self.recorder.values[-1][:2]))  # train_loss, valid_loss
         if self.first is None: self.first = vals; return
         for name, v in vals.items():
             f = self.first.get(name)
-            if f is not None and v is not None and np.isfinite(f) and abs(v) > self.factor * max(abs(f), 1e-3):
+            if f is not None and v is not None and np.isfinite(f) and abs(v) > self.factors[name] * max(abs(f), 1e-3):
                 self.reason = f"{name} grew from {f:.3g} (epoch 0) to {v:.3g} (epoch {self.epoch})"
                 raise CancelFitException()
 
