@@ -31,6 +31,7 @@ def _walk_agrees(row, min_rho:float, alpha:float) -> bool:
 def _gate_of(attrs:dict) -> str|None:
     "Why the interventions found no learned decision (from `cue_interventions`' attrs), or None."
     if attrs.get('gate'): return attrs['gate']
+    if attrs.get('labels_known') is False: return "whether the model beats chance is unknown (the images had no labels)"
     if attrs.get('beats_chance') is False:
         return f"the model does not beat chance (accuracy {attrs['accuracy']:.2f}, binomial p = {attrs['binom_p']:.2g})"
     return None
@@ -104,7 +105,7 @@ def gather_evidence(learn, # a `Learner` from `train_xaaenet`
     items = [Path(i) for i in items]  # fastai's image loader takes paths, not strings
     from .interventions import cue_interventions, plot_cue_effects
     from .counterfactuals import compare_axes, walk_verdict
-    iv = cue_interventions(learn, items=items, target_class=target_idx, seed=seed, progress=progress)
+    iv = cue_interventions(learn, items=items, labels=[int(v) for v in y], target_class=target_idx, seed=seed, progress=progress)
     paths = {}
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)

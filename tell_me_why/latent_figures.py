@@ -242,18 +242,23 @@ def save_latent_pls_figure(
     direction = np.linalg.lstsq(scores - scores.mean(0), ys - ys.mean(), rcond=None)[0]
     dims = zn.shape[1] if encoding_dims is None else encoding_dims
 
-    with plt.style.context('dark_background'):
+    with plt.style.context('default'):  # the light style of the other figures
         fig, ax = plt.subplots(figsize=(7.5, 6.3))
         if color_by == 'class': _class_scatter(ax, scores, ys, names, tclass, s=12, alpha=0.85, linewidths=0)
-        else:
-            sc = ax.scatter(scores[:, 0], scores[:, 1], c=scores[:, 0], cmap='viridis', s=10, alpha=0.8, linewidths=0)
+        else:  # the seed's PLS1 colouring, with the classes told apart by their markers
+            other = next((n for n in names if n != tclass), 'other')
+            for val, label, marker in ((0., other, 'o'), (1., tclass, '^')):
+                sel = ys == val
+                sc = ax.scatter(scores[sel, 0], scores[sel, 1], c=scores[sel, 0], cmap='viridis', marker=marker, s=16, alpha=0.85,
+                                linewidths=0, vmin=scores[:, 0].min(), vmax=scores[:, 0].max(), label=f"{label} ({int(sel.sum())})")
             fig.colorbar(sc, ax=ax, label='PLS1 score')
+            ax.legend(loc='best', fontsize=9, markerscale=1.5)
         span = np.abs(scores).max(axis=0)
         arrow = direction / (np.abs(direction / span).max() + 1e-12) * 0.6
         ax.annotate('', xy=tuple(arrow), xytext=(0, 0),
-                    arrowprops=dict(facecolor='white', edgecolor='black', linewidth=1.2, width=3, headwidth=11))
-        ax.text(*(arrow * 1.08), tclass, color='white', fontsize=11, fontweight='bold', ha='center', va='center',
-                bbox=dict(facecolor='black', alpha=0.5, edgecolor='none', pad=1.5))
+                    arrowprops=dict(facecolor='black', edgecolor='white', linewidth=1.2, width=3, headwidth=11))
+        ax.text(*(arrow * 1.08), tclass, color='black', fontsize=11, fontweight='bold', ha='center', va='center',
+                bbox=dict(facecolor='white', alpha=0.7, edgecolor='none', pad=1.5))
         ax.axhline(0, color='grey', lw=0.5); ax.axvline(0, color='grey', lw=0.5)
         ax.set_xlabel(f"PLS1 = decision axis (r² with {tclass} = {r2[0]:.2f})")
         ax.set_ylabel(f"PLS2 (r² with {tclass} = {r2[1]:.2f})")
