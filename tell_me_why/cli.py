@@ -172,7 +172,9 @@ def _evidence_lines(ev:dict, class_a:str, top:int=6) -> list[str]:
     for r in v.head(top).to_dict('records'):
         ci = f" ({_num(r.get('ci_low'))} to {_num(r.get('ci_high'))})" if np.isfinite(r.get('ci_low', np.nan)) else ''
         flips = 'n/a' if not np.isfinite(r.get('flip_rate', np.nan)) else f"{r['flip_rate']:.0%}"
-        L.append(f"| {r['cue']} | {_num(r.get('effect'))}{ci} | {flips} | {_num(r.get('share_of_gap'), '.0%')} | "
+        share = r.get('share_of_gap', np.nan)  # a linear extrapolation: above 100 % it means "all of the gap"
+        share = 'all (> 100%)' if np.isfinite(share) and share > 1 else _num(share, '.0%')
+        L.append(f"| {r['cue']} | {_num(r.get('effect'))}{ci} | {flips} | {share} | "
                  f"{_num(r.get('walk_rho'))} | {r['verdict']} |")
     L += ["", f"Latent walk: {ev['walk']['text']}" if 'walk' in ev else ""]
     L += ["", f"The classifier's own axis in z and the PLS1 axis of the table below: cosine {ax['cosine']:+.2f}; on the validation "
