@@ -311,7 +311,7 @@ def _save(self:AtomicSaveModelCallback, name):
 
 @patch
 def after_fit(self:AtomicSaveModelCallback, **kwargs):
-    if self.at_end or self.best_epoch is None:  # no epoch qualified: the final weights are kept, and said to be
+    if self.at_end or (self.best_epoch is None and not self.every_epoch):  # no epoch qualified: the final weights are kept, and said to be
         self._save(self.fname); self.best_epoch = self.epoch
     elif not self.every_epoch:  # the best weights: rank 0 reads them, every other rank receives them from it
         if is_main_process() and self.path.exists(): load_state(self.learn.model, self.path)

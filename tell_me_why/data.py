@@ -42,7 +42,8 @@ def sample_image_files() -> list[Path]:
     return sorted(get_image_files(sample_data_path()/'images'))
 
 # %% ../nbs/00_data.ipynb #8b26b2b6
-def pet_species(path) -> str: # `"cat"` or `"dog"`
+def pet_species(path): # `"cat"` or `"dog"`
+    # no return annotation: fastai's `test_dl(with_labels=True)` reads `-> str` as "items are already labels" and skips this step
     "Label a pets image from its file name: an uppercase first letter is a cat, otherwise a dog."
     return "cat" if Path(path).name[0].isupper() else "dog"
 
