@@ -17,15 +17,17 @@ from fastcore.basics import patch
 from fastai.callback.core import Callback, CancelFitException, CancelStepException
 from fastai.callback.training import GradientAccumulation
 from fastai.callback.tracker import SaveModelCallback
+from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.torch_core import find_bs
 
 from .model_aae import XAAEOutput
 from .distributed import _unwrap, is_main_process, broadcast_state
 
 # %% auto #0
-__all__ = ['AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter', 'AdversarialGame',
-           'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_write',
-           'atomic_save_state', 'load_state', 'AtomicSaveModelCallback', 'StopOnNaN', 'StopOnDivergence']
+__all__ = ['PRECISIONS', 'AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter',
+           'AdversarialGame', 'DeviceMixedPrecision', 'precision_callbacks', 'adversarial_schedule',
+           'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_write', 'atomic_save_state',
+           'load_state', 'AtomicSaveModelCallback', 'StopOnNaN', 'StopOnDivergence']
 
 # %% ../nbs/02_callbacks.ipynb #5dcb950f
 class AddGaussianNoise:
@@ -103,6 +105,10 @@ def xaae_splitter(model) -> list:
     "fastai splitter giving one parameter group with everything but the discriminator (`fc_crit*`)."
     return [[p for n, p in model.named_parameters() if not is_critic_param(n)]]
 
+def _scaler_skipped(learn) -> bool:
+    "True when fastai's `MixedPrecision` skipped this step (its `GradScaler` found inf/NaN gradients)."
+    return any(getattr(cb, 'skipped', False) for cb in learn.cbs if isinstance(cb, MixedPrecision))
+
 class AdversarialGame(Callback):
     "Train the latent discriminator every batch from its own loss, with its own optimiser; skip the generator's step when `gen_train` is False."
     order = GradientAccumulation.order + 1  # its `before_step` runs once gradient accumulation has decided to step
@@ -137,13 +143,36 @@ class AdversarialGame(Callback):
         if not self._gen_step: raise CancelStepException()  # discriminator-only step: the generator stays put
 
     def after_step(self):
-        self.gen_steps += self._gen_step
+        self.gen_steps += self._gen_step and not _scaler_skipped(self.learn)
         if any(p.grad is not None for g in self.disc_opt.param_groups for p in g['params']):
-            self.disc_opt.step()
+            # under fp16 the gradients carry the loss scale: the learner's `GradScaler` unscales them and skips inf/NaN;
+            # it runs before `MixedPrecision.after_step` updates the scale
+            scaler = getattr(self.learn, 'scaler', None)
+            if scaler is not None and scaler.is_enabled(): scaler.step(self.disc_opt)
+            else: self.disc_opt.step()
             self.disc_steps += 1
         self.disc_opt.zero_grad(set_to_none=True)
 
     def after_fit(self): self.xaae.return_parts = False
+
+# %% ../nbs/02_callbacks.ipynb #98621eaf
+PRECISIONS = ('fp32', 'bf16', 'fp16') # the training precisions `precision_callbacks` (and `train_xaaenet`) accept
+
+class DeviceMixedPrecision(MixedPrecision):
+    "fastai's `MixedPrecision`, autocasting on the device the model is on (CUDA, CPU or MPS)."
+    def before_fit(self):
+        dev = next(self.learn.model.parameters()).device.type
+        with warnings.catch_warnings():  # fastai builds a CUDA autocast, which warns without CUDA
+            warnings.simplefilter('ignore'); super().before_fit()
+        if dev == 'cuda': return
+        dtype = torch.bfloat16 if self.amp_mode == AMPMode.BF16 else torch.float16
+        self.autocast, self.learn.scaler = torch.autocast(dev, dtype=dtype), torch.amp.GradScaler(dev, **self.kwargs)
+
+def precision_callbacks(precision:str='fp32', # 'fp32', 'bf16' or 'fp16'
+                       ) -> list: # callbacks to add to a fit
+    "Callbacks that train in `precision`: none for fp32, a `DeviceMixedPrecision` for bf16 or fp16."
+    if precision not in PRECISIONS: raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}")
+    return [] if precision == 'fp32' else [DeviceMixedPrecision(amp_mode=precision)]
 
 # %% ../nbs/02_callbacks.ipynb #b84aa840
 def adversarial_schedule(
@@ -200,11 +229,12 @@ class UnfreezeFcCritAdaptative(Callback):
 
 # %% ../nbs/02_callbacks.ipynb #600664df
 class LossAttrMetric(Metric):
-    "Average a float attribute stored on the model (e.g. model.adv_loss)."
+    "Average a loss term the loss function keeps (e.g. `XAAELoss.adv_loss`), or else a float attribute the model stores."
     def __init__(self, attr:str): self.attr = attr
     def reset(self): self.total, self.count = 0., 0
     def accumulate(self, learn):
-        v = getattr(_unwrap(learn.model), self.attr, None)
+        v = getattr(learn.loss_func, self.attr, None)
+        if v is None: v = getattr(_unwrap(learn.model), self.attr, None)  # a model that stores its own terms
         if v is None: return
         bs = find_bs(learn.yb)
         self.total += float(v)*bs

@@ -8,7 +8,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/model_aae.html.md"""
 from __future__ import annotations
 import inspect, os, socket
 from pathlib import Path
-from typing import NamedTuple
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -85,8 +85,10 @@ def reconstruction_loss(pred:torch.Tensor, # reconstructions in [0, 1], (bs, C, 
     "0.84·(1 − MS-SSIM) + 0.16·mean L1 between `pred` and `target` (MS-SSIM adapts to the image size)."
     if pred.shape != target.shape:
         raise ValueError(f"reconstruction_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape.")
-    pred, target = pred.float(), target.float()  # SSIM statistics are unreliable in half precision
-    return 0.84 * (1 - adaptive_ms_ssim(pred, target, data_range=1.0)) + 0.16 * F.l1_loss(pred, target)
+    # SSIM statistics (E[x²] − E[x]²) are unreliable in half precision: float32, with autocast off
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        pred, target = pred.float(), target.float()
+        return 0.84 * (1 - adaptive_ms_ssim(pred, target, data_range=1.0)) + 0.16 * F.l1_loss(pred, target)
 
 # %% ../nbs/01_model_aae.ipynb #44b5c361
 def _bce(x, target_value, from_logits=False):
@@ -288,14 +290,21 @@ class LatentCritic(nn.Module):
         out = self.net(torch.cat([z, z * z], dim=1))
         return out if logits else torch.sigmoid(out)
 
-class XAAEOutput(NamedTuple):
-    "What an xAAEnet's forward pass returns with `return_parts=True`: every tensor the losses read."
-    logits:torch.Tensor # class logits (bs, classes)
-    z:torch.Tensor # latent codes (bs, encoding_dims)
-    recons:torch.Tensor|None # reconstructions, None when the decoder did not run
-    gen_logit:torch.Tensor # D's logit on z through a detached copy of D's weights: the generator's term reaches the encoder only
-    fake_logit:torch.Tensor # D's logit on z.detach(): the discriminator's term on codes reaches D only
-    real_logit:torch.Tensor # D's logit on fresh draws n ~ N(0, I)
+class XAAEOutput(tuple):
+    "What an xAAEnet's forward pass returns with `return_parts=True`: every tensor the losses read, by name."
+    _fields = ('logits', 'z', 'recons', 'gen_logit', 'fake_logit', 'real_logit')
+    def __new__(cls, *parts):
+        # fastai's `apply` (`to_float`, `to_detach`, `to_device`) rebuilds a tuple as `type(x)([...])`
+        if len(parts) == 1 and isinstance(parts[0], (list, tuple)): parts = tuple(parts[0])
+        if len(parts) != len(cls._fields): raise TypeError(f"XAAEOutput takes {len(cls._fields)} tensors {cls._fields}, got {len(parts)}")
+        return super().__new__(cls, parts)
+    def _replace(self, **kw): return XAAEOutput(*(kw.get(f, v) for f, v in zip(self._fields, self)))
+    @property
+    def has_recons(self) -> bool: return self.recons.numel() > 0 # False when the decoder did not run
+    def __repr__(self): return f"XAAEOutput({', '.join(f'{f}={tuple(v.shape)}' for f, v in zip(self._fields, self))})"
+
+for _i, _f in enumerate(XAAEOutput._fields): setattr(XAAEOutput, _f, property(itemgetter(_i)))
+
 
 # %% ../nbs/01_model_aae.ipynb #4d7e68d7
 class XAAEBase(nn.Module):
@@ -317,7 +326,6 @@ class XAAEBase(nn.Module):
         self.encoding_dims, self.classes = int(encoding_dims), int(classes)
         self.gen_train, self.run_decoder, self.clean_input, self.return_parts = bool(gen_train), True, None, False
         self.input = self.z = self.decoder_output = self.crit_gen = self.crit_fake = self.crit_real = self.parts = None
-        self.recons_loss = self.adv_loss = self.disc_loss = self.classif_loss = None
         self.encoder = encoder
         child_shapes, self.feature_shape = _probe_encoder(encoder, self.input_size, self.input_channels)
         self._skip_idxs = list(reversed(_skip_indices(child_shapes)))  # deepest first, like the decoder
@@ -421,7 +429,7 @@ def forward(self:XAAEBase,
            ) -> torch.Tensor|XAAEOutput: # class logits (bs, classes), or an `XAAEOutput` when `return_parts` is set
     "Class logits; also stores `input`, `z`, `decoder_output` (None unless `run_decoder`), `crit_fake`, `crit_real` (probabilities) and `parts` on the model."
     z = self.encode(x)
-    recons = self.decode(z) if self.run_decoder else None
+    recons = self.decode(z) if self.run_decoder else z.new_zeros(0)
     self._skips = None  # free the activations
     # The generator's term must not train the discriminator: it sees D through detached weights.
     # The losses use D's logits: BCE on probabilities stops giving gradients once the sigmoid saturates.
@@ -429,7 +437,7 @@ def forward(self:XAAEBase,
     gen_logit = functional_call(self.fc_crit, frozen_critic, (z,), {'logits': True})
     fake_logit, real_logit = self.fc_crit(z.detach(), logits=True), self.fc_crit(torch.randn_like(z), logits=True)
     out = XAAEOutput(self.classifier(z), z, recons, gen_logit, fake_logit, real_logit)
-    self.input, self.z, self.decoder_output, self.parts = x, z, recons, out
+    self.input, self.z, self.decoder_output, self.parts = x, z, recons if self.run_decoder else None, out
     self.crit_gen, self.crit_fake, self.crit_real = torch.sigmoid(gen_logit), torch.sigmoid(fake_logit), torch.sigmoid(real_logit)
     return out if self.return_parts else out.logits
 
@@ -489,7 +497,7 @@ class XAAELoss:
                  classif_weight:float=0., # weight of the cross-entropy on the logits
                 ):
         self.model, self.recons_weight, self.adv_weight, self.classif_weight = model, recons_weight, adv_weight, classif_weight
-        self.disc_loss = None
+        self.recons_loss = self.adv_loss = self.disc_loss = self.classif_loss = None # the last call's terms
         self._check_weights()
 
     def _check_weights(self):
@@ -508,14 +516,14 @@ class XAAELoss:
                  pred:torch.Tensor|XAAEOutput, # what the model's forward returned: logits, or an `XAAEOutput`
                  target:torch.Tensor, # class indices
                 ) -> torch.Tensor:
-        "The generator's weighted objective; stores each term on the model as a float and D's loss in `self.disc_loss`."
+        "The generator's weighted objective; keeps each term on the loss (`recons_loss`, `adv_loss`, `classif_loss` detached; `disc_loss` with its graph)."
         self._check_weights()
         if self.recons_weight == self.adv_weight == self.classif_weight == 0:
             raise ValueError("XAAELoss: all weights are 0; set `recons_weight`, `adv_weight` or `classif_weight`.")
         m, out, total = self.model, self._parts(pred), 0.
         recons = adv = classif = self.disc_loss = None
         if self.recons_weight > 0:
-            if out.recons is None:
+            if not out.has_recons:
                 raise RuntimeError("XAAELoss: `recons_weight` > 0 but the decoder did not run (model.run_decoder is False); "
                                    "set `model.run_decoder = True` or `recons_weight=0`.")
             recons = reconstruction_loss(out.recons, m.input if m.clean_input is None else m.clean_input)
@@ -528,7 +536,7 @@ class XAAELoss:
         if self.classif_weight > 0:
             classif = F.cross_entropy(out.logits.float(), target.long())
             total = total + self.classif_weight * classif
-        m.recons_loss, m.adv_loss, m.disc_loss, m.classif_loss = [None if t is None else t.item() for t in (recons, adv, self.disc_loss, classif)]
+        self.recons_loss, self.adv_loss, self.classif_loss = [None if t is None else t.detach() for t in (recons, adv, classif)]
         return total
 
     def activation(self, x): "Class probabilities, for fastai's `get_preds`/`predict`."; return F.softmax(x, dim=-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io, json, numbers, os, random, time, warnings
 from contextlib import contextmanager, redirect_stdout, nullcontext
 from pathlib import Path
+from dataclasses import dataclass, field
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +17,8 @@ import pandas as pd
 import torch
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.metrics import accuracy
+from fastai.metrics import accuracy, LossMetrics
+from fastcore.basics import patch
 from fastai.callback.schedule import fit_one_cycle
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.callback.training import GradientAccumulation
@@ -30,7 +32,7 @@ import tell_me_why
 from .data import data_fingerprint
 from .model_aae import XAAEBase, XAAELoss
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
-                                   AdversarialGame, xaae_splitter, LossAttrMetric, AtomicSaveModelCallback, StopOnNaN, StopOnDivergence, atomic_write, atomic_save_state, load_state)
+                                   AdversarialGame, xaae_splitter, LossAttrMetric, PRECISIONS, precision_callbacks, AtomicSaveModelCallback, StopOnNaN, StopOnDivergence, atomic_write, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
 from .distributed import (init_distributed, is_distributed, is_main_process, rank, world_size, local_device, on_main,
                                      broadcast_object, broadcast_state, shard_train_dl, DistributedXAAE, fail_together, _group_error)
@@ -38,7 +40,8 @@ from .distributed import (init_distributed, is_distributed, is_main_process, ran
 # %% auto #0
 __all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'DIVERGED_MEAN', 'split_items', 'extract_latent_space',
            'latent_and_targets_from_split', 'latent_prior_report', 'format_prior_report', 'check_training_inputs',
-           'plot_validation_pls', 'save_latent', 'load_latent', 'planned_optimizer_steps', 'train_xaaenet']
+           'plot_validation_pls', 'save_latent', 'load_latent', 'planned_optimizer_steps', 'Phase', 'XAAELearner',
+           'train_xaaenet']
 
 # %% ../nbs/04_training.ipynb #3df12b93
 ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` or `EncoderWithAAEBlocks`
@@ -208,7 +211,7 @@ def load_latent(path) -> dict:
                          "a checkpoint (.pth) holds weights, not codes.")
     return state
 
-# %% ../nbs/04_training.ipynb #eab4f343
+# %% ../nbs/04_training.ipynb #6060f6d7
 _PHASE_TITLES = {'adversarial': 'adversarial', 'autoencoder': 'denoising autoencoder', 'classifier': 'classifier'}
 
 MAX_DISC_LR = 0.03 # cap of the discriminator's learning rate (Adam), the highest we measured working
@@ -227,13 +230,39 @@ def planned_optimizer_steps(dls:DataLoaders, epochs:int, grad_accum:int) -> int:
     "Optimiser steps a phase of `epochs` makes with `GradientAccumulation` over `grad_accum` batches (its count runs across epochs)."
     return int(epochs) * _train_batches(dls) // int(grad_accum)
 
-def _phase_settings(learn, phase, epochs, loss_func, lr, grad_accum) -> dict:
+# %% ../nbs/04_training.ipynb #6b60a1a4
+@dataclass
+class Phase:
+    "What one phase of the curriculum trains, with which loss weights and rates, and where it keeps its weights."
+    name:str # 'adversarial', 'autoencoder' or 'classifier' (a key of `KEEP_CRITERIA`)
+    epochs:int # epochs to run; 0 skips the phase
+    fname:str # checkpoint name in `models_dir`, without extension
+    recons_weight:float=0.; adv_weight:float=0.; classif_weight:float=0. # weights of the phase's `XAAELoss`
+    lr_max:float=1e-4 # peak one-cycle learning rate of the generator
+    disc_lr:float=1e-2 # the discriminator's (constant) learning rate
+    grad_accum:int=1 # batches accumulated per optimiser step
+    patience:int=10 # early-stopping patience of phases that keep their best epoch
+    cbs:list=field(default_factory=list) # callbacks of this phase alone (e.g. the corruption of the autoencoder phase)
+    precision:str='fp32' # 'fp32', 'bf16' or 'fp16' (see `precision_callbacks`)
+
+    def loss(self, model) -> XAAELoss: return XAAELoss(model, self.recons_weight, self.adv_weight, self.classif_weight)
+    @property
+    def terms(self) -> list:
+        "Loss terms this phase computes, logged as metrics."
+        ws = dict(recons_loss=self.recons_weight, adv_loss=self.adv_weight, disc_loss=self.adv_weight, classif_loss=self.classif_weight)
+        return [t for t, w in ws.items() if w > 0]
+
+# %% ../nbs/04_training.ipynb #ea0e5ea0
+_SETTING_DEFAULTS = {'precision': 'fp32'} # value of a setting that records written before it existed stand for
+
+def _phase_settings(learn, phase:Phase) -> dict:
     "What a phase was trained on and with: compared on resume."
     m = learn.model
-    return dict(phase=phase, data=data_fingerprint(learn.dls), classes=[str(v) for v in learn.dls.vocab], model=type(m).__name__,
+    return dict(phase=phase.name, data=data_fingerprint(learn.dls), classes=[str(v) for v in learn.dls.vocab], model=type(m).__name__,
                 arch=getattr(m, 'arch_name', type(m.encoder).__name__), input_size=m.input_size, input_channels=m.input_channels,
-                encoding_dims=m.encoding_dims, recons_weight=float(loss_func.recons_weight), adv_weight=float(loss_func.adv_weight),
-                classif_weight=float(loss_func.classif_weight), epochs=int(epochs), lr_max=float(lr), grad_accum=int(grad_accum))
+                encoding_dims=m.encoding_dims, recons_weight=float(phase.recons_weight), adv_weight=float(phase.adv_weight),
+                classif_weight=float(phase.classif_weight), epochs=int(phase.epochs), lr_max=float(phase.lr_max),
+                grad_accum=int(phase.grad_accum), precision=phase.precision)
 
 def _record_path(ckpt): return ckpt.with_name(f'{ckpt.stem}.done.json')
 
@@ -244,6 +273,7 @@ def _write_record(path, record):
 _RECORD_KEYS = ('epochs', 'epochs_run', 'kept_epoch', 'kept_by', 'optimizer_steps', 'discriminator_steps', 'diverged',
                 'kept_valid_accuracy', 'best_valid_accuracy')
 
+# %% ../nbs/04_training.ipynb #0d451b87
 def _resume_phase(model, ckpt, settings) -> dict|None:
     "The completion record if the phase finished earlier with these settings (its weights are loaded); raise if it finished with others."
     rec_path = _record_path(ckpt)
@@ -251,7 +281,8 @@ def _resume_phase(model, ckpt, settings) -> dict|None:
         if ckpt.exists(): print(f"  resume: {ckpt.name} has no completion record (the phase was interrupted): training this phase again")
         return None
     done = json.loads(rec_path.read_text())
-    diff = [f"{k}: {done.get(k)!r} then, {v!r} now" for k, v in settings.items() if done.get(k) != v]
+    diff = [f"{k}: {done.get(k, _SETTING_DEFAULTS.get(k))!r} then, {v!r} now" for k, v in settings.items()
+            if done.get(k, _SETTING_DEFAULTS.get(k)) != v]
     if diff: raise ValueError(f"resume: the finished phase in {str(rec_path)!r} was trained on other data or settings ({'; '.join(diff)}). "
                               "Use another `models_dir`, or `overwrite=True` to train again from scratch.")
     if not ckpt.exists(): raise FileNotFoundError(f"resume: {str(rec_path)!r} says the phase finished but its checkpoint {str(ckpt)!r} is missing.")
@@ -259,19 +290,7 @@ def _resume_phase(model, ckpt, settings) -> dict|None:
     print(f"  resume: finished phase loaded from {ckpt.name}, skipped")
     return done
 
-def _prior_after(learn, phase):
-    "Prior check on the training split's eval-mode codes, printed and kept in `learn.prior_reports`; returns the codes and classes."
-    codes = {}
-    def check():  # rank 0 encodes the split; every rank keeps the report
-        z, y = codes['zy'] = extract_latent_space(learn.model, learn.dls, 0)
-        try: r = latent_prior_report(z)
-        except ValueError as e: print(f"  z vs N(0, I): not checked ({e})"); return None
-        print(f"  z vs N(0, I) after this phase (training codes, eval mode): {format_prior_report(r)}")
-        return r
-    r = on_main(check)
-    if r is not None: learn.prior_reports[phase] = r
-    return codes.get('zy', (None, None))
-
+# %% ../nbs/04_training.ipynb #d6740609
 # Which validation number chooses the kept epoch (and stops the phase early), and the bounds the others must keep.
 # The adversarial phase keeps its final weights: its "best" loss would only say which player was ahead.
 KEEP_CRITERIA = {'adversarial': None,
@@ -283,66 +302,239 @@ DIVERGED_MEAN = 10. # codes whose mean abs(mean of z_j) exceeds this have left t
 def _divergence_advice(phase) -> str:
     return (f"the {phase} phase diverged; lower `lr_max` (--lr-max), or `disc_lr_factor`, and check that the images are what you expect")
 
-def _phase_record(learn, phase, epochs, save_cb, game, div_cb, start) -> dict:
-    "What a trained phase did: epochs run, the epoch kept and why, steps, divergence, and (classifier) accuracies."
-    log = pd.DataFrame(learn.recorder.values, columns=learn.recorder.metric_names[1:-1])
-    rec = dict(status='trained', epochs=int(epochs), epochs_run=len(log), kept_epoch=int(save_cb.best_epoch),
-               kept_by=(KEEP_CRITERIA[phase] or {}).get('monitor', 'last epoch'), optimizer_steps=game.gen_steps,
-               discriminator_steps=game.disc_steps, diverged=div_cb.reason, train_s=round(time.perf_counter() - start, 2))
-    if 'accuracy' in log:
-        rec.update(kept_valid_accuracy=float(log.accuracy.iloc[save_cb.best_epoch]), best_valid_accuracy=float(log.accuracy.max()))
-    return rec, log
+def _keeper(phase:Phase) -> AtomicSaveModelCallback:
+    "The checkpoint callback that keeps the epoch `KEEP_CRITERIA` names (bounds only on terms the phase logs)."
+    keep = KEEP_CRITERIA.get(phase.name)
+    if keep is None: return AtomicSaveModelCallback(fname=phase.fname, at_end=True)
+    bounds = {k: v for k, v in keep.get('bounds', {}).items() if k in phase.terms}
+    return AtomicSaveModelCallback(fname=phase.fname, monitor=keep['monitor'], bounds=bounds)
 
-def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, cbs, patience, grad_accum, resume, timings, shuffle_rng=None):
-    "Fit one phase; return its record (status 'trained', 'resumed' or 'skipped', kept epoch, steps, divergence)."
-    model, ckpt = learn.model, Path(learn.path)/learn.model_dir/f'{fname}.pth'
-    print(f"Phase {i}/3 — {_PHASE_TITLES[phase]}")
-    settings = _phase_settings(learn, phase, epochs, loss_func, lr, grad_accum)
-    if resume:  # rank 0 decides and loads; the others receive its weights
-        done = on_main(_resume_phase, model, ckpt, settings)
-        if done is not None:
-            broadcast_state(model)
-            return dict({k: done[k] for k in _RECORD_KEYS if k in done}, status='resumed')
-    if epochs == 0:
+# %% ../nbs/04_training.ipynb #95c7ffbc
+class XAAELearner(Learner):
+    "A fastai `Learner` for an xAAEnet that fits the curriculum phase by phase and keeps a record of each."
+    def __init__(self,
+                 dls:DataLoaders, # `(ImageBlock, CategoryBlock)` data with two classes
+                 model:XAAEBase, # `AAE` or `EncoderWithAAEBlocks`
+                 models_dir:str|Path='models', # folder of checkpoints and records
+                 shuffle_rng:random.Random|None=None, # data-parallel runs: the generator every rank shuffles the training items with
+                 **kwargs, # any other `Learner` argument
+                ):
+        super().__init__(dls, model, loss_func=XAAELoss(model, classif_weight=1.), path=Path('.'), model_dir=Path(models_dir),
+                         splitter=xaae_splitter, **kwargs)
+        self.records, self.shuffle_rng = {}, shuffle_rng
+
+    def _view(self, key, only_trained=False):
+        return {p: r[key] for p, r in self.records.items() if key in r and (r['status'] == 'trained' or not only_trained)}
+    phase_records = property(lambda self: self.records)
+    phase_status = property(lambda self: self._view('status'))
+    phase_logs = property(lambda self: self._view('log'))
+    prior_reports = property(lambda self: {p: r for p, r in self._view('prior').items() if r is not None})
+    optimizer_steps = property(lambda self: self._view('optimizer_steps', True))
+    discriminator_steps = property(lambda self: self._view('discriminator_steps', True))
+    phase_timings = property(lambda self: {p: {k: r[k] for k in ('train_s', 'figure_s', 'figures_and_latent_s') if k in r}
+                                           for p, r in self.records.items()})
+    latent_path = property(lambda self: self.records.get('classifier', {}).get('latent_path')) # the latent file `train_xaaenet` saved
+
+
+# %% ../nbs/04_training.ipynb #a54b6384
+@patch
+def fit_phase(self:XAAELearner,
+              phase:Phase, # what to train
+              resume:bool=False, # load the phase instead if it finished in `models_dir` with the same data and settings
+              step:str='', # position shown in the header, e.g. '2/3'
+              cbs:list|None=None, # extra callbacks for this fit (e.g. the user's)
+              keep_codes:bool=False, # also return the training codes of the prior check under 'train_codes'
+             ) -> dict: # the phase's record
+    "Fit one `phase` (or resume or skip it); return its record, also kept in `self.records`."
+    ckpt = Path(self.path)/self.model_dir/f'{phase.fname}.pth'
+    print(f"Phase {step} — {_PHASE_TITLES.get(phase.name, phase.name)}" if step else f"Phase — {phase.name}")
+    settings = _phase_settings(self, phase)
+    rec = self._resumed(ckpt, settings) if resume else None
+    if rec is None and phase.epochs == 0:
         print("  0 epochs: phase skipped")
-        return dict(status='skipped', epochs=0, optimizer_steps=0, discriminator_steps=0)
-    planned = planned_optimizer_steps(learn.dls, epochs, grad_accum)
+        rec = dict(status='skipped', epochs=0, optimizer_steps=0, discriminator_steps=0)
+    if rec is None: rec = self._train(phase, ckpt, settings, step, cbs)
+    rec.update(checkpoint=str(ckpt), prior=None)
+    if rec['status'] != 'skipped': self._check_prior(phase, rec, keep_codes)
+    self.records[phase.name] = rec
+    return rec
+
+@patch
+def _resumed(self:XAAELearner, ckpt, settings) -> dict|None:
+    "Rank 0 decides and loads; the others receive its weights."
+    done = on_main(_resume_phase, self.model, ckpt, settings)
+    if done is None: return None
+    broadcast_state(self.model)
+    return dict({k: done[k] for k in _RECORD_KEYS if k in done}, status='resumed')
+
+# %% ../nbs/04_training.ipynb #e5fd9790
+@patch
+def _phase_callbacks(self:XAAELearner, phase:Phase, cbs) -> dict:
+    "The callbacks of one fit, by role."
+    keep = KEEP_CRITERIA.get(phase.name)
+    roles = dict(save=_keeper(phase), nan=StopOnNaN(), game=AdversarialGame(lr=phase.disc_lr), div=StopOnDivergence())
+    roles['all'] = [GradientAccumulation(phase.grad_accum*self.dls.bs), roles['game'], roles['save'], roles['nan'], roles['div'],
+                    *phase.cbs, *(cbs or []), *precision_callbacks(phase.precision)]
+    if keep is not None: roles['all'].append(EarlyStoppingCallback(monitor=keep['monitor'], patience=phase.patience))
+    roles['dist'] = DistributedXAAE(self.shuffle_rng) if is_distributed() else None
+    if roles['dist'] is not None: roles['all'].append(roles['dist'])
+    return roles
+
+def _warn_few_steps(dls, phase:Phase, step:str):
+    planned = planned_optimizer_steps(dls, phase.epochs, phase.grad_accum)
     if planned < 10 and is_main_process():
-        warnings.warn(f"Phase {i}/3 ({phase}) will make only {planned} optimiser step(s): {epochs} epoch(s) × {_train_batches(learn.dls)} "
-                      f"training batch(es){' per process' if is_distributed() else ''} ÷ grad_accum={grad_accum}. Little can be learned "
-                      "from that: raise the epochs, or lower `grad_accum` or the batch size.", stacklevel=3)
-    learn.loss_func, learn.metrics = loss_func, metrics
-    model.run_decoder = phase != 'adversarial'
-    keep = KEEP_CRITERIA[phase]
-    save_cb = AtomicSaveModelCallback(fname=fname, at_end=True) if keep is None else AtomicSaveModelCallback(fname=fname, **keep)
-    nan_cb, game, div_cb = StopOnNaN(), AdversarialGame(lr=disc_lr), StopOnDivergence()
-    phase_cbs = [GradientAccumulation(grad_accum*learn.dls.bs), game, save_cb, nan_cb, div_cb, *cbs]
-    if keep is not None: phase_cbs.append(EarlyStoppingCallback(monitor=keep['monitor'], patience=patience))
-    dist_cb = DistributedXAAE(shuffle_rng) if is_distributed() else None
-    if dist_cb is not None: phase_cbs.append(dist_cb)
+        warnings.warn(f"Phase {step} ({phase.name}) will make only {planned} optimiser step(s): {phase.epochs} epoch(s) × {_train_batches(dls)} "
+                      f"training batch(es){' per process' if is_distributed() else ''} ÷ grad_accum={phase.grad_accum}. Little can be learned "
+                      "from that: raise the epochs, or lower `grad_accum` or the batch size.", stacklevel=4)
+
+# %% ../nbs/04_training.ipynb #a5846424
+@patch
+def _train(self:XAAELearner, phase:Phase, ckpt:Path, settings:dict, step:str, cbs) -> dict:
+    "Fit `phase`, then write its completion record: only then does it count as finished for `resume`."
+    _warn_few_steps(self.dls, phase, step)
+    self.loss_func = phase.loss(self.model)
+    self.metrics = [LossAttrMetric(t) for t in phase.terms] + ([accuracy] if phase.classif_weight > 0 else [])  # read from the loss
+    self.model.run_decoder, roles = phase.recons_weight > 0, self._phase_callbacks(phase, cbs)
     start = time.perf_counter()
-    try: learn.fit_one_cycle(epochs, lr, cbs=phase_cbs, reset_opt=True)
+    try: self.fit_one_cycle(phase.epochs, phase.lr_max, cbs=roles['all'], reset_opt=True)
     finally:
-        model.run_decoder = True
-        if dist_cb is not None: dist_cb.restore()
-    if nan_cb.nan_at is not None:
-        # rank 0 holds the checkpoints; every rank saw the same (averaged) loss and raises the same error
-        kept = on_main(lambda: f"the last good checkpoint {str(ckpt)!r} is kept" if ckpt.exists() else "no checkpoint of this phase was written")
-        raise _group_error(FloatingPointError(f"Phase {i}/3 ({phase}): the training loss became NaN/inf at epoch {nan_cb.nan_at[0]}, "
-                                              f"batch {nan_cb.nan_at[1]}; {kept}. Lower `lr_max` or check the images."))
-    rec, log = _phase_record(learn, phase, epochs, save_cb, game, div_cb, start)
-    timings[phase], learn.phase_logs[phase] = {'train_s': rec['train_s']}, log
-    print(f"  {game.gen_steps} optimiser steps of the generator, {game.disc_steps} of the discriminator; kept epoch {rec['kept_epoch']} "
-          f"of {rec['epochs_run']} ({rec['kept_by']})" + (f", validation accuracy {rec['kept_valid_accuracy']:.2f} "
-          f"(best epoch {rec['best_valid_accuracy']:.2f})" if 'kept_valid_accuracy' in rec else ''))
-    if rec['diverged']: print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase)}")
-    # the phase ran to its end: only now does it count as finished for `resume`
+        self.model.run_decoder = True
+        if roles['dist'] is not None: roles['dist'].restore()
+    _raise_if_nan(roles['nan'], ckpt, phase, step)
+    rec = _phase_record(self, phase, roles, start)
+    _print_phase(rec, phase)
     if is_main_process(): _write_record(_record_path(ckpt), dict(settings, **{k: rec[k] for k in _RECORD_KEYS if k in rec},
                                                                  finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__))
     return rec
 
+# %% ../nbs/04_training.ipynb #ab3f6b2c
+def _raise_if_nan(nan_cb, ckpt, phase, step):
+    if nan_cb.nan_at is None: return
+    # rank 0 holds the checkpoints; every rank saw the same (averaged) loss and raises the same error
+    kept = on_main(lambda: f"the last good checkpoint {str(ckpt)!r} is kept" if ckpt.exists() else "no checkpoint of this phase was written")
+    raise _group_error(FloatingPointError(f"Phase {step} ({phase.name}): the training loss became NaN/inf at epoch {nan_cb.nan_at[0]}, "
+                                          f"batch {nan_cb.nan_at[1]}; {kept}. Lower `lr_max` or check the images."))
 
-# %% ../nbs/04_training.ipynb #75f26b1c
+def _phase_record(learn, phase:Phase, roles:dict, start:float) -> dict:
+    "What a trained phase did: epochs run, the epoch kept and why, steps, divergence, its log and (classifier) accuracies."
+    log = pd.DataFrame(learn.recorder.values, columns=learn.recorder.metric_names[1:-1])
+    save_cb, game = roles['save'], roles['game']
+    rec = dict(status='trained', epochs=int(phase.epochs), epochs_run=len(log), kept_epoch=int(save_cb.best_epoch),
+               kept_by=(KEEP_CRITERIA.get(phase.name) or {}).get('monitor', 'last epoch'), optimizer_steps=game.gen_steps,
+               discriminator_steps=game.disc_steps, diverged=roles['div'].reason, train_s=round(time.perf_counter() - start, 2), log=log)
+    if 'accuracy' in log:
+        rec.update(kept_valid_accuracy=float(log.accuracy.iloc[save_cb.best_epoch]), best_valid_accuracy=float(log.accuracy.max()))
+    return rec
+
+def _print_phase(rec, phase):
+    acc = (f", validation accuracy {rec['kept_valid_accuracy']:.2f} (best epoch {rec['best_valid_accuracy']:.2f})"
+           if 'kept_valid_accuracy' in rec else '')
+    print(f"  {rec['optimizer_steps']} optimiser steps of the generator, {rec['discriminator_steps']} of the discriminator; "
+          f"kept epoch {rec['kept_epoch']} of {rec['epochs_run']} ({rec['kept_by']}){acc}")
+    if rec['diverged']: print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase.name)}")
+
+# %% ../nbs/04_training.ipynb #ccfd6033
+@patch
+def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False):
+    "Prior check on the training split's eval-mode codes, printed and kept in `rec['prior']`; flags codes far from the prior."
+    codes = {}
+    def check():  # rank 0 encodes the split; every rank gets the report
+        z, y = codes['zy'] = extract_latent_space(self.model, self.dls, 0)
+        try: r = latent_prior_report(z)
+        except ValueError as e: print(f"  z vs N(0, I): not checked ({e})"); return None
+        print(f"  z vs N(0, I) after this phase (training codes, eval mode): {format_prior_report(r)}")
+        return r
+    r = rec['prior'] = on_main(check)
+    if keep_codes: rec['train_codes'] = codes.get('zy', (None, None))
+    if r is not None and r['mean_abs_mean'] > DIVERGED_MEAN and not rec.get('diverged'):
+        rec['diverged'] = f"the codes left the N(0, I) prior (mean abs(mean of z_j) {r['mean_abs_mean']:.3g} > {DIVERGED_MEAN:g})"
+        print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase.name)}")
+
+# %% ../nbs/04_training.ipynb #59c75461
+def _check_run(a:dict):
+    "Refuse, before anything is written, a run that cannot train or would mix with another run in `models_dir`."
+    models_dir, resume, overwrite = a['models_dir'], a['resume'], a['overwrite']
+    check_training_inputs(a['model'], a['dls'], models_dir, **{k: a[k] for k in _WEIGHT_ARGS})
+    if resume and overwrite: raise ValueError("pass `resume=True` (continue the run in `models_dir`) or `overwrite=True` (replace it), not both")
+    records = sorted(Path(models_dir).glob('*.done.json'))
+    if records and not (resume or overwrite):
+        raise FileExistsError(f"`models_dir` {str(models_dir)!r} holds finished phases of an earlier run ({', '.join(r.name for r in records)}): "
+                              "pass `resume=True` to continue that run, or `overwrite=True` to replace it.")
+    if overwrite:
+        for r in records: r.unlink()
+    dls = a['dls']
+    if _train_batches(dls) == 0:
+        raise ValueError(f"The training split ({len(dls.train_ds)} images) gives no full batch of bs={dls.bs}"
+                         + (f" on each of {world_size()} processes" if is_distributed() else "") + ": lower the batch size.")
+    _target_index(dls.vocab, a['pls_target_class'])
+    if a['save_pls'] and a['model'].encoding_dims < 2:
+        raise ValueError(f"`save_pls=True` needs codes of at least 2 dimensions for its 2-component PLS; the model has "
+                         f"encoding_dims={a['model'].encoding_dims}. Build it with encoding_dims >= 2 or pass save_pls=False.")
+
+def _check_numbers(a:dict):
+    for name in ('lr_max', 'lr_max_factor', 'disc_lr_factor'):
+        v = a[name]
+        if not _is_number(v) or not np.isfinite(v) or v <= 0: raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
+    for name in ('epochs_adv', 'epochs_ae', 'epochs_classif', 'grad_accum'):
+        e = a[name]
+        if not _is_number(e) or int(e) != e or e < (1 if name == 'grad_accum' else 0):
+            raise ValueError(f"`{name}` must be a whole number >= {int(name == 'grad_accum')}, got {e!r}")
+    if a['precision'] not in PRECISIONS: raise ValueError(f"`precision` must be one of {PRECISIONS}, got {a['precision']!r}")
+
+# %% ../nbs/04_training.ipynb #ec6bb67f
+def _curriculum(a:dict) -> list[Phase]:
+    "The three phases that `train_xaaenet`'s arguments `a` describe."
+    lr, lr_c, f = a['lr_max'], a['lr_max'] * a['lr_max_factor'], a['disc_lr_factor']
+    common = dict(grad_accum=a['grad_accum'], patience=a['patience'], precision=a['precision'])
+    players = UnfreezeFcCritAdaptative(low_threshold=a['adv_low_threshold'], high_threshold=a['adv_high_threshold'])
+    corruption = CorruptionCallback([AddGaussianNoise(std=a['noise_std']), RandomMasking(mask_ratio=a['mask_ratio'], patch_size=a['patch_size'])])
+    return [Phase('adversarial', a['epochs_adv'], a['adv_fname'], adv_weight=1., lr_max=lr, disc_lr=_disc_lr(lr, f), cbs=[players], **common),
+            Phase('autoencoder', a['epochs_ae'], a['ae_fname'], recons_weight=a['ae_recons_weight'], adv_weight=a['ae_adv_weight'],
+                  lr_max=lr, disc_lr=_disc_lr(lr, f), cbs=[corruption], **common),
+            Phase('classifier', a['epochs_classif'], a['classif_fname'], recons_weight=a['classif_recons_weight'],
+                  adv_weight=a['classif_adv_weight'], classif_weight=a['classif_class_weight'], lr_max=lr_c, disc_lr=_disc_lr(lr_c, f), **common)]
+
+def _shared_shuffle_rng(seed, dls) -> random.Random|None:
+    "Data-parallel runs: every rank walks the training items in the same order (and, on CUDA, uses its own GPU)."
+    if not is_distributed(): return None
+    if torch.cuda.is_available(): dls.device = local_device()
+    return random.Random(broadcast_object(seed if seed is not None else random.randrange(2**32)))
+
+# %% ../nbs/04_training.ipynb #48edb2ee
+def _tsne_after(learn:XAAELearner, phase:Phase, a:dict):
+    "t-SNE figure of the validation codes after `phase` (rank 0 draws it); its time goes into the phase's record."
+    start, dls, model = time.perf_counter(), learn.dls, learn.model
+    def draw():
+        z, y = extract_latent_space(model, dls, 1)
+        save_latent_tsne_figure(z, Path(learn.path)/learn.model_dir/f'tsne_{phase.fname}.png', phase=phase.name, encoding_dims=model.encoding_dims,
+                                max_points=a['tsne_max_points'], perplexity=a['tsne_perplexity'], show=a['show_latent_figures'], targets=y,
+                                class_names=list(dls.vocab), color_by='class' if a['color_by_class'] else None)
+    on_main(draw)
+    learn.records[phase.name]['figure_s'] = time.perf_counter() - start
+
+# %% ../nbs/04_training.ipynb #97ee167a
+def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
+    "After the classifier phase: the PLS figure and the latent file (rank 0 encodes every item once, in `split_items` order)."
+    start, rec = time.perf_counter(), learn.records['classifier']
+    def draw_and_save(z_train, y_train):
+        z_valid = y_valid = None
+        if a['save_pls'] or a['extract_latent']:
+            z_valid, y_valid = extract_latent_space(learn.model, learn.dls, 1)
+            if z_train is None: z_train, y_train = extract_latent_space(learn.model, learn.dls, 0)
+        if a['save_pls']:
+            _pls_validation_latent_after_phase(learn, a['classif_fname'], 'classifier', a['pls_target_class'], a['pls_max_points'],
+                                               a['show_latent_figures'], z_valid, y_valid, z_train, y_train,
+                                               color_by='class' if a['color_by_class'] else 'pls1')
+        if a['extract_latent']:
+            path = Path(a['latent_path']) if a['latent_path'] is not None else Path(learn.path)/learn.model_dir/f"{a['classif_fname']}_latent.pt"
+            path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
+            print(f"Latent codes saved to {path}")
+            return path
+    path = on_main(draw_and_save, *(train_codes or (None, None)))
+    if a['extract_latent']: rec['latent_path'] = path
+    rec['figures_and_latent_s'] = time.perf_counter() - start
+
+# %% ../nbs/04_training.ipynb #ce3b5c07
 def train_xaaenet(
     model:ExplainableModel, # `AAE` or `EncoderWithAAEBlocks`.
     dls:DataLoaders, # fastai `DataLoaders` with `(ImageBlock, CategoryBlock)`.
@@ -372,102 +564,20 @@ def train_xaaenet(
     cbs:list|None=None, # Extra fastai callbacks for every phase
     color_by_class:bool=False, # Colour the t-SNE and PLS figures by class (the default colours by nothing / by PLS1 score)
     disc_lr_factor:float=100., # The discriminator learns at `disc_lr_factor` × each phase's peak rate (at most `MAX_DISC_LR`), with its own optimiser
-) -> Learner:
+    precision:str='fp32', # 'fp32', or mixed precision 'bf16' or 'fp16' on the model's device (`precision_callbacks`)
+) -> XAAELearner:
     "Train an explainable xAAEnet model: adversarial, then autoencoder, then classifier."
-    weights = {k: v for k, v in locals().items() if k in _WEIGHT_ARGS}
-    for name, v in (('lr_max', lr_max), ('lr_max_factor', lr_max_factor), ('disc_lr_factor', disc_lr_factor)):
-        if not _is_number(v) or not np.isfinite(v) or v <= 0: raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
-    for name, e in (('epochs_adv', epochs_adv), ('epochs_ae', epochs_ae), ('epochs_classif', epochs_classif), ('grad_accum', grad_accum)):
-        if not _is_number(e) or int(e) != e or e < (1 if name == 'grad_accum' else 0):
-            raise ValueError(f"`{name}` must be a whole number >= {int(name == 'grad_accum')}, got {e!r}")
+    a = dict(locals())
+    _check_numbers(a)
     init_distributed()  # a no-op unless a launcher (torchrun, accelerate launch) started several processes
     # data-parallel: rank 0 prints and writes; an exception on any rank stops every rank with its message
     with fail_together(), (nullcontext() if is_main_process() else redirect_stdout(io.StringIO())):
-        def check_inputs_and_folder():  # rank 0 looks at the disk; every rank gets its verdict
-            check_training_inputs(model, dls, models_dir, **weights)
-            if resume and overwrite: raise ValueError("pass `resume=True` (continue the run in `models_dir`) or `overwrite=True` (replace it), not both")
-            records = sorted(Path(models_dir).glob('*.done.json'))
-            if records and not (resume or overwrite):
-                raise FileExistsError(f"`models_dir` {str(models_dir)!r} holds finished phases of an earlier run ({', '.join(r.name for r in records)}): "
-                                      "pass `resume=True` to continue that run, or `overwrite=True` to replace it.")
-            if overwrite:
-                for r in records: r.unlink()
-            if _train_batches(dls) == 0:
-                raise ValueError(f"The training split ({len(dls.train_ds)} images) gives no full batch of bs={dls.bs}"
-                                 + (f" on each of {world_size()} processes" if is_distributed() else "") + ": lower the batch size.")
-            _target_index(dls.vocab, pls_target_class)
-            if save_pls and model.encoding_dims < 2:
-                raise ValueError(f"`save_pls=True` needs codes of at least 2 dimensions for its 2-component PLS; the model has "
-                                 f"encoding_dims={model.encoding_dims}. Build it with encoding_dims >= 2 or pass save_pls=False.")
-        on_main(check_inputs_and_folder)
+        on_main(_check_run, a)
         if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
-        shuffle_rng = None
-        if is_distributed():  # ...but every rank must walk the training items in the same order
-            shuffle_rng = random.Random(broadcast_object(seed if seed is not None else random.randrange(2**32)))
-            if torch.cuda.is_available(): dls.device = local_device()
-        show = show_latent_figures
-        models_dir = Path(models_dir)
-        learn = Learner(dls, model, loss_func=XAAELoss(model, classif_weight=1.), path=Path('.'), model_dir=models_dir, splitter=xaae_splitter)
-        learn.phase_logs, learn.phase_status, learn.phase_timings, learn.prior_reports, learn.optimizer_steps = {}, {}, {}, {}, {}
-        learn.discriminator_steps, learn.phase_records = {}, {}
-
-        def run(i, phase, *args):  # one phase, then its record, the prior check and the divergence verdict
-            rec = learn.phase_records[phase] = _run_phase(learn, i, phase, *args)
-            learn.phase_status[phase] = rec['status']
-            if rec['status'] == 'trained': learn.optimizer_steps[phase], learn.discriminator_steps[phase] = rec['optimizer_steps'], rec['discriminator_steps']
-            zy = _prior_after(learn, phase) if rec['status'] != 'skipped' else (None, None)
-            r = learn.prior_reports.get(phase)
-            if r is not None and r['mean_abs_mean'] > DIVERGED_MEAN and not rec.get('diverged'):
-                rec['diverged'] = f"the codes left the N(0, I) prior (mean abs(mean of z_j) {r['mean_abs_mean']:.3g} > {DIVERGED_MEAN:g})"
-                print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase)}")
-            return rec['status'], zy
-        extra = list(cbs or [])
-        t = learn.phase_timings
-
-        def tsne_after(phase, fname):
-            start = time.perf_counter()
-            def draw():  # rank 0 only
-                z, y = extract_latent_space(model, dls, 1)
-                save_latent_tsne_figure(z, Path(learn.path)/models_dir/f'tsne_{fname}.png', phase=phase, encoding_dims=model.encoding_dims,
-                                        max_points=tsne_max_points, perplexity=tsne_perplexity, show=show, targets=y, class_names=list(dls.vocab),
-                                        color_by='class' if color_by_class else None)
-            on_main(draw)
-            t.setdefault(phase, {})['figure_s'] = time.perf_counter() - start
-
-        # Phase 1: encoder → z → discriminator only
-        status, _ = run(1, 'adversarial', epochs_adv, adv_fname, XAAELoss(model, adv_weight=1.), [LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')],
-            lr_max, _disc_lr(lr_max, disc_lr_factor), [UnfreezeFcCritAdaptative(low_threshold=adv_low_threshold, high_threshold=adv_high_threshold), *extra],
-            patience, grad_accum, resume, t, shuffle_rng)
-        if save_tsne and status == 'trained': tsne_after('adversarial', adv_fname)
-
-        # Phase 2: denoising autoencoder
-        corruption = CorruptionCallback([AddGaussianNoise(std=noise_std), RandomMasking(mask_ratio=mask_ratio, patch_size=patch_size)])
-        status, _ = run(2, 'autoencoder', epochs_ae, ae_fname, XAAELoss(model, recons_weight=ae_recons_weight, adv_weight=ae_adv_weight),
-            [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')], lr_max, _disc_lr(lr_max, disc_lr_factor),
-            [corruption, *extra], patience, grad_accum, resume, t, shuffle_rng)
-        if save_tsne and status == 'trained': tsne_after('autoencoder', ae_fname)
-
-        # Phase 3: classifier
-        _, (z_train, y_train) = run(3, 'classifier', epochs_classif, classif_fname,
-            XAAELoss(model, recons_weight=classif_recons_weight, adv_weight=classif_adv_weight, classif_weight=classif_class_weight),
-            [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss'), LossAttrMetric('classif_loss'), accuracy],
-            lr_max*lr_max_factor, _disc_lr(lr_max*lr_max_factor, disc_lr_factor), extra, patience, grad_accum, resume, t, shuffle_rng)
-
-        start = time.perf_counter()
-        def figures_and_latent(z_train, y_train):  # rank 0 only: it encodes every item once, in `split_items` order
-            z_valid = y_valid = None
-            if save_pls or extract_latent:
-                z_valid, y_valid = extract_latent_space(model, dls, 1)
-                if z_train is None: z_train, y_train = extract_latent_space(model, dls, 0)
-            if save_pls:
-                _pls_validation_latent_after_phase(learn, classif_fname, 'classifier', pls_target_class, pls_max_points, show, z_valid, y_valid,
-                                                   z_train, y_train, color_by='class' if color_by_class else 'pls1')
-            if extract_latent:
-                path = Path(latent_path) if latent_path is not None else Path(learn.path)/models_dir/f'{classif_fname}_latent.pt'
-                path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
-                print(f"Latent codes saved to {path}")
-                return path
-        path = on_main(figures_and_latent, z_train, y_train)
-        if extract_latent: learn.latent_path = path
-        t.setdefault('classifier', {})['figures_and_latent_s'] = time.perf_counter() - start
+        learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
+        for i, phase in enumerate(_curriculum(a), 1):
+            rec = learn.fit_phase(phase, resume, f'{i}/3', cbs, keep_codes=phase.name == 'classifier')
+            if save_tsne and phase.name != 'classifier' and rec['status'] == 'trained': _tsne_after(learn, phase, a)
+        _figures_and_latent(learn, rec.pop('train_codes', None), a)
         return learn
+
