@@ -57,7 +57,7 @@ def _job_modules():
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
-            import fastai.vision.all, tell_me_why.training, tell_me_why.fidelity, tell_me_why.visualization  # noqa: F401
+            import fastai.vision.all, tell_me_why.training, tell_me_why.fidelity, tell_me_why.visualization, tell_me_why.pipeline  # noqa: F401
     except (ImportError, RuntimeError, OSError, AttributeError) as e: raise _environment_error(e) from e
 
 # %% ../nbs/09_cli.ipynb #0f5e5219
@@ -348,7 +348,7 @@ def _number(name, v, lo=None, hi=None, whole=False, lo_open=False):
 def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10,
                            lr_max=1e-3, valid_pct=0.25, n_permutations=1000, seed=42, classif_class_weight=0.001,
                            arch='resnet18', pretrained=False, weights=None, planted=None, planted_strength=2.0,
-                           images=None, out='tmw_output', label=None, on_bad_image='skip', **_):
+                           images=None, out='tmw_output', label=None, on_bad_image='skip', precision='fp32', **_):
     "Raise a clear error, naming the command-line option, for any setting `explain_image_folder` cannot run with."
     _number('size', size, 32, whole=True)
     if bs is not None: _number('bs', bs, 2, whole=True)
@@ -365,6 +365,7 @@ def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128
     if (pretrained or weights) and arch == 'small': raise ValueError("--arch small has no ImageNet weights: drop --pretrained/--weights or pick a resnet")
     if pretrained and weights: raise ValueError("pass either --pretrained (download) or --weights FILE (local), not both")
     if weights is not None and not Path(weights).is_file(): raise FileNotFoundError(f"--weights {str(weights)!r} is not a file")
+    if precision not in ('fp32', 'bf16', 'fp16'): raise ValueError(f"`precision` must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
     if on_bad_image not in ('skip', 'raise'): raise ValueError(f"`on_bad_image` must be 'skip' or 'raise', got {on_bad_image!r}")
     if planted is not None:
         if planted not in PLANTED_CHOICES: raise ValueError(f"--planted must be one of {', '.join(PLANTED_CHOICES)}, got {planted!r}")
@@ -417,22 +418,12 @@ def _progress_bars(on:bool):
     try: yield
     finally: defaults.callbacks = saved
 
-def _predict_from_z(model, z) -> np.ndarray:
-    "Predicted classes from latent codes: the classifier head alone, no need to re-encode the images."
-    import torch
-    model.eval()
-    with torch.no_grad(): return model.classifier(z.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
 
 # %% ../nbs/09_cli.ipynb #92d6ef9b
 FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
                        valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001, lr_max_factor=1.) # the main job's settings for a folder of images
 PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
                         valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=3.) # ... for `planted=CUE` (the fidelity page's set-up)
-
-def _rel(p, root:Path, shown:Path) -> str:
-    "`p` as a path under `shown` when it lies under `root` (the folder the run wrote to), else unchanged."
-    try: return (shown/Path(p).relative_to(root)).as_posix()
-    except ValueError: return str(p)
 
 def explain_image_folder(
     images:str|Path|None=None, # Folder of images (searched recursively); None = the bundled pets sample (or the planted set)
@@ -459,6 +450,7 @@ def explain_image_folder(
     on_bad_image:str='skip', # Unreadable images: 'skip' (listed in the report) or 'raise'
     progress:bool=True, # Progress bars (off for saved notebook outputs and logs)
     show:bool=False, # Also show figures inline (notebooks)
+    precision:str='fp32', # 'fp32', or mixed precision 'bf16' / 'fp16' (`train_xaaenet`'s `precision`)
 ) -> dict:
     "Train, score, explain and report on a two-class image folder; returns the paths and tables it wrote."
     t0 = time.perf_counter()
@@ -467,7 +459,7 @@ def explain_image_folder(
                  classif_class_weight=classif_class_weight)
     s = {**(PLANTED_DEFAULTS if planted else FOLDER_DEFAULTS), **{k: v for k, v in given.items() if v is not None}}
     check_explain_settings(**s, bs=bs, grad_accum=grad_accum, seed=seed, pretrained=pretrained, weights=weights, planted=planted,
-                           planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image)
+                           planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image, precision=precision)
     out = Path(out)
     _job_modules()
     from tell_me_why.distributed import init_distributed, on_main
@@ -475,144 +467,66 @@ def explain_image_folder(
     with contextlib.ExitStack() as lock:  # one run at a time into OUT: rank 0 holds the lock, every rank gets its refusal
         on_main(lambda: lock.enter_context(run_lock(out)) and None)
         return _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted,
-                        planted_strength, on_bad_image, progress, show, t0)
+                        planted_strength, on_bad_image, progress, show, t0, precision)
+
+def _run_settings(data, s:dict, pretrained, weights, seed, resume, planted, planted_strength, precision) -> dict:
+    "The settings the report shows and run.json keeps."
+    return dict(images=data.images, label=data.label, classes=data.vocab, class_a=data.class_a, n_train=data.n_train, n_valid=data.n_valid,
+                size=s['size'], arch=s['arch'], pretrained=bool(pretrained), weights=weights, encoding_dims=s['encoding_dims'],
+                epochs=[s['epochs_adv'], s['epochs_ae'], s['epochs_classif']], lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'],
+                bs=data.plan['bs'], grad_accum=data.plan['grad_accum'], lr_max_factor=s['lr_max_factor'], valid_pct=s['valid_pct'],
+                n_permutations=s['n_permutations'], seed=seed, resume=resume, planted=planted, planted_strength=planted_strength if planted else None,
+                pls_fit='train split (held out from the report set)', report_set='validation split', precision=precision)
+
+def _print_training(training:dict):
+    print("Optimiser steps: " + ', '.join(f"{p} {r.get('optimizer_steps', 0)} ({_status(p, r)})" for p, r in training['phases'].items()))
+    if _kept_line(training): print(_kept_line(training))
+
+def _planted_data(work, out, prepare, planted, planted_strength, size, seed, class_a):
+    "The known-answer showcase: make the planted image set in the run's folder, then prepare it."
+    print(f"tell_me_why showcase: a '{planted}' cue planted at d = {planted_strength} in 2 × 150 images ({out.as_posix()}/planted_images)")
+    from tell_me_why.fidelity import make_planted_cue_dataset
+    make_planted_cue_dataset(work/'planted_images', planted, planted_strength, n_per_class=150, size=size, seed=seed, overwrite=True)
+    return prepare(work/'planted_images', 'folder', f"{out.as_posix()}/planted_images", class_a or 'planted')
 
 def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted, planted_strength,
-             on_bad_image, progress, show, t0):
-    from tell_me_why.distributed import is_main_process, on_main, fail_together, world_size
+             on_bad_image, progress, show, t0, precision='fp32'):
+    "The main job as the pipeline's stages: rank 0 writes OUT, the other ranks (data-parallel) only train."
+    from tell_me_why.distributed import is_main_process, on_main, fail_together
+    from tell_me_why.data import sample_data_path
+    from tell_me_why import pipeline as P
     on_main(_check_out, out, resume, overwrite)  # refuse before anything is read or written
     main = is_main_process()
     quiet = contextlib.nullcontext() if main else contextlib.redirect_stdout(io.StringIO())
-    import torch, fastai, torchvision.models
-    from tell_me_why.data import sample_data_path, two_class_dataloaders, data_fingerprint
-    from tell_me_why.model_aae import AAE, XAAEBase, default_device
-    from tell_me_why.training import train_xaaenet, load_latent
-    from tell_me_why.feature_scores import compute_feature_score_table
-    from tell_me_why.visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
-    from tell_me_why.fidelity import make_planted_cue_dataset, small_encoder
-    from tell_me_why.explanation import gather_evidence
-    from tell_me_why.callbacks import atomic_write
     epochs = (s['epochs_adv'], s['epochs_ae'], s['epochs_classif'])
-
-    def loaders(folder, label):
-        "Check the images, split them and plan the optimiser steps: everything that can fail before training."
-        with warnings.catch_warnings():  # said below in plain words, and listed in the report
-            warnings.filterwarnings('ignore', message='skipped .* image files that cannot be read')
-            dls = two_class_dataloaders(folder, label=label, size=s['size'], valid_pct=s['valid_pct'], seed=seed, bs=2,
-                                        on_bad_image=on_bad_image, progress=progress, device=default_device())
-        if dls.skipped_images:
-            print(f"Skipped {len(dls.skipped_images)} image file(s) that cannot be read (listed in the report): "
-                  + '; '.join(f"{p} ({why})" for p, why in dls.skipped_images[:5]) + ('; ...' if len(dls.skipped_images) > 5 else ''))
-        n_train, n_valid = len(dls.train.items), len(dls.valid.items)
-        if n_valid < MIN_POINTS:
-            raise ValueError(f"the validation split has {n_valid} images; the explanation (PLS) needs at least {MIN_POINTS}: "
-                             "raise --valid-pct or add images")
-        if n_train < MIN_POINTS:
-            raise ValueError(f"the training split has {n_train} images; the PLS axis is fitted on it and needs at least {MIN_POINTS}: "
-                             "lower --valid-pct or add images")
-        plan = plan_optimiser_steps(len(dls.train.items) // world_size(), bs, grad_accum, epochs)  # data-parallel: each rank's share
-        dls.train.bs = dls.valid.bs = plan['bs']
-        if class_a is not None and class_a not in dls.vocab:
-            raise ValueError(f"--class-a {class_a!r} is not one of the classes {list(dls.vocab)}")
-        return dls, plan
-
+    prepare = lambda folder, label, shown, class_a: P.prepare_data(folder, label, s['size'], s['valid_pct'], seed, bs, grad_accum, epochs,
+                                                                   class_a, on_bad_image, progress, shown)
     if not planted:
-        folder = Path(images) if images is not None else sample_data_path()/'images'
-        label = label or ('pets' if images is None else 'folder')
-        shown_folder = str(images) if images is not None else 'the bundled pets sample'
-        if main: print(f"tell_me_why: {shown_folder} ({label} labels)")
-        with fail_together(), quiet: dls, plan = loaders(folder, label)
+        folder, label = Path(images) if images is not None else sample_data_path()/'images', label or ('pets' if images is None else 'folder')
+        shown = str(images) if images is not None else 'the bundled pets sample'
+        if main: print(f"tell_me_why: {shown} ({label} labels)")
+        with fail_together(), quiet: data = prepare(folder, label, shown, class_a)
     with (_output_folder(out, resume, overwrite) if main else _scratch_folder()) as work, _progress_bars(progress and main), fail_together(), quiet:
-        if planted:
-            print(f"tell_me_why showcase: a '{planted}' cue planted at d = {planted_strength} in 2 × 150 images ({out.as_posix()}/planted_images)")
-            make_planted_cue_dataset(work/'planted_images', planted, planted_strength, n_per_class=150, size=s['size'], seed=seed, overwrite=True)
-            label, shown_folder = 'folder', f"{out.as_posix()}/planted_images"
-            class_a = class_a or 'planted'
-            dls, plan = loaders(work/'planted_images', label)
-        n_train, n_valid = len(dls.train.items), len(dls.valid.items)
-        plan_line = (f"{n_train} training images{f' shared by {world_size()} processes' if world_size() > 1 else ''}: batches of {plan['bs']}{' (chosen)' if plan['auto_bs'] else ''}, {plan['batches_per_epoch']} "
-                     f"an epoch; gradient accumulation {plan['grad_accum']}{' (chosen)' if plan['auto_grad_accum'] else ''} → "
-                     f"{plan['steps_per_epoch']} optimiser steps an epoch; planned per phase: "
-                     + ', '.join(f"{p} {n}" for p, n in plan['steps_per_phase'].items()) + '.')
-        print(plan_line)
-        if plan['note']: print(f"Warning: {plan['note']}.")
-        vocab = list(dls.vocab)
-        class_a = class_a if class_a is not None else vocab[1]
-        class_b = [v for v in vocab if v != class_a][0]
-        torch.manual_seed(seed)
-        if s['arch'] == 'small': model = XAAEBase(small_encoder(), input_size=s['size'], encoding_dims=s['encoding_dims'])
-        else: model = AAE(input_size=s['size'], encoding_dims=s['encoding_dims'], arch=getattr(torchvision.models, s['arch']),
-                          pretrained=weights or pretrained)
+        if planted: data = _planted_data(work, out, prepare, planted, planted_strength, s['size'], seed, class_a)
+        print(P.plan_line(data))
+        if data.plan['note']: print(f"Warning: {data.plan['note']}.")
         EpochLines, TableColumns = _job_callbacks()
-        learn = train_xaaenet(model, dls, *epochs, lr_max=s['lr_max'], lr_max_factor=s['lr_max_factor'], classif_class_weight=s['classif_class_weight'],
-                              grad_accum=plan['grad_accum'], models_dir=work/'models', pls_target_class=class_a,
-                              show_latent_figures=show, seed=seed, resume=resume, patience=max(3, s['epochs_classif']),
-                              extract_latent=True, cbs=[TableColumns()] if progress else [EpochLines()])
-        if not main: return dict(learn=learn, out=out)  # rank 0 explains and writes the report
-        training = dict(plan_line=plan_line, grad_accum=plan['grad_accum'], bs=plan['bs'], batches_per_epoch=plan['batches_per_epoch'],
-                        phases={p: dict(learn.phase_records[p], epochs=e) for p, e in zip(_PHASES, epochs)})
-        print("Optimiser steps: " + ', '.join(f"{p} {r.get('optimizer_steps', 0)} ({_status(p, r)})" for p, r in training['phases'].items()))
-        if _kept_line(training): print(_kept_line(training))
-        prior = {p: {k: int(v) if isinstance(v, (int, np.integer)) else float(v) for k, v in r.items()}
-                 for p, r in (getattr(learn, 'prior_reports', None) or {}).items()}
-        # the codes of both splits were saved by train_xaaenet, in split_items order: no second encoding pass
-        lat = load_latent(learn.latent_path)
-        is_tr = np.array([x == 'train' for x in lat['split']])
-        z_tr, y_tr, z_va, y_va = lat['z'][is_tr], lat['targets'][is_tr], lat['z'][~is_tr], lat['targets'][~is_tr].numpy()
-        paths_tr, paths_va = [p for p, t in zip(lat['paths'], is_tr) if t], [p for p, t in zip(lat['paths'], is_tr) if not t]
+        trained = P.train_model(P.build_model(s['arch'], s['size'], s['encoding_dims'], seed, pretrained, weights), data, work/'models', epochs,
+                                s['lr_max'], s['lr_max_factor'], s['classif_class_weight'], seed, resume, precision,
+                                cbs=[TableColumns()] if progress else [EpochLines()], show=show)
+        if not main: return dict(learn=trained.learn, out=out)
+        _print_training(trained.training)
+        codes = P.encode_splits(trained.learn)  # saved by train_xaaenet in split_items order: no second encoding pass
         print("Scoring image cues")
-        table = compute_feature_score_table(paths_tr + paths_va, progress=progress)
-        table.insert(1, 'split', ['train']*len(paths_tr) + ['valid']*len(paths_va))
-        table.assign(Source_File_Path=[_rel(p, work, out) for p in table.Source_File_Path]).to_csv(work/'feature_scores.csv', index=False)
+        table = P.score_cues(codes, progress)
         print("Explaining the decision axis")
-        preds = _predict_from_z(learn.model, z_va)
-        a = vocab.index(class_a)
-        chance = separation_summary(preds, y_va)  # the accuracy test alone, before the figures: they must not overstate
-        caution = (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
-                   f"p = {_fmt(chance['accuracy_p_value'])}): no cue below is a finding")
-        res = run_pls_feature_figures(z_va, (y_va == a).astype(float), table[table.split == 'valid'].drop(columns='split').reset_index(drop=True),
-                                      target_label=class_a, positive_label=class_a, negative_label=class_b,
-                                      save_dir=work/'interpretation', show=show, fit_z=z_tr, fit_target=(y_tr.numpy() == a).astype(float),
-                                      n_permutations=s['n_permutations'], random_state=seed, caution=caution)
-        ranking = res['importance_rank']
-        ranking.to_csv(work/'cue_ranking.csv', index=False)
-        latent_traversal_figure(learn.model.decode, z_va, (y_va == a).astype(float), target_label=class_a,
-                                positive_label=class_a, negative_label=class_b, fit_z=z_tr,
-                                fit_target=(y_tr.numpy() == a).astype(float), save_path=work/'interpretation'/'latent_traversal.png', show=show)
-        print("Editing the cues and walking the codes across the decision boundary")
-        ev = gather_evidence(learn, paths_va, z_va, y_va, table[table.split == 'valid'].reset_index(drop=True), ranking, target_idx=a,
-                             fit_z=z_tr, fit_y=y_tr, save_dir=work/'interpretation', seed=seed, progress=progress, show=show)
-        ev['interventions'].to_csv(work/'cue_interventions.csv', index=False)
-        ev['verdicts'].to_csv(work/'cue_verdicts.csv', index=False)
-        summary = separation_summary(preds, y_va, res.get('target_perm_p_value'))
-        figures = {'effect of each cue on the decision (interventions)': 'interpretation/cue_effects.png',
-                   'latent counterfactuals of four validation images': 'interpretation/counterfactuals.png',
-                   'cue ranking': 'interpretation/feature_importance_ranking.png', 'alignment panels': 'interpretation/feature_alignment_panels.png',
-                   'walk along the decision axis': 'interpretation/latent_traversal.png', 'PLS biplot of validation codes': 'models/pls_xaaenet_classif.png',
-                   't-SNE after the adversarial phase': 'models/tsne_xaaenet_adv.png', 't-SNE after the autoencoder phase': 'models/tsne_xaaenet_ae.png'}
-        figures = {k: v for k, v in figures.items() if (work/v).exists()}
-        skipped = [(_rel(p, work, out), why) for p, why in dls.skipped_images]
-        settings = dict(images=shown_folder, label=label, classes=vocab, class_a=class_a, n_train=n_train, n_valid=n_valid,
-                        size=s['size'], arch=s['arch'], pretrained=bool(pretrained), weights=weights, encoding_dims=s['encoding_dims'],
-                        epochs=list(epochs), lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'], bs=plan['bs'],
-                        grad_accum=plan['grad_accum'], lr_max_factor=s['lr_max_factor'], valid_pct=s['valid_pct'], n_permutations=s['n_permutations'], seed=seed,
-                        resume=resume, planted=planted, planted_strength=planted_strength if planted else None,
-                        pls_fit='train split (held out from the report set)', report_set='validation split')
-        report = write_report(work/'report.md', summary, ranking, class_a, class_b, settings, figures,
-                              training=training, prior=prior, skipped=skipped, evidence=ev)
-        record = dict(tmw_xai=tell_me_why.__version__, torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(),
-                      finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                      seconds=round(time.perf_counter() - t0, 1), data=dict(fingerprint=data_fingerprint(dls), images=shown_folder,
-                      label=label, classes=vocab, n_train=n_train, n_valid=n_valid, skipped_images=skipped),
-                      settings=settings, training=training, prior=prior,
-                      result=dict(**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()},
-                                  verdicts=json.loads(ev['verdicts'].head(5)[['cue', 'verdict'] + [c for c in ('effect', 'ci_low', 'ci_high', 'walk_rho') if c in ev['verdicts']]].to_json(orient='records')),
-                                  axes={k: ev['axes'][k] for k in ('cosine', 'r_s_pls1')},
-                                  top_cues=ranking.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in ranking else [])].to_dict('records')))
-        atomic_write(work/'run.json', lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o))))
+        ex = P.explain_model(trained.learn, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show)
+        settings = _run_settings(data, s, pretrained, weights, seed, resume, planted, planted_strength, precision)
+        P.write_outputs(work, out, data, trained, table, ex, settings, time.perf_counter() - t0)
     print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {(out/'report.md').as_posix()}")
-    return dict(learn=learn, summary=summary, ranking=ranking, evidence=ev, feature_table=table, report=out/'report.md', record=out/'run.json',
-                out=out, traversal=out/'interpretation'/'latent_traversal.png', training=training, prior=prior)
+    return dict(learn=trained.learn, summary=ex.summary, ranking=ex.ranking, evidence=ex.evidence, feature_table=table, report=out/'report.md',
+                record=out/'run.json', out=out, traversal=out/'interpretation'/'latent_traversal.png', training=trained.training, prior=trained.prior)
+
 
 # %% ../nbs/09_cli.ipynb #0486cbfa
 _EXAMPLES = """examples:
@@ -666,6 +580,7 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     m.add_argument('--grad-accum', type=int, metavar='K', help=f"batches per optimiser step, >= 1 (default: the largest K <= 4 that leaves {MIN_STEPS_PER_EPOCH} steps an epoch)")
     m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; with --planted the classifier phase peaks at {P['lr_max_factor']:g} x this)")
     m.add_argument('--classif-class-weight', type=float, metavar='W', help=f"weight of the cross-entropy term in the classifier phase, >= 0 (default: {F['classif_class_weight']}; {P['classif_class_weight']} with --planted)")
+    m.add_argument('--precision', choices=['fp32', 'bf16', 'fp16'], default='fp32', help="training precision: fp32, or mixed precision bf16 / fp16 on the model's device (default: fp32)")
     m.add_argument('--seed', type=int, default=42, metavar='N', help="seed of the split, the weights and the permutations, >= 0 (default: 42)")
     e = p.add_argument_group('explanation and output')
     e.add_argument('--n-permutations', type=int, metavar='N', help=f"shuffles for the permutation p-values, >= 0; 0 = no permutation test (default: {F['n_permutations']}; {P['n_permutations']} with --planted)")
