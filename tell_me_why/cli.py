@@ -139,6 +139,8 @@ def _training_lines(training:dict) -> list[str]:
                  + (f" {'n/a' if r.get('kept_epoch') is None else r['kept_epoch']} |" if kept else ""))
     return L + [""]
 
+
+# %% ../nbs/09_cli.ipynb #43b3c239
 def _diverged_lines(training:dict|None) -> list[str]:
     "The report's opening warning for every phase that diverged, with the likely fix."
     bad = {ph: r['diverged'] for ph, r in (training or {}).get('phases', {}).items() if r.get('diverged')}
@@ -158,6 +160,8 @@ def _prior_lines(prior:dict) -> list[str]:
                  f"{r.get('two_sample_auc', float('nan')):.2f} | {r.get('n', 'n/a')} |")
     return L + [""]
 
+
+# %% ../nbs/09_cli.ipynb #f2d1df0c
 def _num(v, fmt='+.2f') -> str: return 'n/a' if v is None or not np.isfinite(v) else format(v, fmt)
 
 def _evidence_lines(ev:dict, class_a:str, top:int=6) -> list[str]:
@@ -182,39 +186,28 @@ def _evidence_lines(ev:dict, class_a:str, top:int=6) -> list[str]:
           "a cue that drives the decision here is a cue the model responds to, which may stand in for something else in real photos.", ""]
     return L
 
-def write_report(path, # Markdown file to write
-                 summary:dict, # from `separation_summary`
-                 ranking:pd.DataFrame, # `importance_rank` of `run_pls_feature_figures`
-                 class_a:str, class_b:str, # positive (PLS1 points to it) and negative class names
-                 settings:dict, # run settings shown in the report
-                 figures:dict, # title → path (relative to the report) of the figures to link
-                 alpha:float=0.05, top:int=5,
-                 training:dict|None=None, # `{'phases': {phase: record of `train_xaaenet`'s `phase_records`}, 'plan_line': str}`
-                 prior:dict|None=None, # `{phase: latent_prior_report(z)}`; None = section left out
-                 skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
-                 evidence:dict|None=None, # from `gather_evidence`: leads the report when given
-                ) -> Path:
-    "Write a plain-language Markdown report of a tell_me_why run."
-    path = Path(path)
-    pcol = 'perm_p_value' if 'perm_p_value' in ranking else 'p_value'
-    L = [f"# tell_me_why report: {class_a} vs {class_b}", ""]
-    untrained = training is not None and not any(r.get('status') in ('trained', 'resumed') for r in training['phases'].values())
-    L += _diverged_lines(training)
-    if untrained:
-        L += ["**This model is untrained: every phase had 0 epochs.** Its codes are those of random weights; nothing below "
-              "describes a learned decision.", ""]
+
+# %% ../nbs/09_cli.ipynb #f2ee3da3
+def _opening_lines(summary:dict, untrained:bool) -> list[str]:
+    "The verdict on the model itself: untrained, separating the classes better than chance, or not."
+    L = (["**This model is untrained: every phase had 0 epochs.** Its codes are those of random weights; nothing below "
+          "describes a learned decision.", ""] if untrained else [])
     acc = (f"Validation accuracy {summary['accuracy']:.2f} on {summary['n_valid']} images "
            f"(majority-class baseline {summary['baseline']:.2f}, one-sided binomial p = {_fmt(summary['accuracy_p_value'])}); "
            f"PLS decision axis permutation p = {_fmt(summary['axis_perm_p_value'])}.")
     if summary['separated'] and not untrained:
-        L += ["**The model separates the two classes better than chance**, so the cue ranking below describes a real decision axis.", "", acc]
-    else:
-        L += ["**Caution: the model does not separate the two classes better than chance on the validation set.** "
-              "The cue ranking below describes noise more than a decision and must not be read as a finding. "
-              "Train longer, on more images, or with pretrained weights (`--pretrained`, needs a network or `--weights FILE`).", "", acc]
-    if evidence is not None: L += [""] + _evidence_lines(evidence, class_a)
+        return L + ["**The model separates the two classes better than chance**, so the cue ranking below describes a real decision axis.", "", acc]
+    return L + ["**Caution: the model does not separate the two classes better than chance on the validation set.** "
+                "The cue ranking below describes noise more than a decision and must not be read as a finding. "
+                "Train longer, on more images, or with pretrained weights (`--pretrained`, needs a network or `--weights FILE`).", "", acc]
+
+
+# %% ../nbs/09_cli.ipynb #ca1964e2
+def _ranking_lines(ranking, summary:dict, class_a:str, class_b:str, alpha:float, top:int, untrained:bool, after_evidence:bool) -> list[str]:
+    "The correlational section: which cues line up with the decision axis, and the table of the top ones."
+    pcol = 'perm_p_value' if 'perm_p_value' in ranking else 'p_value'
     sig = ranking[ranking[pcol] < alpha]
-    L += ["", "## Cues that line up with the decision axis" + (" (correlation)" if evidence is not None else ""), ""]
+    L = ["", "## Cues that line up with the decision axis" + (" (correlation)" if after_evidence else ""), ""]
     if len(sig) and summary['separated'] and not untrained:
         how = ("permutation test: the axis separates the classes, the cue follows the axis, and the cue is higher in the "
                "class the axis puts it on" if pcol == 'perm_p_value' else "Pearson test of the cue's alignment with the axis")
@@ -241,18 +234,39 @@ def write_report(path, # Markdown file to write
     if has_class:
         L[-1] += (f" \"r with {class_a}\" is the cue's correlation with the class on the same images: a cue can follow the axis "
                   "without differing between the classes, and then it is not part of the decision (its permutation p stays large).")
-    L += ["Alignment is correlation, not a proof of what the network computes.", ""]
+    return L + ["Alignment is correlation, not a proof of what the network computes.", ""]
+
+
+# %% ../nbs/09_cli.ipynb #82289c0b
+def write_report(path, # Markdown file to write
+                 summary:dict, # from `separation_summary`
+                 ranking:pd.DataFrame, # `importance_rank` of `run_pls_feature_figures`
+                 class_a:str, class_b:str, # positive (PLS1 points to it) and negative class names
+                 settings:dict, # run settings shown in the report
+                 figures:dict, # title → path (relative to the report) of the figures to link
+                 alpha:float=0.05, top:int=5,
+                 training:dict|None=None, # `{'phases': {phase: record of `train_xaaenet`'s `phase_records`}, 'plan_line': str}`
+                 prior:dict|None=None, # `{phase: latent_prior_report(z)}`; None = section left out
+                 skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
+                 evidence:dict|None=None, # from `gather_evidence`: leads the report when given
+                ) -> Path:
+    "Write a plain-language Markdown report of a tell_me_why run."
+    path = Path(path)
+    untrained = training is not None and not any(r.get('status') in ('trained', 'resumed') for r in training['phases'].values())
+    L = [f"# tell_me_why report: {class_a} vs {class_b}", ""] + _diverged_lines(training) + _opening_lines(summary, untrained)
+    if evidence is not None: L += [""] + _evidence_lines(evidence, class_a)
+    L += _ranking_lines(ranking, summary, class_a, class_b, alpha, top, untrained, evidence is not None)
     if training is not None: L += _training_lines(training)
     if prior is not None: L += _prior_lines(prior)
     if skipped:
         L += ["## Images left out", "", f"{len(skipped)} file(s) could not be read and were skipped:", ""]
         L += [f"- `{p}`: {why}" for p, why in skipped] + [""]
-    L += ["## Figures", ""]
-    L += [f"- [{title}]({Path(p).as_posix()})" for title, p in figures.items()]
+    L += ["## Figures", ""] + [f"- [{title}]({Path(p).as_posix()})" for title, p in figures.items()]
     L += ["", "## Run settings", "", "```json", json.dumps(settings, indent=1, default=str), "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('\n'.join(L))
     return path
+
 
 # %% ../nbs/09_cli.ipynb #ebf17dfe
 RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'cue_interventions.csv', 'cue_verdicts.csv', 'models',
@@ -272,6 +286,8 @@ def _check_out(out:Path, resume:bool, overwrite:bool) -> list[str]:
                               "--overwrite to replace it, or choose another folder")
     return prev
 
+
+# %% ../nbs/09_cli.ipynb #0698d8ca
 @contextlib.contextmanager
 def _output_folder(out:Path, resume:bool, overwrite:bool):
     "Yield the folder to write into; a previous run in `out` is replaced only after the new one has finished."
@@ -345,6 +361,8 @@ def _number(name, v, lo=None, hi=None, whole=False, lo_open=False):
         rng = ' and '.join(s for s in [f"{'>' if lo_open else '>='} {lo}" if lo is not None else '', f"<= {hi}" if hi is not None else ''] if s)
         raise ValueError(f"{_opt(name)} must be {kind}{' ' + rng if rng else ''}, got {v!r}")
 
+
+# %% ../nbs/09_cli.ipynb #fc2f5e3a
 def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10,
                            lr_max=1e-3, valid_pct=0.25, n_permutations=1000, seed=42, classif_class_weight=0.001,
                            arch='resnet18', pretrained=False, weights=None, planted=None, planted_strength=2.0,
@@ -425,6 +443,8 @@ FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=
 PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
                         valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=3.) # ... for `planted=CUE` (the fidelity page's set-up)
 
+
+# %% ../nbs/09_cli.ipynb #3e95e450
 def explain_image_folder(
     images:str|Path|None=None, # Folder of images (searched recursively); None = the bundled pets sample (or the planted set)
     out:str|Path='tmw_output', # Output folder
@@ -469,6 +489,8 @@ def explain_image_folder(
         return _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted,
                         planted_strength, on_bad_image, progress, show, t0, precision)
 
+
+# %% ../nbs/09_cli.ipynb #70d73791
 def _run_settings(data, s:dict, pretrained, weights, seed, resume, planted, planted_strength, precision) -> dict:
     "The settings the report shows and run.json keeps."
     return dict(images=data.images, label=data.label, classes=data.vocab, class_a=data.class_a, n_train=data.n_train, n_valid=data.n_valid,
@@ -489,6 +511,8 @@ def _planted_data(work, out, prepare, planted, planted_strength, size, seed, cla
     make_planted_cue_dataset(work/'planted_images', planted, planted_strength, n_per_class=150, size=size, seed=seed, overwrite=True)
     return prepare(work/'planted_images', 'folder', f"{out.as_posix()}/planted_images", class_a or 'planted')
 
+
+# %% ../nbs/09_cli.ipynb #c18b9964
 def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted, planted_strength,
              on_bad_image, progress, show, t0, precision='fp32'):
     "The main job as the pipeline's stages: rank 0 writes OUT, the other ranks (data-parallel) only train."
@@ -552,6 +576,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option, its default and limits)\n")
 
+
+# %% ../nbs/09_cli.ipynb #5fdc4f56
 def tmw_explain_parser() -> argparse.ArgumentParser:
     "The argument parser of `tmw-explain`: every option with its default and limits."
     F, P = FOLDER_DEFAULTS, PLANTED_DEFAULTS
@@ -591,6 +617,8 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     e.add_argument('--debug', action='store_true', help="show the Python traceback of an error (or set TMW_DEBUG=1)")
     return p
 
+
+# %% ../nbs/09_cli.ipynb #6dc04c54
 _USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 def tmw_explain(argv:list|None=None) -> int: # exit status: 0 done, 2 user error, 130 interrupted, 1 bug
