@@ -458,7 +458,7 @@ def explain_image_folder(
     weights:str|None=None, # Local ImageNet state-dict file for `arch` (offline alternative to `pretrained`)
     encoding_dims:int|None=None, # Size of the latent code z, >= 2; None = 128 (32 with `planted`)
     epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 5, 10 (4, 5, 15 with `planted`)
-    lr_max:float|None=None, # Peak learning rate in (0, 1]; None = 1e-3 (the classifier phase peaks at 3 × this with `planted`)
+    lr_max:float|None=None, # Peak learning rate in (0, 1]; None = 0.001 (the classifier phase peaks at 3 × this with `planted`)
     valid_pct:float|None=None, # Share of images held out for validation, in (0, 1); None = 0.25 (0.4 with `planted`)
     n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000 (999 with `planted`)
     classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (1.0 with `planted`)
