@@ -107,6 +107,11 @@ def main(argv=None):
 
     dls = tiny_dls(a.n_per_class, a.size, a.bs)
     model = tiny_model(100 + a.rank, a.size, a.width)
+    import tell_me_why.training as T
+    plain_encode, encoded = T._encode, []
+    def counting_encode(m, dl):  # images this rank encodes for the prior checks, figures and latent file
+        z, y = plain_encode(m, dl); encoded.append(len(z)); return z, y
+    T._encode = counting_encode
     if a.mode == 'sync': return sync_share(a, dls, model)  # deliberately different initial weights on each rank
     res['initial_hash'] = state_hash(model)
     probe = Probe()
@@ -120,6 +125,7 @@ def main(argv=None):
     except BaseException as e:
         res['error'] = dict(type=type(e).__name__, message=str(e), at=time.time())
     res['seconds'] = time.perf_counter() - start
+    res['encoded'] = sum(encoded)
     res.update(backward_s=probe.t_backward, batches_s=probe.t_batches, n_batches=probe.n_batches, n_items=probe.n_items)
     res['files'] = sorted(str(p) for p in Path('.').rglob('*') if p.is_file())
     Path(a.out).write_text(json.dumps(res, indent=1, default=str))

@@ -16,8 +16,8 @@ from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['is_distributed', 'rank', 'world_size', 'is_main_process', 'local_device', 'init_distributed', 'broadcast_object',
-           'broadcast_state', 'on_main', 'shard_train_dl', 'shard_valid_dl', 'DistributedXAAE', 'DistributedRunError',
-           'fail_together']
+           'all_gather', 'broadcast_state', 'on_main', 'shard_train_dl', 'shard_valid_dl', 'DistributedXAAE',
+           'DistributedRunError', 'fail_together']
 
 # %% ../nbs/11_distributed.ipynb #cc39b63d
 def _unwrap(model): return getattr(model, 'module', model)  # the model inside a DistributedDataParallel wrapper
@@ -64,6 +64,15 @@ def broadcast_object(obj, # any picklable object; only rank 0's is used
     box = [obj]
     dist.broadcast_object_list(box, src, device=local_device() if dist.get_backend() == 'nccl' else None)
     return box[0]
+
+def all_gather(obj, # any picklable object
+              ) -> list: # every rank's `obj`, in rank order
+    "Every rank's `obj` on every rank (`[obj]` without a process group); every rank must call it."
+    if not is_distributed(): return [obj]
+    out = [None] * world_size()
+    if dist.get_backend() == 'nccl': torch.cuda.set_device(local_device())
+    dist.all_gather_object(out, obj)
+    return out
 
 def broadcast_state(model:torch.nn.Module, src:int=0) -> torch.nn.Module:
     "Copy rank `src`'s parameters and buffers into `model` on every rank."

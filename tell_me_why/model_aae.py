@@ -298,6 +298,10 @@ class XAAEOutput(tuple):
         if len(parts) == 1 and isinstance(parts[0], (list, tuple)): parts = tuple(parts[0])
         if len(parts) != len(cls._fields): raise TypeError(f"XAAEOutput takes {len(cls._fields)} tensors {cls._fields}, got {len(parts)}")
         return super().__new__(cls, parts)
+    # the namedtuple protocol: PyTorch's pytree (DistributedDataParallel's output walk) then sees six tensors
+    @classmethod
+    def _make(cls, parts): return cls(*parts)
+    def _asdict(self) -> dict: return dict(zip(self._fields, self))
     def _replace(self, **kw): return XAAEOutput(*(kw.get(f, v) for f, v in zip(self._fields, self)))
     @property
     def has_recons(self) -> bool: return self.recons.numel() > 0 # False when the decoder did not run

@@ -35,13 +35,13 @@ from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, Unf
                                    AdversarialGame, xaae_splitter, LossAttrMetric, PRECISIONS, precision_callbacks, AtomicSaveModelCallback, StopOnNaN, StopOnDivergence, atomic_write, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
 from .distributed import (init_distributed, is_distributed, is_main_process, rank, world_size, local_device, on_main,
-                                     broadcast_object, broadcast_state, shard_train_dl, DistributedXAAE, fail_together, _group_error)
+                                     broadcast_object, broadcast_state, shard_train_dl, shard_valid_dl, all_gather, DistributedXAAE, fail_together, _group_error)
 
 # %% auto #0
 __all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'DIVERGED_MEAN', 'split_items', 'extract_latent_space',
-           'latent_and_targets_from_split', 'latent_prior_report', 'format_prior_report', 'check_training_inputs',
-           'plot_validation_pls', 'save_latent', 'load_latent', 'planned_optimizer_steps', 'Phase', 'XAAELearner',
-           'train_xaaenet']
+           'latent_and_targets_from_split', 'encode_split', 'latent_prior_report', 'format_prior_report',
+           'check_training_inputs', 'plot_validation_pls', 'save_latent', 'load_latent', 'planned_optimizer_steps',
+           'Phase', 'XAAELearner', 'train_xaaenet']
 
 # %% ../nbs/04_training.ipynb #3df12b93
 ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` or `EncoderWithAAEBlocks`
@@ -63,24 +63,36 @@ def split_items(dls, # fastai `DataLoaders` (or a `Learner`, whose `dls` is used
 
 # %% ../nbs/04_training.ipynb #d2fecdfb
 @torch.no_grad()
+def _encode(model:XAAEBase, dl) -> tuple[torch.Tensor, torch.Tensor]:
+    "Codes and classes of every batch of `dl`, in eval mode, on the CPU."
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    zs, ys = [torch.zeros(0, model.encoding_dims)], [torch.zeros(0, dtype=torch.long)]
+    try:
+        for xb, yb in dl:
+            zs.append(model.encode(xb.to(device)).float().cpu().as_subclass(torch.Tensor))
+            ys.append(yb.view(-1).cpu().as_subclass(torch.Tensor).long())
+    finally: model.train(was_training)
+    return torch.cat(zs), torch.cat(ys)
+
 def extract_latent_space(model:XAAEBase, dls:DataLoaders, ds_idx:int=1) -> tuple[torch.Tensor, torch.Tensor]:
     "Latent codes z (n, encoding_dims) and class indices (n,) of split `ds_idx`, on the CPU, in `split_items` order."
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    zs, ys = [], []
-    try:
-        with _ordered_dl(dls, ds_idx) as dl:
-            for xb, yb in dl:
-                zs.append(model.encode(xb.to(device)).float().cpu().as_subclass(torch.Tensor))
-                ys.append(yb.view(-1).cpu().as_subclass(torch.Tensor))
-    finally: model.train(was_training)
-    return torch.cat(zs), torch.cat(ys).long()
+    with _ordered_dl(dls, ds_idx) as dl: return _encode(model, dl)
 
 def latent_and_targets_from_split(learn:Learner, ds_idx:int=1) -> tuple[np.ndarray, np.ndarray]:
     "Numpy latent codes and class indices of split `ds_idx` (1 = validation) for a trained `learn`."
     z, y = extract_latent_space(learn.model, learn.dls, ds_idx)
     return z.numpy(), y.numpy()
+
+# %% ../nbs/04_training.ipynb #bf3ffd76
+def encode_split(model:XAAEBase, # the model, unwrapped
+                 dls:DataLoaders, # the learner's data
+                 ds_idx:int=1, # 0 = train, 1 = valid
+                ) -> tuple[torch.Tensor, torch.Tensor]: # codes (n, encoding_dims) and classes (n,), in `split_items` order
+    "`extract_latent_space`, each rank of a data-parallel run encoding its own block of the split."
+    if not is_distributed(): return extract_latent_space(model, dls, ds_idx)
+    with _ordered_dl(dls, ds_idx) as dl: parts = all_gather(_encode(model, shard_valid_dl(dl, rank(), world_size())))
+    return torch.cat([z for z, _ in parts]), torch.cat([y for _, y in parts])
 
 # %% ../nbs/04_training.ipynb #048fe871
 def latent_prior_report(z, # latent codes (n, encoding_dims), tensor or array
@@ -437,15 +449,14 @@ def _print_phase(rec, phase):
 @patch
 def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False):
     "Prior check on the training split's eval-mode codes, printed and kept in `rec['prior']`; flags codes far from the prior."
-    codes = {}
-    def check():  # rank 0 encodes the split; every rank gets the report
-        z, y = codes['zy'] = extract_latent_space(self.model, self.dls, 0)
+    z, y = encode_split(self.model, self.dls, 0)  # every rank encodes its share; rank 0 tests and prints
+    def check():
         try: r = latent_prior_report(z)
         except ValueError as e: print(f"  z vs N(0, I): not checked ({e})"); return None
         print(f"  z vs N(0, I) after this phase (training codes, eval mode): {format_prior_report(r)}")
         return r
     r = rec['prior'] = on_main(check)
-    if keep_codes: rec['train_codes'] = codes.get('zy', (None, None))
+    if keep_codes: rec['train_codes'] = (z, y)
     if r is not None and r['mean_abs_mean'] > DIVERGED_MEAN and not rec.get('diverged'):
         rec['diverged'] = f"the codes left the N(0, I) prior (mean abs(mean of z_j) {r['mean_abs_mean']:.3g} > {DIVERGED_MEAN:g})"
         print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase.name)}")
@@ -502,10 +513,10 @@ def _shared_shuffle_rng(seed, dls) -> random.Random|None:
 
 # %% ../nbs/04_training.ipynb #48edb2ee
 def _tsne_after(learn:XAAELearner, phase:Phase, a:dict):
-    "t-SNE figure of the validation codes after `phase` (rank 0 draws it); its time goes into the phase's record."
+    "t-SNE figure of the validation codes after `phase`; its time goes into the phase's record."
     start, dls, model = time.perf_counter(), learn.dls, learn.model
-    def draw():
-        z, y = extract_latent_space(model, dls, 1)
+    z, y = encode_split(model, dls, 1)
+    def draw():  # rank 0 draws
         save_latent_tsne_figure(z, Path(learn.path)/learn.model_dir/f'tsne_{phase.fname}.png', phase=phase.name, encoding_dims=model.encoding_dims,
                                 max_points=a['tsne_max_points'], perplexity=a['tsne_perplexity'], show=a['show_latent_figures'], targets=y,
                                 class_names=list(dls.vocab), color_by='class' if a['color_by_class'] else None)
@@ -514,13 +525,14 @@ def _tsne_after(learn:XAAELearner, phase:Phase, a:dict):
 
 # %% ../nbs/04_training.ipynb #97ee167a
 def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
-    "After the classifier phase: the PLS figure and the latent file (rank 0 encodes every item once, in `split_items` order)."
+    "After the classifier phase: the PLS figure and the latent file (every item encoded once, in `split_items` order)."
     start, rec = time.perf_counter(), learn.records['classifier']
-    def draw_and_save(z_train, y_train):
-        z_valid = y_valid = None
-        if a['save_pls'] or a['extract_latent']:
-            z_valid, y_valid = extract_latent_space(learn.model, learn.dls, 1)
-            if z_train is None: z_train, y_train = extract_latent_space(learn.model, learn.dls, 0)
+    z_train, y_train = train_codes or (None, None)
+    z_valid = y_valid = None
+    if a['save_pls'] or a['extract_latent']:  # every rank encodes its share of each split
+        z_valid, y_valid = encode_split(learn.model, learn.dls, 1)
+        if z_train is None: z_train, y_train = encode_split(learn.model, learn.dls, 0)
+    def draw_and_save():  # rank 0 only
         if a['save_pls']:
             _pls_validation_latent_after_phase(learn, a['classif_fname'], 'classifier', a['pls_target_class'], a['pls_max_points'],
                                                a['show_latent_figures'], z_valid, y_valid, z_train, y_train,
@@ -530,7 +542,7 @@ def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
             path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
             print(f"Latent codes saved to {path}")
             return path
-    path = on_main(draw_and_save, *(train_codes or (None, None)))
+    path = on_main(draw_and_save)
     if a['extract_latent']: rec['latent_path'] = path
     rec['figures_and_latent_s'] = time.perf_counter() - start
 
