@@ -510,38 +510,42 @@ class XAAELoss:
             if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)) or not w >= 0 or not np.isfinite(w):
                 raise ValueError(f"XAAELoss: `{name}` must be a finite number >= 0, got {w!r}.")
 
-    def _parts(self, pred):
-        "`pred` if the model returned an `XAAEOutput`, else the parts of that forward pass, kept on the model (logits-only forward)."
-        if isinstance(pred, XAAEOutput): return pred
-        if self.model.parts is None: raise RuntimeError("XAAELoss: the model has not run a forward pass yet; call it first.")
-        return self.model.parts._replace(logits=pred)
-
-    def __call__(self,
-                 pred:torch.Tensor|XAAEOutput, # what the model's forward returned: logits, or an `XAAEOutput`
-                 target:torch.Tensor, # class indices
-                ) -> torch.Tensor:
-        "The generator's weighted objective; keeps each term on the loss (`recons_loss`, `adv_loss`, `classif_loss` detached; `disc_loss` with its graph)."
-        self._check_weights()
-        if self.recons_weight == self.adv_weight == self.classif_weight == 0:
-            raise ValueError("XAAELoss: all weights are 0; set `recons_weight`, `adv_weight` or `classif_weight`.")
-        m, out, total = self.model, self._parts(pred), 0.
-        recons = adv = classif = self.disc_loss = None
-        if self.recons_weight > 0:
-            if not out.has_recons:
-                raise RuntimeError("XAAELoss: `recons_weight` > 0 but the decoder did not run (model.run_decoder is False); "
-                                   "set `model.run_decoder = True` or `recons_weight=0`.")
-            recons = reconstruction_loss(out.recons, m.input if m.clean_input is None else m.clean_input)
-            total = total + self.recons_weight * recons
-        if self.adv_weight > 0:
-            adv = adversarial_loss_from_logits(out.gen_logit, out.real_logit, gen_train=True)
-            self.disc_loss = adversarial_loss_from_logits(out.fake_logit, out.real_logit, gen_train=False)
-            # a discriminator-only step (gen_train False) optimises D's loss; otherwise the generator's term
-            total = total + self.adv_weight * (adv if m.gen_train else self.disc_loss)
-        if self.classif_weight > 0:
-            classif = F.cross_entropy(out.logits.float(), target.long())
-            total = total + self.classif_weight * classif
-        self.recons_loss, self.adv_loss, self.classif_loss = [None if t is None else t.detach() for t in (recons, adv, classif)]
-        return total
-
     def activation(self, x): "Class probabilities, for fastai's `get_preds`/`predict`."; return F.softmax(x, dim=-1)
     def decodes(self, x): "Predicted class indices, for fastai's `predict`."; return x.argmax(dim=-1)
+
+# %% ../nbs/01_model_aae.ipynb #dde55276
+@patch
+def _parts(self:XAAELoss, pred):
+    "`pred` if the model returned an `XAAEOutput`, else the parts of that forward pass, kept on the model (logits-only forward)."
+    if isinstance(pred, XAAEOutput): return pred
+    if self.model.parts is None: raise RuntimeError("XAAELoss: the model has not run a forward pass yet; call it first.")
+    return self.model.parts._replace(logits=pred)
+
+@patch
+def __call__(self:XAAELoss,
+             pred:torch.Tensor|XAAEOutput, # what the model's forward returned: logits, or an `XAAEOutput`
+             target:torch.Tensor, # class indices
+            ) -> torch.Tensor:
+    "The generator's weighted objective; keeps each term on the loss (`recons_loss`, `adv_loss`, `classif_loss` detached; `disc_loss` with its graph)."
+    self._check_weights()
+    if self.recons_weight == self.adv_weight == self.classif_weight == 0:
+        raise ValueError("XAAELoss: all weights are 0; set `recons_weight`, `adv_weight` or `classif_weight`.")
+    m, out, total = self.model, self._parts(pred), 0.
+    recons = adv = classif = self.disc_loss = None
+    if self.recons_weight > 0:
+        if not out.has_recons:
+            raise RuntimeError("XAAELoss: `recons_weight` > 0 but the decoder did not run (model.run_decoder is False); "
+                               "set `model.run_decoder = True` or `recons_weight=0`.")
+        recons = reconstruction_loss(out.recons, m.input if m.clean_input is None else m.clean_input)
+        total = total + self.recons_weight * recons
+    if self.adv_weight > 0:
+        adv = adversarial_loss_from_logits(out.gen_logit, out.real_logit, gen_train=True)
+        self.disc_loss = adversarial_loss_from_logits(out.fake_logit, out.real_logit, gen_train=False)
+        # a discriminator-only step (gen_train False) optimises D's loss; otherwise the generator's term
+        total = total + self.adv_weight * (adv if m.gen_train else self.disc_loss)
+    if self.classif_weight > 0:
+        classif = F.cross_entropy(out.logits.float(), target.long())
+        total = total + self.classif_weight * classif
+    self.recons_loss, self.adv_loss, self.classif_loss = [None if t is None else t.detach() for t in (recons, adv, classif)]
+    return total
+
