@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     if a.job: run_job(Path(a.job[0]), Path(a.job[1]), Path(a.job[2]), a.threads, a.n_permutations); return 0
     sizes = sorted(int(s) for s in a.sizes.split(','))
     if any(n < 100 for n in sizes): p.error("--sizes: each size must be at least 100 images")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent)] + [os.environ['PYTHONPATH']] * bool(os.environ.get('PYTHONPATH'))),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent)] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])),
                MPLBACKEND='Agg', OMP_NUM_THREADS=str(a.threads))
     results = []
     for n in sizes:

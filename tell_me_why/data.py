@@ -465,9 +465,9 @@ def two_class_dataloaders(
     seed:int=42, # Seed of the random train/valid split
     bs:int=16, # Batch size, at least 1 and at most the number of training images
     num_workers:int|None=None, # DataLoader worker processes; None = `auto_num_workers()` (0 on the CPU)
-    pin_memory:bool|None=None, # page-locked batches; None = when they go to a CUDA device
     on_bad_image:str='raise', # Files that cannot be decoded: 'raise' (error listing them) or 'skip' (one warning)
     progress:bool=True, # Progress bar of the image check
+    pin_memory:bool|None=None, # page-locked batches; None = when they go to a CUDA device
     **kwargs, # Passed to `DataBlock.dataloaders`
 ) -> DataLoaders:
     "fastai `DataLoaders` of `(image, category)` for a two-class task, with every input checked before training."
