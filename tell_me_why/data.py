@@ -6,7 +6,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/data.html.md"""
 
 # %% ../nbs/00_data.ipynb #e7ba737e
 from __future__ import annotations
-import hashlib, math, os, re, struct, warnings, zlib
+import hashlib, math, multiprocessing, os, pickle, re, struct, sys, warnings, zlib
 from io import BytesIO
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -26,10 +26,10 @@ from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, RandomSplit
                                get_image_files, parent_label, DataLoaders)
 
 # %% auto #0
-__all__ = ['ALPHA_BACKGROUND', 'FLOAT_TOLERANCE', 'sample_data_path', 'sample_image_files', 'pet_species', 'label_rule',
-           'ImageDecodeError', 'read_levels', 'read_pixels', 'FormatSample', 'write_format_samples',
-           'write_bad_format_samples', 'ViewedImage', 'BadImagesError', 'check_images', 'two_class_dataloaders',
-           'data_fingerprint']
+__all__ = ['ALPHA_BACKGROUND', 'FLOAT_TOLERANCE', 'MAX_AUTO_WORKERS', 'sample_data_path', 'sample_image_files', 'pet_species',
+           'label_rule', 'ImageDecodeError', 'read_levels', 'read_pixels', 'FormatSample', 'write_format_samples',
+           'write_bad_format_samples', 'ViewedImage', 'BadImagesError', 'check_images', 'default_start_method',
+           'auto_num_workers', 'two_class_dataloaders', 'data_fingerprint']
 
 # %% ../nbs/00_data.ipynb #2355d69b
 def sample_data_path() -> Path: # Folder holding the bundled pet photos (`images/`, `labels.csv`, `README.md`)
@@ -410,6 +410,47 @@ def check_images(
         _warned_frames.update(str(p) for p, _ in frames)
     return good, bad
 
+# %% ../nbs/00_data.ipynb #02313bbd
+MAX_AUTO_WORKERS = 8 # the most DataLoader workers `auto_num_workers` chooses: more rarely helps one GPU, and each costs memory
+
+def default_start_method() -> str: # 'fork', 'spawn' or 'forkserver'
+    "How DataLoader worker processes start here (multiprocessing's start method, without fixing it)."
+    return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+
+def _usable_cores() -> int:
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def auto_num_workers(cuda:bool|None=None, # batches go to a CUDA device; None = `torch.cuda.is_available()`
+                     start_method:str|None=None, # how workers start; None = `default_start_method()`
+                     cores:int|None=None, # CPU cores this process may use; None = its CPU affinity
+                     procs:int|None=None, # training processes sharing those cores; None = `LOCAL_WORLD_SIZE` (set by torchrun) or 1
+                    ) -> int: # DataLoader worker processes
+    "Workers `two_class_dataloaders` uses by default: 0 on the CPU or where workers do not start by fork, else this process's share of the cores, at most 8."
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    start_method = default_start_method() if start_method is None else start_method
+    if not cuda or start_method != 'fork': return 0
+    cores = _usable_cores() if cores is None else cores
+    procs = int(os.environ.get('LOCAL_WORLD_SIZE') or 1) if procs is None else procs
+    return max(0, min(MAX_AUTO_WORKERS, cores // max(1, procs)))
+
+
+# %% ../nbs/00_data.ipynb #89f73fca
+def _check_workers(dl, num_workers:int, get_y) -> None:
+    "Refuse, in words, workers that cannot start: where they do not fork, the loaders must pickle and the label function be importable."
+    if num_workers == 0 or default_start_method() == 'fork': return
+    how = f"DataLoader workers start by {default_start_method()!r} here, so each needs its own copy of the loaders"
+    main = sys.modules.get('__main__')
+    if getattr(get_y, '__module__', None) == '__main__' and not hasattr(main, '__file__'):
+        raise ValueError(f"num_workers={num_workers}: {how}, and the labelling function {getattr(get_y, '__name__', get_y)!r} "
+                         "was defined interactively (a notebook), where a worker cannot find it; use num_workers=0 (or None), "
+                         "or define the function in a module")
+    try: pickle.dumps(dl.fake_l)
+    except Exception as e:
+        raise ValueError(f"num_workers={num_workers}: {how}, but they cannot be pickled ({type(e).__name__}: {e}); "
+                         "use num_workers=0 (or None), or a labelling function defined at the top level of a module") from None
+
+
 # %% ../nbs/00_data.ipynb #143e08e8
 def _whole(name, v, lo) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v or v < lo:
@@ -423,13 +464,15 @@ def two_class_dataloaders(
     valid_pct:float=0.2, # Share of images held out for validation, strictly between 0 and 1
     seed:int=42, # Seed of the random train/valid split
     bs:int=16, # Batch size, at least 1 and at most the number of training images
-    num_workers:int=0, # DataLoader workers (0 is safest in notebooks and on CPU)
+    num_workers:int|None=None, # DataLoader worker processes; None = `auto_num_workers()` (0 on the CPU)
     on_bad_image:str='raise', # Files that cannot be decoded: 'raise' (error listing them) or 'skip' (one warning)
     progress:bool=True, # Progress bar of the image check
+    pin_memory:bool|None=None, # page-locked batches; None = when they go to a CUDA device
     **kwargs, # Passed to `DataBlock.dataloaders`
 ) -> DataLoaders:
     "fastai `DataLoaders` of `(image, category)` for a two-class task, with every input checked before training."
     size, bs = _whole('size', size, 1), _whole('bs', bs, 1)
+    num_workers = auto_num_workers() if num_workers is None else _whole('num_workers', num_workers, 0)
     if isinstance(valid_pct, bool) or not isinstance(valid_pct, (int, float)) or not 0 < valid_pct < 1:
         raise ValueError(f"`valid_pct` must lie strictly between 0 and 1, got {valid_pct!r}")
     if on_bad_image not in ('raise', 'skip'): raise ValueError(f"`on_bad_image` must be 'raise' or 'skip', got {on_bad_image!r}")
@@ -453,7 +496,9 @@ def two_class_dataloaders(
                          "(one for training, one for validation), and far more to learn anything")
     dblock = DataBlock(blocks=(ImageBlock(cls=ViewedImage), CategoryBlock), get_items=lambda _: items,
                        splitter=RandomSplitter(valid_pct=valid_pct, seed=seed), get_y=get_y, item_tfms=Resize(size))
-    dls = dblock.dataloaders(items[0].parent, bs=bs, num_workers=num_workers, **kwargs)
+    if pin_memory is None: pin_memory = torch.cuda.is_available() and torch.device(kwargs.get('device') or 'cuda').type == 'cuda'
+    dls = dblock.dataloaders(items[0].parent, bs=bs, num_workers=num_workers, pin_memory=bool(pin_memory), **kwargs)
+    _check_workers(dls.train, num_workers, get_y)
     for name, dl in (('validation', dls.valid), ('training', dls.train)):
         held = sorted({get_y(o) for o in dl.items})
         if len(held) < 2:

@@ -7,24 +7,28 @@ Docs: https://tell-me-why.github.io/tell_me_why/feature_scores.html.md"""
 # %% ../nbs/05_feature_scores.ipynb #2d01c4a1
 from __future__ import annotations
 
-import math, os, warnings
-from collections.abc import Callable, Iterable, Mapping
+import hashlib, importlib.util, math, os, threading, warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
+import PIL, torchvision
 import pandas as pd
 import torch
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 import torch.nn.functional as F
+from fastcore.basics import patch
 from tqdm import tqdm
 
 from .data import read_levels
+from .callbacks import atomic_write
 
 # %% auto #0
-__all__ = ['DecodedImage', 'available_feature_scores', 'compute_feature_score_table', 'PixelImage', 'score_pixels']
+__all__ = ['CUE_VERSION', 'DecodedImage', 'available_feature_scores', 'compute_feature_score_table', 'cue_version', 'PixelImage',
+           'score_pixels']
 
 # %% ../nbs/05_feature_scores.ipynb #a71c6bd9
 def _as_grey(img:torch.Tensor) -> torch.Tensor:
@@ -268,9 +272,10 @@ def _resolve_scores(score_names, custom_scores) -> list[tuple[str, Callable]]:
     return [(n, registry[n]) for n in names]
 
 # %% ../nbs/05_feature_scores.ipynb #3be0cfb7
-def _score_image(path, plan):
-    "Values of every score in `plan` for one file, or the exception (naming the file) that stopped it."
+def _score_image(path, plan, data:bytes|None=None):
+    "Values of every score in `plan` for one file (its bytes `data` if already read), or the exception (naming the file) that stopped it."
     img = DecodedImage(path)
+    if data is not None: img.data = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     name = None
     try:
         img.data
@@ -299,6 +304,29 @@ def _torch_threads(n):
     finally: torch.set_num_threads(old)
 
 # %% ../nbs/05_feature_scores.ipynb #069c4475
+def _score_all(paths, plan, score, n_workers, on_error, progress) -> tuple[list, list[str]]:
+    "Rows of `score(path, plan)` for every path (serially or on `n_workers` threads) after `on_error`, and the failure notes."
+    rows, last_good, failed = [], None, []
+    nan_row = [math.nan] * len(plan)
+    with tqdm(total=len(paths), desc="Feature scores", unit="img", disable=not progress) as bar:
+        pool = ThreadPoolExecutor(n_workers) if n_workers > 0 else None
+        try:
+            results = pool.map(score, paths, [plan] * len(paths)) if pool else (score(p, plan) for p in paths)
+            for path, (values, err) in zip(paths, results):
+                if err is not None:
+                    if on_error == 'raise': raise err
+                    fill = 'NaN row' if on_error == 'nan' or last_good is None else 'previous row repeated'
+                    failed.append(f"{err} ({fill})")
+                    values = nan_row if fill == 'NaN row' else last_good
+                else: last_good = values
+                rows.append(values)
+                bar.update()
+        finally:
+            if pool: pool.shutdown(wait=True, cancel_futures=True)
+    return rows, failed
+
+
+# %% ../nbs/05_feature_scores.ipynb #32c038ef
 def compute_feature_score_table(
     image_paths:Iterable[str|Path], # image files; the table keeps this order
     score_names:str|Iterable[str]|None=None, # built-in and/or custom score names, in column order; None = all
@@ -307,6 +335,7 @@ def compute_feature_score_table(
     custom_scores:Mapping[str, Callable[[DecodedImage], float]]|None=None, # extra scores: name -> fn(DecodedImage) -> number
     progress:bool=True, # show one tqdm progress bar for the whole table
     torch_threads:int|None=1, # torch intra-op threads during the call (restored after); None = leave as is
+    cache_dir:str|Path|None=None, # folder of a cache of built-in scores keyed by file content and `cue_version` (see below); None = no cache
 ) -> pd.DataFrame: # `Source_File_Path` (str) then one float column per score, one row per input path
     "Table of interpretable image cues, one row per image file, computed in one pass over the files."
     if on_error not in _ON_ERROR:
@@ -320,34 +349,117 @@ def compute_feature_score_table(
         raise ValueError(f"torch_threads must be a positive int or None; got {torch_threads!r}")
     plan = _resolve_scores(score_names, custom_scores)
     paths = [str(p) for p in image_paths]
-    if n_workers == -1: n_workers = os.cpu_count() or 1
-    n_workers = min(n_workers, len(paths))
-
-    rows, last_good, failed = [], None, []
-    nan_row = [math.nan] * len(plan)
-    with _torch_threads(torch_threads), tqdm(total=len(paths), desc="Feature scores", unit="img",
-                                             disable=not progress) as bar:
-        pool = ThreadPoolExecutor(n_workers) if n_workers > 0 else None
-        try:
-            results = (pool.map(_score_image, paths, [plan] * len(paths)) if pool
-                       else (_score_image(p, plan) for p in paths))
-            for path, (values, err) in zip(paths, results):
-                if err is not None:
-                    if on_error == 'raise': raise err
-                    fill = 'NaN row' if on_error == 'nan' or last_good is None else 'previous row repeated'
-                    failed.append(f"{err} ({fill})")
-                    values = nan_row if fill == 'NaN row' else last_good
-                else: last_good = values
-                rows.append(values)
-                bar.update()
-        finally:
-            if pool: pool.shutdown(wait=True, cancel_futures=True)
+    n_workers = min((os.cpu_count() or 1) if n_workers == -1 else n_workers, len(paths))
+    cache = None if cache_dir is None else _ScoreCache(cache_dir)
+    try:
+        with _torch_threads(torch_threads):
+            rows, failed = _score_all(paths, plan, _score_image if cache is None else cache.score, n_workers, on_error, progress)
+    finally:
+        if cache is not None: cache.save()  # also after an error or an interrupt: what was computed is kept
     if failed:
         warnings.warn(f"feature scores: {len(failed)} of {len(paths)} images failed ({'NaN rows' if on_error == 'nan' else 'on_error=' + repr(on_error)}): "
                       + '; '.join(failed), stacklevel=2)
     table = pd.DataFrame(rows, columns=[n for n, _ in plan], dtype='float64', index=range(len(paths)))
     table.insert(0, 'Source_File_Path', pd.Series(paths, dtype=object))
     return table
+
+
+# %% ../nbs/05_feature_scores.ipynb #69629ef4
+CUE_VERSION = '1' # bump by hand for a change of the cues' results that their source files would not show
+_CUE_SOURCES = ('tell_me_why.feature_scores', 'tell_me_why.data') # the cues and the decoding they score
+
+def cue_version(sources:Sequence[str|Path]|None=None, # files whose bytes define the cues; None = the package's `feature_scores.py` and `data.py`
+               ) -> str: # `CUE_VERSION`, a dash and 16 hex digits
+    "Version of the built-in cues: it changes with `CUE_VERSION`, with any byte of their source files and with the decoding libraries' versions."
+    if sources is None: sources = [importlib.util.find_spec(m).origin for m in _CUE_SOURCES]
+    h = hashlib.sha256(CUE_VERSION.encode())
+    for f in sources: h.update(hashlib.sha256(Path(f).read_bytes()).digest())
+    for lib in (torch, torchvision, PIL, np): h.update(f"{lib.__name__} {lib.__version__}\n".encode())
+    return f"{CUE_VERSION}-{h.hexdigest()[:16]}"
+
+
+# %% ../nbs/05_feature_scores.ipynb #68566d64
+_KEY_BYTES = 32 # SHA-256
+
+def _read_cache(path:Path, version:str, names:list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(keys (n, 32) uint8, values (n, k) float64, known (n, k) bool) of a cache file; empty, with a warning, when it cannot be trusted."
+    empty = (np.zeros((0, _KEY_BYTES), np.uint8), np.zeros((0, len(names))), np.zeros((0, len(names)), bool))
+    if not path.exists(): return empty
+    try:
+        with open(path, 'rb') as f:
+            if f.read(4) != b'PK\x03\x04': raise ValueError("not an .npz (zip) file")
+        with np.load(path, allow_pickle=False) as f:
+            got = {k: f[k] for k in ('version', 'names', 'keys', 'values', 'known')}
+        keys, values, known, n = got['keys'], got['values'], got['known'], len(got['keys'])
+        problems = [what for what, bad in (
+            ('another cue version', str(got['version']) != version), ('other columns', got['names'].tolist() != names),
+            ('malformed keys', keys.dtype != np.uint8 or keys.shape != (n, _KEY_BYTES)),
+            ('malformed values', values.dtype != np.float64 or values.shape != (n, len(names))),
+            ('malformed flags', known.dtype != np.bool_ or known.shape != (n, len(names))),
+            ('repeated keys', len({k.tobytes() for k in keys}) != n)) if bad]
+        if problems: raise ValueError(', '.join(problems))
+    except Exception as e:
+        warnings.warn(f"feature-score cache {str(path)!r} cannot be trusted and is ignored (it will be rewritten): "
+                      f"{type(e).__name__}: {e}", stacklevel=4)
+        return empty
+    return keys, values, known
+
+def _write_cache(path:Path, version:str, names:list[str], keys, values, known) -> Path:
+    "Write a cache file atomically: a reader sees the old file or the new one, never part of one."
+    def write(tmp):
+        with open(tmp, 'wb') as f: np.savez(f, version=np.array(version), names=np.array(names), keys=keys, values=values, known=known)
+    return atomic_write(path, write)
+
+
+# %% ../nbs/05_feature_scores.ipynb #d67ac4db
+class _ScoreCache:
+    "Built-in scores of files seen before, keyed by the SHA-256 of each file's bytes, for this `cue_version`."
+    def __init__(self, folder):
+        self.version, self.names = cue_version(), list(_BUILTIN_SCORES)
+        self.path = Path(folder)/f'feature_scores_{self.version}.npz'
+        self.keys, self.values, self.known = _read_cache(self.path, self.version, self.names)
+        self.index = {k.tobytes(): i for i, k in enumerate(self.keys)}
+        self.new, self._lock = {}, threading.Lock()  # key -> {score: value} computed by this call
+
+    def _lookup(self, key:bytes) -> dict:
+        i = self.index.get(key)
+        old = {} if i is None else {n: float(v) for n, v, k in zip(self.names, self.values[i], self.known[i]) if k}
+        with self._lock: return {**old, **self.new.get(key, {})}
+
+    def score(self, path, plan):
+        "`_score_image`, except that built-in scores of bytes scored before are read from the cache."
+        try: data = Path(path).read_bytes()
+        except OSError: data = b''
+        if not data: return _score_image(path, plan)  # missing, unreadable or empty: its error names the file
+        key = hashlib.sha256(data).digest()
+        old = self._lookup(key)
+        todo = [(n, fn) for n, fn in plan if n not in old]  # custom scores are never in the cache
+        if not todo: return [old[n] for n, _ in plan], None
+        values, err = _score_image(path, todo, data)
+        if err is not None: return None, err
+        got = dict(zip([n for n, _ in todo], values))
+        with self._lock: self.new.setdefault(key, {}).update({n: v for n, v in got.items() if n in _BUILTIN_SCORES})
+        return [got[n] if n in got else old[n] for n, _ in plan], None
+
+
+# %% ../nbs/05_feature_scores.ipynb #b1b74c5a
+@patch
+def save(self:_ScoreCache) -> Path|None:
+    "Write the old rows and this call's new ones (atomically); a failed write warns and loses only the new rows."
+    if not self.new: return None
+    add = [k for k in self.new if k not in self.index]
+    rows = {**self.index, **{k: len(self.index) + j for j, k in enumerate(add)}}
+    keys = np.concatenate([self.keys, np.frombuffer(b''.join(add), np.uint8).reshape(-1, _KEY_BYTES)])
+    values = np.concatenate([self.values, np.full((len(add), len(self.names)), np.nan)])
+    known = np.concatenate([self.known, np.zeros((len(add), len(self.names)), bool)])
+    col = {n: j for j, n in enumerate(self.names)}
+    for k, got in self.new.items():
+        for n, v in got.items(): values[rows[k], col[n]], known[rows[k], col[n]] = v, True
+    try: return _write_cache(self.path, self.version, self.names, keys, values, known)
+    except OSError as e:
+        warnings.warn(f"feature-score cache {str(self.path)!r} could not be written ({e}); the table is complete, "
+                      "the next run will score these images again", stacklevel=4)
+
 
 # %% ../nbs/05_feature_scores.ipynb #5e71dd01
 class PixelImage(DecodedImage):
