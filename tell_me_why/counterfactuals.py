@@ -17,7 +17,7 @@ import torch
 import matplotlib.pyplot as plt
 from scipy import stats
 
-from .latent_figures import latent_to_numpy, fit_oriented_pls, show_figure, _save_png
+from .latent_figures import latent_to_numpy, fit_oriented_pls, show_figure, _save_png, _pls1_gradient
 from .feature_scores import score_pixels, _torch_threads
 
 # %% auto #0
@@ -59,12 +59,18 @@ def model_axis(model, # an xAAEnet (`AAE`, `EncoderWithAAEBlocks`) or a `Learner
     w, b = head.weight.detach().double().cpu().numpy(), head.bias.detach().double().cpu().numpy()
     return DecisionAxis(w[target_idx] - w[1 - target_idx], float(b[target_idx] - b[1 - target_idx]), int(target_idx))
 
-def decision_score_of_codes(model, # an xAAEnet or a `Learner` holding one
+def _as_axis(model, target_idx:int) -> DecisionAxis:
+    "The decision axis of `model` towards `target_idx`; a `DecisionAxis` is used as it is, turned round if it points to the other class."
+    if not isinstance(model, DecisionAxis): return model_axis(model, target_idx)
+    if target_idx not in (0, 1): raise ValueError(f"`target_idx` must be 0 or 1, got {target_idx!r}.")
+    return model if model.target_idx == target_idx else DecisionAxis(-model.weight, -model.bias, int(target_idx))
+
+def decision_score_of_codes(model, # an xAAEnet, a `Learner` holding one, or its `DecisionAxis`
                             z, # latent codes (n, d): tensor or array
                             target_idx:int=1, # the class s points to
                            ) -> np.ndarray: # s = logit[target] − logit[other] per code (n,), float64
     "The model's own decision score of each code: > 0 means the model predicts `target_idx`."
-    return model_axis(model, target_idx).score(z)
+    return _as_axis(model, target_idx).score(z)
 
 # %% ../nbs/13_counterfactuals.ipynb #716bc597
 def _binary(y, n:int, target_idx:int) -> np.ndarray:
@@ -80,13 +86,8 @@ def pls1_direction(z, # codes to fit on (n, d)
     zr = latent_to_numpy(z, 'z')
     return _pls1_gradient(*fit_oriented_pls(zr, np.asarray(y, float)), zr.shape[1])
 
-def _pls1_gradient(pls, signs, d:int) -> np.ndarray:
-    t1 = pls.transform(np.vstack([np.zeros(d), np.eye(d)]))[:, 0]  # the score is affine in z: differences give its gradient
-    g = signs[0] * (t1[1:] - t1[0])
-    return g / np.linalg.norm(g)
-
 # %% ../nbs/13_counterfactuals.ipynb #0c04a144
-def compare_axes(model, # an xAAEnet or a `Learner` holding one
+def compare_axes(model, # an xAAEnet, a `Learner` holding one, or its `DecisionAxis` (from `model_axis`)
                  z, # codes of the report set (n, d), e.g. `extract_latent_space(model, dls, 1)[0]`
                  y, # class index per row of `z`
                  target_idx:int=1, # the class s and PLS1 point to
@@ -95,7 +96,7 @@ def compare_axes(model, # an xAAEnet or a `Learner` holding one
                  fit_y=None, # class index per row of `fit_z`
                 ) -> dict: # `cosine`, `r_s_pls1`, `p_s_pls1`, `accuracy`, `chance`, `accuracy_p`, `s`, `pls1`, `axis`, `n_report`, `n_fit`, `held_out`
     "Cosine between the model's axis and PLS1, Pearson r of s with PLS1 scores, and the model's accuracy on `z`."
-    axis, zr = model_axis(model, target_idx), latent_to_numpy(z, 'z')
+    axis, zr = _as_axis(model, target_idx), latent_to_numpy(z, 'z')
     yr = _binary(y, len(zr), target_idx)
     if (fit_z is None) != (fit_y is None): raise ValueError("Pass both `fit_z` and `fit_y` (held-out PLS) or neither (in-sample).")
     zf, yf = (zr, yr) if fit_z is None else (latent_to_numpy(fit_z, 'fit_z'), _binary(fit_y, len(fit_z), target_idx))

@@ -19,8 +19,8 @@ from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 # %% auto #0
-__all__ = ['TSNE_MAX_ITER', 'TSNE_SINGLE_THREAD_BELOW', 'in_notebook', 'show_figure', 'latent_to_numpy', 'subsample_indices',
-           'latent_tsne_embedding', 'save_latent_tsne_figure', 'binary_target', 'fit_oriented_pls',
+__all__ = ['TSNE_MAX_ITER', 'TSNE_SINGLE_THREAD_BELOW', 'AXIS_DEFAULT', 'in_notebook', 'show_figure', 'latent_to_numpy',
+           'subsample_indices', 'latent_tsne_embedding', 'save_latent_tsne_figure', 'binary_target', 'fit_oriented_pls',
            'save_latent_pls_figure']
 
 # %% ../nbs/03_latent_figures.ipynb #247dfd99
@@ -199,6 +199,87 @@ def fit_oriented_pls(z:np.ndarray, # latent codes (n, d), already checked
     signs = np.where(scores.T @ yc >= 0, 1.0, -1.0)
     return pls, signs
 
+# %% ../nbs/03_latent_figures.ipynb #32d91577
+AXIS_DEFAULT = 'pls1' # the seed's decision axis: PLS1 fitted to the labels
+
+def _pls1_gradient(pls, signs, d:int) -> np.ndarray:
+    "Unit gradient in z (d dims) of the oriented PLS1 score of a `fit_oriented_pls` fit: higher = target class."
+    t1 = pls.transform(np.vstack([np.zeros(d), np.eye(d)]))[:, 0]  # the score is affine in z: differences give its gradient
+    g = signs[0] * (t1[1:] - t1[0])
+    return g / np.linalg.norm(g)
+
+def _check_axis(axis, d:int):
+    "None for the PLS1 axis, else the model's axis (weight, bias, target_idx, score), checked against d-dimensional codes."
+    if isinstance(axis, str) and axis == AXIS_DEFAULT: return None
+    if not all(hasattr(axis, a) for a in ('weight', 'bias', 'target_idx', 'score')):
+        raise TypeError(f"`axis` must be {AXIS_DEFAULT!r} or the model's axis, `tell_me_why.counterfactuals.model_axis(learn, "
+                        f"target_idx)` with `target_idx` the class coded 1; got {axis!r}.")
+    w = np.asarray(axis.weight, float)
+    if w.shape != (d,): raise ValueError(f"`axis` has {w.size} weights but the codes have {d} dimensions.")
+    if not np.isfinite(w).all() or not np.linalg.norm(w) > 0: raise ValueError("`axis` has a zero or non-finite weight vector.")
+    return axis
+
+# %% ../nbs/03_latent_figures.ipynb #9e8a274a
+def _biplot_fit(zn, y, idx, fit_z, fit_targets, class_names, tclass):
+    "The codes drawn, their 0/1 targets, the codes fitted on, and the oriented PLS (on `fit_z` when given, else the codes drawn)."
+    zs, ys = zn[idx], y[idx]
+    if len(np.unique(ys)) < 2:
+        raise ValueError("`targets` contain a single class after subsampling; raise `max_points`.")
+    if len(zs) < 3: raise ValueError(f"`z` needs at least 3 rows for a PLS figure, got {len(zs)}.")
+    if fit_z is None: return zs, ys, zs, *fit_oriented_pls(zs, ys)
+    zf = latent_to_numpy(fit_z, 'fit_z')
+    ft = _targets_array(fit_targets)
+    if zf.shape[1] != zn.shape[1]: raise ValueError(f"`fit_z` has {zf.shape[1]} dimensions but `z` has {zn.shape[1]}.")
+    if len(ft) != len(zf): raise ValueError(f"`fit_z` has {len(zf)} rows but `fit_targets` has {len(ft)} values.")
+    return zs, ys, zf, *fit_oriented_pls(zf, binary_target(ft, class_names, tclass)[0])
+
+def _plane_direction(scores:np.ndarray, v:np.ndarray) -> np.ndarray:
+    "Least squares of the centred `v` on the two centred score columns: the direction in the plane along which `v` rises."
+    return np.linalg.lstsq(scores - scores.mean(0), v - v.mean(), rcond=None)[0]
+
+def _arrow(ax, direction, span, label:str, color:str, length:float=0.6, va:str='center'):
+    "An arrow from the origin along `direction` (score coordinates), `length` × the plot's half-width long, labelled at its tip (`va`: label on it or below)."
+    arrow = direction / (np.abs(direction / span).max() + 1e-12) * length
+    ax.annotate('', xy=tuple(arrow), xytext=(0, 0), arrowprops=dict(facecolor=color, edgecolor='white', linewidth=1.2, width=3, headwidth=11))
+    ax.text(*(arrow * 1.08), label, color=color, fontsize=11, fontweight='bold', ha='center', va=va,
+            bbox=dict(facecolor='white', alpha=0.7, edgecolor='none', pad=1.5))
+
+# %% ../nbs/03_latent_figures.ipynb #045f9035
+def _biplot_points(fig, ax, scores, ys, names, tclass, color_by:str, s=None):
+    "Points at their (PLS1, PLS2) scores: coloured by class, by PLS1 (the seed's) or by the model's score s; markers tell the classes."
+    if color_by == 'class': return _class_scatter(ax, scores, ys, names, tclass, s=12, alpha=0.85, linewidths=0)
+    other = next((n for n in names if n != tclass), 'other')
+    edge = {}
+    if color_by == 'pls1': c, cmap, lo, hi, bar = scores[:, 0], 'viridis', scores[:, 0].min(), scores[:, 0].max(), 'PLS1 score'
+    else:  # the model's score, centred on its decision boundary s = 0 (pale there: thin grey edges keep those points visible)
+        m = max(float(np.abs(s).max()), 1e-12)
+        c, cmap, lo, hi, bar = s, 'coolwarm', -m, m, f"model's score s = logit({tclass}) − logit({other}); > 0: {tclass}"
+        edge = dict(edgecolors='0.45', linewidths=0.3)
+    for val, label, marker in ((0., other, 'o'), (1., tclass, '^')):
+        sel = ys == val
+        sc = ax.scatter(scores[sel, 0], scores[sel, 1], c=c[sel], cmap=cmap, marker=marker, s=16, alpha=0.85,
+                        vmin=lo, vmax=hi, label=f"{label} ({int(sel.sum())})", **(edge or dict(linewidths=0)))
+    fig.colorbar(sc, ax=ax, label=bar)
+    ax.legend(loc='best', fontsize=9, markerscale=1.5)
+
+# %% ../nbs/03_latent_figures.ipynb #8d0b64db
+def _biplot_title(names, tclass, dims, phase, n_drawn, n_fit, r2, dec, pls, signs, scores, s) -> str:
+    "What the biplot shows: the codes, how PLS was fit, the arrows, and (with the model's axis) how it compares with PLS1."
+    other = [n for n in names if n != tclass]
+    vs = f"{tclass} vs {other[0]}" if len(other) == 1 else tclass
+    fit = f"PLS fit on {n_fit} other codes (held out from these)" if n_fit is not None else "in-sample fit"
+    arrows = "arrow = class direction on these points" if dec is None else (
+        f"arrows: class direction and the model's score s on these points")
+    title = (f"Supervised PLS of latent z ({dims}-d) on {vs}" + (f" — phase: {phase}" if phase else "") + f"\n{n_drawn} points, {fit}; {arrows}")
+    if dec is not None:
+        w = np.asarray(dec.weight, float)
+        cos = float(w @ _pls1_gradient(pls, signs, len(w)) / np.linalg.norm(w))
+        title += (f"\nmodel's axis w({tclass}) − w({other[0] if other else 'other'}): cosine with PLS1 = {cos:+.2f}; "
+                  f"r(s, PLS1 score) = {np.corrcoef(s, scores[:, 0])[0, 1]:+.2f}")
+    if r2[1] > r2[0]:
+        title += f"\nNote: on these points the class follows PLS2 more than PLS1 (r² {r2[1]:.2f} vs {r2[0]:.2f})"
+    return title
+
 # %% ../nbs/03_latent_figures.ipynb #bdda867f
 def save_latent_pls_figure(
     z:torch.Tensor, # latent codes, shape (n, d); torch tensor or numpy array
@@ -213,63 +294,39 @@ def save_latent_pls_figure(
     show:bool|None=None, # display inline; None = only under IPython
     fit_z=None, # codes to fit the PLS on (e.g. the training split's); default: the points drawn
     fit_targets=None, # class per row of `fit_z`
-    color_by:str='pls1', # 'pls1': colour = PLS1 score (the default); 'class': one colour per class
+    color_by:str|None=None, # 'pls1': PLS1 score; 's': the model's score (needs the model's `axis`); 'class'; None = the decision axis's score
+    axis='pls1', # 'pls1' (the seed's figure), or `model_axis(learn, target_idx)`: adds its arrow and s, with `target_idx` = `target_class`
 ) -> Path:
     "Supervised PLS biplot of z vs binary targets: display inline in a notebook, then save a PNG."
-    if color_by not in ('pls1', 'class'): raise ValueError(f"`color_by` must be 'pls1' or 'class', got {color_by!r}.")
+    if color_by not in (None, 'pls1', 's', 'class'): raise ValueError(f"`color_by` must be 'pls1', 's', 'class' or None, got {color_by!r}.")
     zn = latent_to_numpy(z)
     tt = _targets_array(targets)
     if len(tt) != len(zn):
         raise ValueError(f"`z` has {len(zn)} rows but `targets` has {len(tt)} values; they must match row by row.")
     y, names, tclass = binary_target(tt, class_names, target_class)
     if zn.shape[1] < 2: raise ValueError(f"`z` needs at least 2 dimensions for a 2-component PLS, got {zn.shape[1]}.")
+    dec = _check_axis(axis, zn.shape[1])
+    if dec is not None and class_names is not None and names[dec.target_idx] != tclass:
+        raise ValueError(f"`axis` points to {names[dec.target_idx]!r} but the figure's target class is {tclass!r}: "
+                         f"pass `model_axis(learn, {names.index(tclass)})`.")
+    color_by = color_by or ('pls1' if dec is None else 's')
+    if color_by == 's' and dec is None: raise ValueError("`color_by='s'` needs the model's axis: `axis=model_axis(learn, target_idx)`.")
     idx = subsample_indices(len(zn), max_points, random_state)
-    zs, ys = zn[idx], y[idx]
-    if len(np.unique(ys)) < 2:
-        raise ValueError("`targets` contain a single class after subsampling; raise `max_points`.")
-    if len(zs) < 3: raise ValueError(f"`z` needs at least 3 rows for a PLS figure, got {len(zs)}.")
-    if fit_z is None: zf, yf = zs, ys
-    else:
-        zf = latent_to_numpy(fit_z, 'fit_z')
-        ft = _targets_array(fit_targets)
-        if zf.shape[1] != zn.shape[1]: raise ValueError(f"`fit_z` has {zf.shape[1]} dimensions but `z` has {zn.shape[1]}.")
-        if len(ft) != len(zf): raise ValueError(f"`fit_z` has {len(zf)} rows but `fit_targets` has {len(ft)} values.")
-        yf = binary_target(ft, class_names, tclass)[0]
-    pls, signs = fit_oriented_pls(zf, yf)
+    zs, ys, zf, pls, signs = _biplot_fit(zn, y, idx, fit_z, fit_targets, class_names, tclass)
     scores = pls.transform(zs) * signs
     r2 = np.array([np.corrcoef(scores[:, k], ys)[0, 1] ** 2 for k in range(2)])
-    # the class direction on the points drawn: least squares of the centred target on their two scores
-    direction = np.linalg.lstsq(scores - scores.mean(0), ys - ys.mean(), rcond=None)[0]
+    s = None if dec is None else dec.score(zs)
     dims = zn.shape[1] if encoding_dims is None else encoding_dims
-
     with plt.style.context('default'):  # the light style of the other figures
         fig, ax = plt.subplots(figsize=(7.5, 6.3))
-        if color_by == 'class': _class_scatter(ax, scores, ys, names, tclass, s=12, alpha=0.85, linewidths=0)
-        else:  # the seed's PLS1 colouring, with the classes told apart by their markers
-            other = next((n for n in names if n != tclass), 'other')
-            for val, label, marker in ((0., other, 'o'), (1., tclass, '^')):
-                sel = ys == val
-                sc = ax.scatter(scores[sel, 0], scores[sel, 1], c=scores[sel, 0], cmap='viridis', marker=marker, s=16, alpha=0.85,
-                                linewidths=0, vmin=scores[:, 0].min(), vmax=scores[:, 0].max(), label=f"{label} ({int(sel.sum())})")
-            fig.colorbar(sc, ax=ax, label='PLS1 score')
-            ax.legend(loc='best', fontsize=9, markerscale=1.5)
+        _biplot_points(fig, ax, scores, ys, names, tclass, color_by, s)
         span = np.abs(scores).max(axis=0)
-        arrow = direction / (np.abs(direction / span).max() + 1e-12) * 0.6
-        ax.annotate('', xy=tuple(arrow), xytext=(0, 0),
-                    arrowprops=dict(facecolor='black', edgecolor='white', linewidth=1.2, width=3, headwidth=11))
-        ax.text(*(arrow * 1.08), tclass, color='black', fontsize=11, fontweight='bold', ha='center', va='center',
-                bbox=dict(facecolor='white', alpha=0.7, edgecolor='none', pad=1.5))
+        _arrow(ax, _plane_direction(scores, ys), span, tclass, 'black')  # the class direction on the points drawn
+        if dec is not None: _arrow(ax, _plane_direction(scores, s), span, 'model s', '#c62828', length=0.42, va='top')
         ax.axhline(0, color='grey', lw=0.5); ax.axvline(0, color='grey', lw=0.5)
-        ax.set_xlabel(f"PLS1 = decision axis (r² with {tclass} = {r2[0]:.2f})")
+        ax.set_xlabel(f"PLS1 = decision axis (r² with {tclass} = {r2[0]:.2f})" if dec is None else f"PLS1, fitted to the labels (r² with {tclass} = {r2[0]:.2f})")
         ax.set_ylabel(f"PLS2 (r² with {tclass} = {r2[1]:.2f})")
-        other = [n for n in names if n != tclass]
-        vs = f"{tclass} vs {other[0]}" if len(other) == 1 else tclass
-        fit = (f"PLS fit on {len(zf)} other codes (held out from these)" if fit_z is not None else "in-sample fit")
-        title = (f"Supervised PLS of latent z ({dims}-d) on {vs}" + (f" — phase: {phase}" if phase else "")
-                 + f"\n{len(zs)} points, {fit}; arrow = class direction on these points")
-        if r2[1] > r2[0]:
-            title += f"\nNote: on these points the class follows PLS2 more than PLS1 (r² {r2[1]:.2f} vs {r2[0]:.2f})"
-        ax.set_title(title, fontsize=10)
+        ax.set_title(_biplot_title(names, tclass, dims, phase, len(zs), len(zf) if fit_z is not None else None, r2, dec, pls, signs, scores, s), fontsize=10)
     try:
         path = _save_png(fig, save_path)
         show_figure(fig, show)

@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt
 from scipy import stats
 from sklearn.preprocessing import StandardScaler
 
-from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, _save_png
+from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, _save_png, _check_axis
+from .counterfactuals import compare_axes
 
 # %% auto #0
 __all__ = ['MIN_POINTS', 'select_feature_matrix', 'check_same_images', 'permutation_pvalues', 'pls_feature_alignment',
@@ -49,6 +50,17 @@ def _binary_01(target, n:int, name:str) -> np.ndarray:
 def _check_points(z:np.ndarray, name:str):
     if len(z) < MIN_POINTS:
         raise ValueError(f"`{name}` has {len(z)} rows; at least {MIN_POINTS} points are needed for PLS and correlations.")
+
+# %% ../nbs/06_visualization.ipynb #792d897f
+def _fit_set(zr:np.ndarray, y:np.ndarray, fit_z, fit_target):
+    "The codes and 0/1 target PLS is fitted on: `fit_z`/`fit_target` when given (checked against `zr`), else the report set."
+    if (fit_z is None) != (fit_target is None):
+        raise ValueError("Pass both `fit_z` and `fit_target` (held-out fit) or neither (in-sample fit).")
+    if fit_z is None: return zr, y
+    zf = latent_to_numpy(fit_z, 'fit_z')
+    _check_points(zf, 'fit_z')
+    if zf.shape[1] != zr.shape[1]: raise ValueError(f"`fit_z` has {zf.shape[1]} dimensions but `z` has {zr.shape[1]}.")
+    return zf, _binary_01(fit_target, len(zf), 'fit_target')
 
 # %% ../nbs/06_visualization.ipynb #61963ce4
 def select_feature_matrix(feature_table:pd.DataFrame, # table from `compute_feature_score_table`
@@ -140,6 +152,33 @@ def permutation_pvalues(scores:np.ndarray, # PLS1 scores of the report set (n,),
         done += b
     return tuple((1 + h) / (1 + n_permutations) for h in (hits, class_hits, axis_hits))
 
+# %% ../nbs/06_visualization.ipynb #46aaf306
+def _axis_scores(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarray) -> dict:
+    "Report-set `scores` with the decision axis in column 0: (PLS1, PLS2), or the model's (s, PLS1) with `axes` from `compare_axes`."
+    if dec is None:
+        pls, signs = fit_oriented_pls(zf, yf)
+        return dict(scores=pls.transform(zr) * signs, pls=pls, pls_signs=signs, axis='pls1', axis_name='PLS1', r_column='r_pls1')
+    a = dec.target_idx
+    as_idx = lambda t: np.where(t == 1, a, 1 - a)  # class indices from the 0/1 target (1 = the class the axis points to)
+    fit = {} if zf is zr else dict(fit_z=zf, fit_y=as_idx(yf))
+    cmp = compare_axes(dec, zr, as_idx(y), a, **fit)
+    return dict(scores=np.column_stack([cmp['s'], cmp['pls1']]), pls=None, pls_signs=None, axis='model', axis_name='s',
+                r_column='r_s', decision_axis=dec, axes=cmp)
+
+def _correlation_table(fs:np.ndarray, scores:np.ndarray, y:np.ndarray, cols:list, axis:str) -> pd.DataFrame:
+    "Each standardised feature's Pearson r (and p) with both score columns and with the class; signed r² with the axis."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', stats.ConstantInputWarning)
+        res1 = stats.pearsonr(fs, scores[:, [0]], axis=0)
+        res2 = stats.pearsonr(fs, scores[:, [1]], axis=0)
+        rc = np.asarray(stats.pearsonr(fs, y[:, None].astype(float), axis=0).statistic, float)
+    r1, r2 = np.asarray(res1.statistic, float), np.asarray(res2.statistic, float)
+    if axis == 'model': return pd.DataFrame(dict(feature=cols, r_s=r1, signed_r2=np.sign(r1) * r1**2, p_value=np.asarray(res1.pvalue, float),
+                                                 r_class=rc, r_pls1=r2))
+    return pd.DataFrame(dict(feature=cols, r_pls1=r1, r_pls2=r2, signed_r2=np.sign(r1) * r1**2,
+                             p_value=np.asarray(res1.pvalue, float), signed_r2_pls2=np.sign(r2) * r2**2,
+                             p_value_pls2=np.asarray(res2.pvalue, float), r_class=rc))
+
 # %% ../nbs/06_visualization.ipynb #74783ece
 def pls_feature_alignment(
     z, # latents of the report set (n, d): tensor or array
@@ -152,55 +191,39 @@ def pls_feature_alignment(
     n_permutations:int=0, # > 0 adds a permutation p-value per feature
     random_state:int=0, # seed of the permutations
     image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
+    axis='pls1', # decision axis: 'pls1' (fitted to the labels), or the model's own, `model_axis(learn, target_idx)` (target_idx = class coded 1)
 ) -> dict:
-    "PLS of z on the target, then each feature's Pearson r with PLS1/PLS2 (numbers only, no figure)."
+    "PLS of z on the target, then each feature's Pearson r with the decision axis (PLS1, or the model's score s) and PLS2 or PLS1 (numbers only, no figure)."
     zr = latent_to_numpy(z, 'z')
     _check_points(zr, 'z')
     y = _binary_01(target_score, len(zr), 'target_score')
     features, cols = select_feature_matrix(feature_table, feature_columns, len(zr))
     check_same_images(image_paths, feature_table)
-    if (fit_z is None) != (fit_target is None):
-        raise ValueError("Pass both `fit_z` and `fit_target` (held-out fit) or neither (in-sample fit).")
+    zf, yf = _fit_set(zr, y, fit_z, fit_target)
     held_out = fit_z is not None
-    if held_out:
-        zf = latent_to_numpy(fit_z, 'fit_z')
-        _check_points(zf, 'fit_z')
-        if zf.shape[1] != zr.shape[1]:
-            raise ValueError(f"`fit_z` has {zf.shape[1]} dimensions but `z` has {zr.shape[1]}.")
-        yf = _binary_01(fit_target, len(zf), 'fit_target')
-    else: zf, yf = zr, y
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
         raise ValueError(f"`n_permutations` must be a non-negative integer, got {n_permutations!r}.")
-
-    pls, signs = fit_oriented_pls(zf, yf)
-    scores = pls.transform(zr) * signs
+    ax = _axis_scores(_check_axis(axis, zr.shape[1]), zr, y, zf, yf)
+    scores = ax['scores']
     fs = StandardScaler().fit_transform(features)
     const = [c for c, s in zip(cols, features.std(0)) if s == 0]
     if const: warnings.warn(f"Constant feature column(s) {const}: correlation undefined, reported as NaN.")
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', stats.ConstantInputWarning)
-        res1 = stats.pearsonr(fs, scores[:, [0]], axis=0)
-        res2 = stats.pearsonr(fs, scores[:, [1]], axis=0)
-        rc = stats.pearsonr(fs, y[:, None].astype(float), axis=0).statistic
-    r1, r2 = np.asarray(res1.statistic, float), np.asarray(res2.statistic, float)
-    table = pd.DataFrame(dict(feature=cols, r_pls1=r1, r_pls2=r2, signed_r2=np.sign(r1) * r1**2,
-                              p_value=np.asarray(res1.pvalue, float), signed_r2_pls2=np.sign(r2) * r2**2,
-                              p_value_pls2=np.asarray(res2.pvalue, float), r_class=np.asarray(rc, float)))
+    table = _correlation_table(fs, scores, y, cols, ax['axis'])
     target_r = float(np.corrcoef(scores[:, 0], y)[0, 1])
     target_p = None
-    if n_permutations:
-        align_p, class_p, target_p = permutation_pvalues(scores[:, 0], features, y, refit_z=None if held_out else zr,
+    if n_permutations:  # the model's axis, like a held-out PLS1, is not fitted to these labels: it stays fixed
+        fixed = held_out or ax['axis'] == 'model'
+        align_p, class_p, target_p = permutation_pvalues(scores[:, 0], features, y, refit_z=None if fixed else zr,
                                                          n_permutations=int(n_permutations), random_state=random_state)
-        undefined = np.isnan(r1)  # constant features: no correlation, no p-value
+        undefined = np.isnan(table[ax['r_column']].to_numpy())  # constant features: no correlation, no p-value
         table['alignment_perm_p'] = np.where(undefined, np.nan, align_p)
         table['class_perm_p'] = np.where(undefined, np.nan, class_p)
         table['perm_p_value'] = np.maximum(np.maximum(table.alignment_perm_p, table.class_perm_p), target_p)
     rank = (table.assign(_key=table.signed_r2.abs()).sort_values('_key', ascending=False, na_position='last', kind='stable')
             .drop(columns='_key').reset_index(drop=True))
     rank.insert(0, 'rank', np.arange(1, len(rank) + 1))
-    return dict(alignment=table, importance_rank=rank, scores=scores, standardized_features=fs, features=cols,
-                pls=pls, pls_signs=signs, target=y, held_out=held_out, n_fit=len(zf), n_report=len(zr),
-                target_r2=target_r**2, target_perm_p_value=target_p, n_permutations=int(n_permutations))
+    return dict(alignment=table, importance_rank=rank, standardized_features=fs, features=cols, target=y, held_out=held_out,
+                n_fit=len(zf), n_report=len(zr), target_r2=target_r**2, target_perm_p_value=target_p, n_permutations=int(n_permutations), **ax)
 
 # %% ../nbs/06_visualization.ipynb #f56b5a00
 def _corr_rows(a:np.ndarray, b:np.ndarray) -> np.ndarray:
@@ -222,13 +245,14 @@ def bootstrap_rank_stability(
     interval:tuple[float, float]=(5, 95), # percentiles of the signed r² interval
     random_state:int=0, # seed of the resampling
     block:int=50, # resamples per vectorised block (memory vs speed)
+    axis='pls1', # 'pls1', or the model's own axis `model_axis(learn, target_idx)`: kept fixed, like a held-out PLS1
 ) -> pd.DataFrame: # one row per feature, in observed rank order
-    "Bootstrap the cue ranking over the reported rows: per feature, share of resamples keeping its rank, and r² interval."
+    "Bootstrap the cue ranking (on PLS1 or the model's axis) over the reported rows: per feature, share of resamples keeping its rank, and r² interval."
     if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
         raise ValueError(f"`n_boot` must be a positive integer, got {n_boot!r}.")
     lo_q, hi_q = interval
     if not 0 <= lo_q < hi_q <= 100: raise ValueError(f"`interval` must be two percentiles 0 <= low < high <= 100, got {interval!r}.")
-    res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target)
+    res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, axis=axis)
     feats, y = res['standardized_features'], res['target']
     rank = res['importance_rank']
     order = [res['features'].index(f) for f in rank.feature]  # observed rank order
@@ -236,7 +260,7 @@ def bootstrap_rank_stability(
     groups = [np.flatnonzero(y == c) for c in (0, 1)]
     idx = np.concatenate([rng.choice(g, size=(n_boot, len(g))) for g in groups], axis=1)  # stratified resamples
     r = np.empty((n_boot, feats.shape[1]))
-    if res['held_out']:
+    if res['held_out'] or res['axis'] == 'model':  # a fixed axis: only the images are redrawn
         t1 = res['scores'][:, 0]
         for b0 in range(0, n_boot, block):
             ib = idx[b0:b0 + block]
@@ -258,7 +282,7 @@ def bootstrap_rank_stability(
                             boot_rank_kept=(boot_rank == observed).mean(0), boot_rank1_share=(boot_rank == 1).mean(0),
                             boot_median_rank=np.median(boot_rank, 0),
                             boot_r2_lo=np.percentile(signed, lo_q, axis=0), boot_r2_hi=np.percentile(signed, hi_q, axis=0)))
-    out.attrs.update(n_boot=int(n_boot), interval=(lo_q, hi_q), held_out=res['held_out'])
+    out.attrs.update(n_boot=int(n_boot), interval=(lo_q, hi_q), held_out=res['held_out'], axis=res['axis'])
     return out
 
 # %% ../nbs/06_visualization.ipynb #147a6f8f
@@ -266,9 +290,18 @@ _POS_COLOR, _NEG_COLOR = 'tab:blue', '0.55'
 _ALIGNED_COLOR, _ANTI_COLOR = '#2e7d32', '#c62828'
 
 def _fit_description(res:dict) -> str:
+    if res.get('axis') == 'model':
+        return f"the model's own axis (its weights, not fitted to these labels), reported on {res['n_report']} images"
     if res['held_out']:
         return f"axis fitted on {res['n_fit']} held-out images, reported on {res['n_report']} other images"
     return f"in-sample PLS: axis fitted and reported on the same {res['n_report']} images"
+
+def _axis_comparison(res:dict) -> str:
+    "Under the model's axis: how it compares with PLS1, and the model's accuracy on the report set (a line for the titles)."
+    c = res['axes']
+    fit = f"fitted on {res['n_fit']} held-out images" if res['held_out'] else "fitted in-sample"
+    return (f"vs PLS1 ({fit}): cosine {c['cosine']:+.2f}, r(s, PLS1 score) = {c['r_s_pls1']:+.2f}; "
+            f"model accuracy {c['accuracy']:.2f} (chance {c['chance']:.2f}, p = {_fmt_p(c['accuracy_p'])})")
 
 def _caution_prefix(res:dict) -> str:
     "A first title line when the caller said the model does not beat chance (`res['caution']`)."
@@ -284,30 +317,33 @@ def plot_alignment_panels(res:dict, # output of `pls_feature_alignment`
                           target_label:str='target', # name of the positive class / target in titles
                           max_panels:int|None=None, # draw only the top features of the ranking
                          ):
-    "Grid of scatter panels: PLS1 score vs each standardised feature, classes coloured, regression line, r² and p."
+    "Grid of scatter panels: decision-axis score (PLS1 or the model's s) vs each standardised feature, classes coloured, regression line, r² and p."
     rank = res['importance_rank']
     if max_panels is not None: rank = rank.head(max_panels)
     mask = res['target'] == 1 if mask_positive is None else mask_positive
-    x = res['scores'][:, 0]
+    x, rcol, model = res['scores'][:, 0], res.get('r_column', 'r_pls1'), res.get('axis') == 'model'
     k = len(rank); ncols = min(4, k); nrows = math.ceil(k / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False)
     for ax in axes.flat[k:]: ax.set_visible(False)
-    for ax, row in zip(axes.flat, rank.itertuples()):
-        f = res['standardized_features'][:, res['features'].index(row.feature)]
+    for ax, row in zip(axes.flat, rank.to_dict('records')):
+        f = res['standardized_features'][:, res['features'].index(row['feature'])]
         ax.scatter(x[~mask], f[~mask], s=9, alpha=0.6, color=_NEG_COLOR, linewidths=0, label=negative_label)
         ax.scatter(x[mask], f[mask], s=9, alpha=0.6, color=_POS_COLOR, linewidths=0, label=positive_label)
-        if np.isfinite(row.r_pls1):
+        if np.isfinite(row[rcol]):
             slope, icpt = np.polyfit(x, f, 1)
             xs = np.array([x.min(), x.max()])
-            ax.plot(xs, icpt + slope * xs, color=_ALIGNED_COLOR if row.r_pls1 >= 0 else _ANTI_COLOR, lw=2)
-        note = f"r² = {row.r_pls1**2:.2f}, p = {_fmt_p(row.p_value)}"
-        if 'perm_p_value' in rank.columns: note += f"\nperm. p = {_fmt_p(row.perm_p_value)}"
-        ax.set_title(f"#{row.rank} {row.feature}\n{note.replace(chr(10), ', ')}", fontsize=9)  # above the points, never on them
-        ax.set_xlabel('PLS1 score', fontsize=8); ax.set_ylabel('feature (standardised)', fontsize=8)
+            ax.plot(xs, icpt + slope * xs, color=_ALIGNED_COLOR if row[rcol] >= 0 else _ANTI_COLOR, lw=2)
+        note = f"r² = {row[rcol]**2:.2f}, p = {_fmt_p(row['p_value'])}"
+        if 'perm_p_value' in rank.columns: note += f"\nperm. p = {_fmt_p(row['perm_p_value'])}"
+        ax.set_title(f"#{row['rank']} {row['feature']}\n{note.replace(chr(10), ', ')}", fontsize=9)  # above the points, never on them
+        ax.set_xlabel("model's score s" if model else 'PLS1 score', fontsize=8); ax.set_ylabel('feature (standardised)', fontsize=8)
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=7, loc='lower right', markerscale=1.5)
-    fig.suptitle(_caution_prefix(res) + f"Image cues vs latent decision axis PLS1 — {_fit_description(res)}\n"
-                 f"PLS1 oriented so that higher = {target_label}; line = least-squares fit", fontsize=11)
+    head = (f"Image cues vs the model's own decision score s\n{_fit_description(res)}\n{_axis_comparison(res)}\n"
+            f"s = logit({target_label}) − logit(other), > 0: {target_label}; line = least-squares fit") if model else (
+            f"Image cues vs latent decision axis PLS1 — {_fit_description(res)}\n"
+            f"PLS1 oriented so that higher = {target_label}; line = least-squares fit")
+    fig.suptitle(_caution_prefix(res) + head, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -316,8 +352,8 @@ def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
                             target_label:str='target', # name of the positive class / target in titles
                             alpha:float=0.05, # significance level of the asterisks
                            ):
-    "Horizontal bars of signed r² with PLS1, sorted by |r²|; green aligned, red anti-aligned, * where p < `alpha`; bootstrap whiskers when the ranking has them."
-    rank = res['importance_rank']
+    "Horizontal bars of signed r² with the decision axis (PLS1 or the model's s), sorted by |r²|; green aligned, red anti-aligned, * where p < `alpha`; bootstrap whiskers when the ranking has them."
+    rank, name = res['importance_rank'], res.get('axis_name', 'PLS1')
     vals = rank.signed_r2.fillna(0).to_numpy()
     use_perm = 'perm_p_value' in rank.columns
     pvals = (rank.perm_p_value if use_perm else rank.p_value).to_numpy()
@@ -338,12 +374,14 @@ def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
             ax.text(e + np.sign(v or 1) * lim * 0.02, yv, '*', va='center', ha='left' if v >= 0 else 'right', fontsize=14)
     ax.set_yticks(ypos, labels)
     ax.set_xlim(-lim, lim); ax.axvline(0, color='black', lw=0.8)
-    ax.set_xlabel(f"signed r² with PLS1 (+ = higher towards {target_label})")
+    ax.set_xlabel(f"signed r² with {name} (+ = higher towards {target_label})")
     test = (f"* permutation p < {alpha:g} (axis, cue and class; {res['n_permutations']} shuffles)" if use_perm
             else f"* Pearson p < {alpha:g} (no permutation test; optimistic when PLS is in-sample)")
-    axis = f"target r² with PLS1 = {res['target_r2']:.2f}"
+    axis = f"target r² with {name} = {res['target_r2']:.2f}"
     if res['target_perm_p_value'] is not None: axis += f" (perm. p = {_fmt_p(res['target_perm_p_value'])})"
-    title = _caution_prefix(res) + f"Cue importance on the decision axis — {_fit_description(res)}\n{axis}; {test}"
+    head = (f"Cue importance on the model's own decision score s = logit({target_label}) − logit(other)\n{_fit_description(res)}\n"
+            f"{_axis_comparison(res)}\n" if res.get('axis') == 'model' else f"Cue importance on the decision axis — {_fit_description(res)}\n")
+    title = _caution_prefix(res) + head + f"{axis}; {test}"
     if boot:
         st = res.get('stability')
         n_boot, (ql, qh) = (st.attrs.get('n_boot', '?'), st.attrs.get('interval', (5, 95))) if st is not None else ('?', (5, 95))
@@ -374,18 +412,19 @@ def run_pls_feature_figures(
     n_bootstrap:int=0, # > 0: resamples for `bootstrap_rank_stability`, drawn as whiskers and added to `importance_rank`
     image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
     caution:str|None=None, # e.g. "the model does not beat chance": printed as the first line of both figures' titles
+    axis='pls1', # decision axis: 'pls1' (the seed's), or the model's own `model_axis(learn, target_idx)` (target_idx = class coded 1); PNG names end in `_model_axis`
 ) -> dict:
-    "PLS of z on the target, alignment of PLS1 with each feature: ranking table, alignment panels and ranking figure."
+    "Alignment of each feature with the decision axis (PLS1 of z on the target, or the model's own score s): ranking table, alignment panels and ranking figure."
     if save_dir is not None and Path(save_dir).exists() and not Path(save_dir).is_dir():
         raise ValueError(f"`save_dir` {str(save_dir)!r} is a file; pass a folder (it is created if missing).")
     if not isinstance(n_bootstrap, (int, np.integer)) or isinstance(n_bootstrap, bool) or n_bootstrap < 0:
         raise ValueError(f"`n_bootstrap` must be a non-negative integer, got {n_bootstrap!r}.")
     res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, image_paths=image_paths,
-                                n_permutations=n_permutations, random_state=random_state)
+                                n_permutations=n_permutations, random_state=random_state, axis=axis)
     res['caution'] = caution
     if n_bootstrap:
         st = bootstrap_rank_stability(z, target_score, feature_table, feature_columns, int(n_bootstrap),
-                                      fit_z=fit_z, fit_target=fit_target, random_state=random_state)
+                                      fit_z=fit_z, fit_target=fit_target, random_state=random_state, axis=axis)
         boot_cols = [c for c in st.columns if c.startswith('boot_')]
         res['importance_rank'] = res['importance_rank'].merge(st[['feature', *boot_cols]], on='feature', how='left')
         res['stability'] = st
@@ -400,8 +439,9 @@ def run_pls_feature_figures(
     paths = {}
     try:
         if save_dir is not None:
-            paths['alignment'] = _save_png(fig_a, Path(save_dir)/'feature_alignment_panels.png')
-            paths['importance'] = _save_png(fig_i, Path(save_dir)/'feature_importance_ranking.png')
+            tail = '_model_axis' if res['axis'] == 'model' else ''  # both axes' figures can share a folder
+            paths['alignment'] = _save_png(fig_a, Path(save_dir)/f'feature_alignment_panels{tail}.png')
+            paths['importance'] = _save_png(fig_i, Path(save_dir)/f'feature_importance_ranking{tail}.png')
         show_figure(fig_a, show); show_figure(fig_i, show)
     finally: plt.close(fig_a); plt.close(fig_i)
     res.update(alignment_fig=fig_a, importance_fig=fig_i, paths=paths)
@@ -418,6 +458,54 @@ def _decode_device(decode, z):
         if p is not None: return p.device
     return z.device if isinstance(z, torch.Tensor) else torch.device('cpu')
 
+# %% ../nbs/06_visualization.ipynb #cdb4cac1
+def _traversal_path(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarray, n_steps:int, extend:float):
+    "Codes from the negative to the positive class's mean score on the axis (± `extend` × the gap), their scores, and the gap."
+    if dec is None:  # PLS1: z(a) = mean + a · std ⊙ r₁ has PLS1 score a
+        pls, signs = fit_oriented_pls(zf, yf)
+        t = pls.transform(zr)[:, 0] * signs[0]
+        start, sd = _standardise_fit(zf)
+        direction = signs[0] * sd * pls.x_rotations_[:, 0] / np.linalg.norm(pls.x_rotations_[:, 0])
+    else:  # the model's axis: z(a) = the mean code moved onto the boundary, + a · w / |w|², has score s = a
+        t, w = dec.score(zr), np.asarray(dec.weight, float)
+        direction, mu = w / (w @ w), zf.mean(0)
+        start = mu - dec.score(mu[None])[0] * direction
+    lo, hi = t[y == 0].mean(), t[y == 1].mean()
+    gap = hi - lo
+    steps = np.linspace(lo - extend * gap, hi + extend * gap, n_steps)
+    return start[None] + steps[:, None] * direction[None], steps, gap
+
+def _decode_path(decode:Callable, z_path:np.ndarray, dev, n_steps:int) -> torch.Tensor:
+    "Decode the path in evaluation mode without gradients (a decoder module is put back in training mode); checked images in [0, 1]."
+    owner = getattr(decode, '__self__', decode)
+    was_training = owner.training if isinstance(owner, torch.nn.Module) else None
+    try:
+        if was_training: owner.eval()  # BatchNorm must not update its statistics on synthetic codes
+        with torch.no_grad(): imgs = decode(torch.as_tensor(z_path, dtype=torch.float32, device=dev))
+    finally:
+        if was_training: owner.train()
+    if not isinstance(imgs, torch.Tensor) or imgs.ndim != 4 or imgs.shape[0] != n_steps or imgs.shape[1] not in (1, 3):
+        raise ValueError(f"`decode` must return a tensor of shape ({n_steps}, C, H, W) with C = 1 or 3; "
+                         f"got {getattr(imgs, 'shape', type(imgs).__name__)}.")
+    return imgs.detach().float().clamp(0, 1).cpu()
+
+# %% ../nbs/06_visualization.ipynb #dd40de66
+def _traversal_title(dec, held_out:bool, target_label:str, positive_label:str, negative_label:str, extend:float, gap:float) -> str:
+    "What the strip shows: along which axis, from where to where, and a caution when the axis runs backwards on these images."
+    if dec is None:
+        fit = "PLS fit on held-out set" if held_out else "in-sample PLS"
+        title = (f"Decoded mean latent moved along PLS1 (higher = {target_label}; {fit})\n"
+                 f"from the {negative_label} mean score to the {positive_label} mean score, ±{extend:.0%} of the gap")
+        name = 'PLS1'
+    else:
+        title = (f"Decoded mean latent moved along the model's own axis w({target_label}) − w(other): s = logit({target_label}) − logit(other)\n"
+                 f"from the {negative_label} mean s to the {positive_label} mean s, ±{extend:.0%} of the gap (s = 0: the decision boundary)")
+        name = 's'
+    if gap < 0:  # the axis points the wrong way on these images: the strip runs towards lower scores
+        title += (f"\nCaution: on these images the {positive_label} mean {name} is below the {negative_label} mean — "
+                  "the axis does not separate them here")
+    return title
+
 # %% ../nbs/06_visualization.ipynb #7947a079
 def latent_traversal_figure(
     decode:Callable, # maps an (n, d) float tensor to images (n, C, H, W) in [0, 1], e.g. `model.decode`
@@ -429,65 +517,36 @@ def latent_traversal_figure(
     positive_label:str='positive', # label at the positive end
     negative_label:str='negative', # label at the negative end
     *,
-    fit_z=None, # latents to fit PLS on (default: `z`, in-sample)
+    fit_z=None, # latents to fit PLS on, and whose mean the walk starts from (default: `z`, in-sample)
     fit_target=None, # 0/1 target of `fit_z`
     device=None, # device for the decoder input (default: the decoder's parameters', else z's)
     save_path:str|Path|None=None, # PNG to write (parent folders created); None = do not save
     show:bool|None=None, # display inline; None = only under IPython
-) -> dict:
-    "Decode the mean latent moved along PLS1 from the negative to the positive class; returns the figure, path and images."
+    axis='pls1', # 'pls1', or the model's own axis `model_axis(learn, target_idx)` (target_idx = class coded 1): steps of s
+) -> dict: # `fig`, `save_path`, `images`, `z_path`, `axis_scores` (and `pls1_scores` on PLS1)
+    "Decode the mean latent moved along the decision axis (PLS1, or the model's own) from the negative to the positive class."
     if not callable(decode): raise TypeError(f"`decode` must be callable (e.g. `model.decode`), got {type(decode).__name__}.")
     if n_steps < 2: raise ValueError(f"`n_steps` must be at least 2, got {n_steps}.")
     if extend < 0: raise ValueError(f"`extend` must be >= 0, got {extend}.")
     zr = latent_to_numpy(z, 'z'); _check_points(zr, 'z')
     y = _binary_01(target_score, len(zr), 'target_score')
-    if (fit_z is None) != (fit_target is None):
-        raise ValueError("Pass both `fit_z` and `fit_target` (held-out fit) or neither (in-sample fit).")
-    if fit_z is not None:
-        zf = latent_to_numpy(fit_z, 'fit_z'); _check_points(zf, 'fit_z')
-        if zf.shape[1] != zr.shape[1]: raise ValueError(f"`fit_z` has {zf.shape[1]} dimensions but `z` has {zr.shape[1]}.")
-        yf = _binary_01(fit_target, len(zf), 'fit_target')
-    else: zf, yf = zr, y
-    pls, signs = fit_oriented_pls(zf, yf)
-    t1 = pls.transform(zr)[:, 0] * signs[0]
-    lo, hi = t1[y == 0].mean(), t1[y == 1].mean()
-    gap = hi - lo
-    steps = np.linspace(lo - extend * gap, hi + extend * gap, n_steps)
-    mu, sd = _standardise_fit(zf)
-    direction = signs[0] * sd * pls.x_rotations_[:, 0] / np.linalg.norm(pls.x_rotations_[:, 0])
-    z_path = mu[None] + steps[:, None] * direction[None]
-
-    dev = torch.device(device) if device is not None else _decode_device(decode, z)
-    owner = getattr(decode, '__self__', decode)
-    was_training = owner.training if isinstance(owner, torch.nn.Module) else None
-    try:
-        if was_training: owner.eval()  # BatchNorm must not update its statistics on synthetic codes
-        with torch.no_grad(): imgs = decode(torch.as_tensor(z_path, dtype=torch.float32, device=dev))
-    finally:
-        if was_training: owner.train()
-    if not isinstance(imgs, torch.Tensor) or imgs.ndim != 4 or imgs.shape[0] != n_steps or imgs.shape[1] not in (1, 3):
-        raise ValueError(f"`decode` must return a tensor of shape ({n_steps}, C, H, W) with C = 1 or 3; "
-                         f"got {getattr(imgs, 'shape', type(imgs).__name__)}.")
-    imgs = imgs.detach().float().clamp(0, 1).cpu()
-
+    zf, yf = _fit_set(zr, y, fit_z, fit_target)
+    dec = _check_axis(axis, zr.shape[1])
+    z_path, steps, gap = _traversal_path(dec, zr, y, zf, yf, n_steps, extend)
+    imgs = _decode_path(decode, z_path, torch.device(device) if device is not None else _decode_device(decode, z), n_steps)
     fig, axes = plt.subplots(1, n_steps, figsize=(1.9 * n_steps, 2.6), squeeze=False)
     for i, ax in enumerate(axes[0]):
         im = imgs[i].permute(1, 2, 0).numpy()
         ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None, vmin=0, vmax=1)
         ax.set_xticks([]); ax.set_yticks([])
-        ax.set_title(f"PLS1 = {steps[i]:+.2f}", fontsize=8)
+        ax.set_title(f"{'PLS1' if dec is None else 's'} = {steps[i]:+.2f}", fontsize=8)
     axes[0, 0].set_xlabel(f"← {negative_label}", fontsize=10)
     axes[0, -1].set_xlabel(f"{positive_label} →", fontsize=10)
-    fit = "PLS fit on held-out set" if fit_z is not None else "in-sample PLS"
-    title = (f"Decoded mean latent moved along PLS1 (higher = {target_label}; {fit})\n"
-             f"from the {negative_label} mean score to the {positive_label} mean score, ±{extend:.0%} of the gap")
-    if gap < 0:  # the held-out axis points the wrong way on these images: the strip runs towards lower PLS1
-        title += (f"\nCaution: on these images the {positive_label} mean PLS1 is below the {negative_label} mean — "
-                  "the axis does not separate them here")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap), fontsize=10)
     fig.tight_layout()
     try:
         path = _save_png(fig, save_path) if save_path is not None else None
         show_figure(fig, show)
     finally: plt.close(fig)
-    return dict(fig=fig, save_path=path, images=imgs, z_path=z_path, pls1_scores=steps)
+    out = dict(fig=fig, save_path=path, images=imgs, z_path=z_path, axis_scores=steps, axis='pls1' if dec is None else 'model')
+    return out | (dict(pls1_scores=steps) if dec is None else {})
