@@ -204,7 +204,9 @@ def _edit_jaw(x):
     return lambda a: x + _per_image(a) * step
 
 def _edit_high_frequency(x):
+    h, w = x.shape[-2:]
     step = x - _blur3(x)
+    step[..., h // 4:3 * h // 4, w // 4:3 * w // 4] = 0  # the centre box is `center_texture`'s: left as it is
     return lambda a: x + _per_image(a) * step
 
 # %% ../nbs/12_interventions.ipynb #46270c17
@@ -219,7 +221,7 @@ CUE_EDITS = { # cue -> (family: images -> (amounts -> edited images), (lowest, h
     'center_texture': (_edit_center, (-1., 3.), "scale the contrast inside the central box"),
     'eye_region_contrast': (_edit_eye, (-1., 3.), "scale the contrast of rows 30–50 %"),
     'jaw_texture': (_edit_jaw, (-1., 4.), "sharpen or blur the bottom 30 % (5×5 unsharp mask)"),
-    'fft_high_frequency_ratio': (_edit_high_frequency, (-1., 4.), "sharpen or blur the whole image (3×3 unsharp mask)"),
+    'fft_high_frequency_ratio': (_edit_high_frequency, (-1., 4.), "sharpen or blur the image outside the central box (3×3 unsharp mask)"),
 }
 _COLOUR_CUES = ('color_covariance_red_blue', 'redness_dominance')
 
