@@ -35,7 +35,7 @@ against the larger class's share) it counts: the planted cue has the largest |ef
 excludes 0 (target >= 90 %); the planted cue is called "drives the decision"; the median share of the class gap it
 accounts for. Over all seeds: a decoy (a second cue added to the validation images of the planted class only, 2 SD
 in the direction the model is sensitive to) is never called a driver, and how often the correlational ranking
-puts it first; a copy with random weights (every seed) and a model trained on shuffled labels (one cue per seed)
+(on the decoy images) finds it significant (p < 0.01) or ranks it first; a copy with random weights (every seed) and a model trained on shuffled labels (one cue per seed)
 present no cue as driving the decision (target >= 90 %), and their report says first that they do not beat
 chance.
 
@@ -155,6 +155,7 @@ def known_answer_rows(runs:list) -> list:
             corr_first=sum(r['first_finding'] == r['feature'] for r in sep),
             corr_wrong=sum(r['first_finding'] not in (None, r['feature']) for r in sep),
             decoy_driver=sum(r['decoy_verdict'].startswith('drives') for r in rs),
+            decoy_significant=sum(r['decoy_perm_p'] < ALPHA_FIRST for r in rs),
             decoy_ranked_first=sum(r['decoy_rank'] == 1 and r['decoy_perm_p'] < ALPHA_FIRST for r in rs),
             random_ok=sum(r['random']['no_driver_presented'] for r in rs),
             random_chance_first=sum(r['random']['says_chance_first'] for r in rs),
@@ -174,18 +175,18 @@ def print_known_answers(rows:list):
         n = r['beats_chance']
         print(f"{r['cue']:15s} {n:5d} / {r['seeds']:<4d} | {r['corr_first']:13d} / {n:<4d} {r['corr_wrong']:5d} / {n:<4d} | "
               f"{r['found']:30d} / {n:<4d} {r['called_driver']:6d} / {n:<4d} {r['only_driver']:4d} / {n:<4d} {r['share']:19.2f}")
-    print(f"\n{'planted cue':15s} {'decoy called driver':>19s} {'decoy first in ranking':>22s} {'random w.: no driver':>20s} "
+    print(f"\n{'planted cue':15s} {'decoy called driver':>19s} {'decoy p < 0.01 in ranking':>25s} {'ranked first':>12s} {'random w.: no driver':>20s} "
           f"{'says chance first':>17s} {'shuffled: no driver':>19s} {'says chance first':>17s} {'median acc':>10s}")
     for r in rows:
         k, m = r['seeds'], r['shuffled_n']
-        print(f"{r['cue']:15s} {r['decoy_driver']:12d} / {k:<4d} {r['decoy_ranked_first']:15d} / {k:<4d} {r['random_ok']:13d} / {k:<4d} "
+        print(f"{r['cue']:15s} {r['decoy_driver']:12d} / {k:<4d} {r['decoy_significant']:18d} / {k:<4d} {r['decoy_ranked_first']:5d} / {k:<4d} {r['random_ok']:13d} / {k:<4d} "
               f"{r['random_chance_first']:10d} / {k:<4d} {r['shuffled_ok']:12d} / {m:<4d} {r['shuffled_chance_first']:10d} / {m:<4d} "
               f"{r['median_acc']:10.2f}")
     tot = lambda key: sum(r[key] for r in rows)
-    ctl = tot('seeds') + tot('shuffled_n')
     print(f"all cues: planted cue found {tot('found')}/{tot('beats_chance')} separating seeds; decoy called a driver "
-          f"{tot('decoy_driver')}/{tot('seeds')}; controls presenting no driver {tot('random_ok') + tot('shuffled_ok')}/{ctl}, "
-          f"saying first that they do not beat chance {tot('random_chance_first') + tot('shuffled_chance_first')}/{ctl}")
+          f"{tot('decoy_driver')}/{tot('seeds')}; random weights: no driver presented {tot('random_ok')}/{tot('seeds')}, "
+          f"'does not beat chance' said first {tot('random_chance_first')}/{tot('seeds')}; shuffled labels: no driver presented "
+          f"{tot('shuffled_ok')}/{tot('shuffled_n')}, 'does not beat chance' said first {tot('shuffled_chance_first')}/{tot('shuffled_n')}")
 
 
 def main(argv=None) -> int:
