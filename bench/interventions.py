@@ -13,12 +13,14 @@ of `--repeats`.
     python bench/interventions.py --known-answers --seeds 10 --jobs 2   # planted cues x seeds (see `known_answers`)
 
 Known answers: for each planted cue (d = 2, 48 px, 100 images per class, epochs 1/4/12, `small_encoder`) and
-seed, train an xAAEnet, run `cue_interventions` on the validation images and count, among the seeds whose model
-beats chance (binomial p < 0.05): the planted cue has the largest |effect| with a CI excluding 0; it is the only
-cue called "drives the decision". Over all seeds: a decoy (redness, or brightness when redness is planted) added
-to the validation images of the planted class only, 2 SD in the direction the model is sensitive to, is never
-called a driver; a copy with random weights gets the chance gate (or, if it happens to beat chance, names no
-driver).
+seed, train an xAAEnet and read it two ways: `cue_interventions` on the validation images, and the correlational
+ranking (PLS fit on the training codes, as `fidelity_check`). Also: a decoy (redness, or brightness when redness
+is planted) added to the validation images of the planted class only, 2 SD in the direction the model is
+sensitive to; a copy with random weights; for one cue per seed, a model trained on shuffled labels (judged against
+the true labels). The counts (among the seeds whose model beats chance, binomial p < 0.05: the planted cue has the
+largest |effect| with a CI excluding 0, is called a driver, is the only driver, its share of the class gap; over all
+seeds: decoy called a driver, controls presenting a driver) are printed by `bench/fidelity.py`'s
+`print_known_answers`, which `bench/fidelity.py --known-answers` also runs.
 """
 from __future__ import annotations
 
