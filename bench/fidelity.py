@@ -24,6 +24,20 @@ are independent).
 
     python bench/fidelity.py --jobs 2  # 5 cues x 10 seeds + 10 null seeds, two runs at a time
     python bench/fidelity.py --quick   # 2 cues x 2 seeds + 2 null seeds
+    python bench/fidelity.py --known-answers --jobs 2 --save ka.pkl   # both kinds of evidence on the same models
+    python bench/fidelity.py --known-answers --load ka.pkl            # print a saved known-answer run again
+
+Known answers (issue 22): `--known-answers` trains, for each planted cue and seed, the model of
+`bench/interventions.py --known-answers` (d = 2, 48 px, 100 images per class, epochs 1/4/12) and reads it both ways:
+the correlational ranking (as above: PLS fit on the training codes, 499 shuffles) and the cue interventions
+(`cue_interventions`). Among the seeds whose classifier beats chance on the validation images (binomial p < 0.05
+against the larger class's share) it counts: the planted cue has the largest |effect| with a 95 % interval that
+excludes 0 (target >= 90 %); the planted cue is called "drives the decision"; the median share of the class gap it
+accounts for. Over all seeds: a decoy (a second cue added to the validation images of the planted class only, 2 SD
+in the direction the model is sensitive to) is never called a driver, and how often the correlational ranking
+(on the decoy images) finds it significant (p < 0.01) or ranks it first; a copy with random weights (every seed) and a model trained on shuffled labels (one cue per seed)
+present no cue as driving the decision (target >= 90 %), and their report says first that they do not beat
+chance.
 
 Each run is `fidelity_check` with its defaults (48-px images, 150 per class, a small convolutional encoder, epochs
 1/5/15); about a minute per run on one core of this machine.
@@ -126,6 +140,55 @@ def bench_fidelity(quick:bool=False, strength:float=STRENGTH, n_seeds:int|None=N
     return rows
 
 
+def known_answer_rows(runs:list) -> list:
+    "One row per planted cue of the known-answer runs (`bench/interventions.py`'s `known_answer_run` results)."
+    rows = []
+    for cue in dict.fromkeys(r['cue'] for r in runs):
+        rs = [r for r in runs if r['cue'] == cue]
+        sep = [r for r in rs if r['beats_chance']]
+        ctl = [c for r in rs for c in (r['random'], r['shuffled']) if c is not None]
+        rows.append(dict(
+            cue=cue, seeds=len(rs), beats_chance=len(sep),
+            found=sum(r['found'] for r in sep), called_driver=sum(r['feature'] in r['drivers'] for r in sep),
+            only_driver=sum(r['drivers'] == [r['feature']] for r in sep),
+            share=float(np.median([r['planted_share'] for r in sep])) if sep else float('nan'),
+            corr_first=sum(r['first_finding'] == r['feature'] for r in sep),
+            corr_wrong=sum(r['first_finding'] not in (None, r['feature']) for r in sep),
+            decoy_driver=sum(r['decoy_verdict'].startswith('drives') for r in rs),
+            decoy_significant=sum(r['decoy_perm_p'] < ALPHA_FIRST for r in rs),
+            decoy_ranked_first=sum(r['decoy_rank'] == 1 and r['decoy_perm_p'] < ALPHA_FIRST for r in rs),
+            random_ok=sum(r['random']['no_driver_presented'] for r in rs),
+            random_chance_first=sum(r['random']['says_chance_first'] for r in rs),
+            shuffled_ok=sum(r['shuffled']['no_driver_presented'] for r in rs if r['shuffled']),
+            shuffled_chance_first=sum(r['shuffled']['says_chance_first'] for r in rs if r['shuffled']),
+            shuffled_n=sum(r['shuffled'] is not None for r in rs), controls=len(ctl),
+            median_acc=float(np.median([r['accuracy'] for r in rs])), median_s=float(np.median([r['seconds'] for r in rs]))))
+    return rows
+
+
+def print_known_answers(rows:list):
+    "The known-answer table: correlational and interventional evidence on the same models, then the controls."
+    print(f"\nKnown answers (d = {STRENGTH:g}); among the seeds whose classifier beats chance (binomial p < 0.05):")
+    print(f"{'planted cue':15s} {'beats chance':>12s} | {'corr.: first finding':>20s} {'corr.: wrong':>12s} | "
+          f"{'interv.: largest |effect|, CI excl. 0':>37s} {'called driver':>13s} {'only driver':>11s} {'median share of gap':>19s}")
+    for r in rows:
+        n = r['beats_chance']
+        print(f"{r['cue']:15s} {n:5d} / {r['seeds']:<4d} | {r['corr_first']:13d} / {n:<4d} {r['corr_wrong']:5d} / {n:<4d} | "
+              f"{r['found']:30d} / {n:<4d} {r['called_driver']:6d} / {n:<4d} {r['only_driver']:4d} / {n:<4d} {r['share']:19.2f}")
+    print(f"\n{'planted cue':15s} {'decoy called driver':>19s} {'decoy p < 0.01 in ranking':>25s} {'ranked first':>12s} {'random w.: no driver':>20s} "
+          f"{'says chance first':>17s} {'shuffled: no driver':>19s} {'says chance first':>17s} {'median acc':>10s}")
+    for r in rows:
+        k, m = r['seeds'], r['shuffled_n']
+        print(f"{r['cue']:15s} {r['decoy_driver']:12d} / {k:<4d} {r['decoy_significant']:18d} / {k:<4d} {r['decoy_ranked_first']:5d} / {k:<4d} {r['random_ok']:13d} / {k:<4d} "
+              f"{r['random_chance_first']:10d} / {k:<4d} {r['shuffled_ok']:12d} / {m:<4d} {r['shuffled_chance_first']:10d} / {m:<4d} "
+              f"{r['median_acc']:10.2f}")
+    tot = lambda key: sum(r[key] for r in rows)
+    print(f"all cues: planted cue found {tot('found')}/{tot('beats_chance')} separating seeds; decoy called a driver "
+          f"{tot('decoy_driver')}/{tot('seeds')}; random weights: no driver presented {tot('random_ok')}/{tot('seeds')}, "
+          f"'does not beat chance' said first {tot('random_chance_first')}/{tot('seeds')}; shuffled labels: no driver presented "
+          f"{tot('shuffled_ok')}/{tot('shuffled_n')}, 'does not beat chance' said first {tot('shuffled_chance_first')}/{tot('shuffled_n')}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--quick', action='store_true', help='2 cues x 2 seeds + 2 null seeds')
@@ -135,8 +198,24 @@ def main(argv=None) -> int:
     ap.add_argument('--seeds', type=int, default=None, help='seeds per cue (default 10; quick 2)')
     ap.add_argument('--no-null', action='store_true', help='skip the strength-0 runs')
     ap.add_argument('--save', default=None, metavar='FILE', help='pickle every run\'s result (rankings included) to FILE')
+    ap.add_argument('--known-answers', action='store_true', help='correlational and interventional evidence on the same models')
+    ap.add_argument('--load', default=None, metavar='FILE', help='with --known-answers: print the runs pickled in FILE')
     args = ap.parse_args(argv)
     start = time.perf_counter()
+    if args.known_answers:
+        import pickle
+        from pathlib import Path
+        if args.load:
+            with open(args.load, 'rb') as f: runs = pickle.load(f)
+        else:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from interventions import known_answers
+            from tell_me_why.fidelity import PLANTED_CUES
+            runs = known_answers(args.cues.split(',') if args.cues else list(PLANTED_CUES), list(range(args.seeds or 10)),
+                                 args.jobs, save=args.save, size=48, n_per_class=100, epochs=(1, 4, 12))
+        print_known_answers(known_answer_rows(runs))
+        print(f"total {time.perf_counter() - start:.0f} s")
+        return 0
     results = [] if args.save else None
     rows = bench_fidelity(quick=args.quick, jobs=args.jobs, cues=args.cues.split(',') if args.cues else None,
                           strength=args.strength, n_seeds=args.seeds, nulls=not args.no_null, results_out=results)

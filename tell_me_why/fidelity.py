@@ -175,10 +175,12 @@ def _plant_center_texture(x, a, rng, grain_share:float=0.25):
     t = smooth + grain_share * grain
     return x + a * (t / t.std((1, 2), keepdims=True))[:, None]
 
-def _peripheral_grain(rng, n, size):
-    "(n, size, size) high-pass, mirror-symmetric grain outside the central box, zero mean, unit std."
+def _peripheral_grain(rng, n, size, spare_bands:bool=False):
+    """(n, size, size) high-pass, mirror-symmetric grain outside the central box, zero mean, unit std.
+    `spare_bands`: none in the eye rows (30–50 %) and the jaw rows (bottom 30 %) either."""
     z = rng.normal(size=(n, size, size))
     outside = np.ones((size, size)); outside[size // 4:3 * size // 4, size // 4:3 * size // 4] = 0
+    if spare_bands: outside[int(0.3 * size):int(0.5 * size)] = outside[int(0.7 * size):] = 0
     hp = _hp(z + z[:, :, ::-1]) * outside
     hp = hp - hp.mean((1, 2), keepdims=True)
     return hp / hp.std((1, 2), keepdims=True)
@@ -214,7 +216,7 @@ def _calibrate(control:np.ndarray, planted:np.ndarray, noise:np.ndarray, cue:str
         plant = lambda x, a, rng: _plant_center_texture(x, a, rng, grain_share)
     if cue == 'symmetry' and strength > 0:  # what keeps each image's FFT ratio, computed once for all amounts
         noisy = planted + noise[len(control):]
-        grain = _peripheral_grain(np.random.default_rng([seed, 2]), len(planted), planted.shape[-1])
+        grain = _peripheral_grain(np.random.default_rng([seed, 2]), len(planted), planted.shape[-1], spare_bands=True)
         keep_fft = (_fft_ratio_of_spectrum(_spectrum(_grey(noisy))), grain, _spectrum(grain), noise[len(control):])
         plant = lambda x, a, rng: _plant_symmetry(x, a, rng, keep_fft)
     feature = PLANTED_CUES[cue]

@@ -145,8 +145,9 @@ def _edit_brightness(x):
 
 def _edit_variance(x):
     smooth = _blur3(_blur3(x))
+    even = (smooth + smooth.flip(-1)) / 2               # its mirror-symmetric part: the left–right differences stay as they are
     m = x.mean((2, 3), keepdim=True)
-    return lambda a: x + _per_image(a) * (smooth - m)   # m + (1 + a)(smooth − m) + (x − smooth)
+    return lambda a: x + _per_image(a) * (even - m)     # m + (1 + a)(even − m) + (x − even)
 
 def _edit_skewness(x):
     g = _grey(x)
@@ -204,13 +205,15 @@ def _edit_jaw(x):
     return lambda a: x + _per_image(a) * step
 
 def _edit_high_frequency(x):
+    h, w = x.shape[-2:]
     step = x - _blur3(x)
+    step[..., h // 4:3 * h // 4, w // 4:3 * w // 4] = 0  # the centre box is `center_texture`'s: left as it is
     return lambda a: x + _per_image(a) * step
 
 # %% ../nbs/12_interventions.ipynb #46270c17
 CUE_EDITS = { # cue -> (family: images -> (amounts -> edited images), (lowest, highest) amount, what it does)
     'brightness': (_edit_brightness, (-1., 1.), "add the same amount to every pixel (channel ratios kept)"),
-    'variance': (_edit_variance, (-1., 3.), "scale the contrast of the smooth part (fine grain kept)"),
+    'variance': (_edit_variance, (-1., 3.), "scale the contrast of the smooth, mirror-symmetric part (fine grain and symmetry kept)"),
     'skewness': (_edit_skewness, (-0.6, 0.6), "bend the tone curve, mean and variance kept"),
     'color_covariance_red_blue': (_edit_color_covariance, (-3., 3.), "add a multiple of the blue pattern to red (grey kept)"),
     'redness_dominance': (_edit_redness, (-0.5, 0.5), "shift red against green and blue (grey kept)"),
@@ -219,7 +222,7 @@ CUE_EDITS = { # cue -> (family: images -> (amounts -> edited images), (lowest, h
     'center_texture': (_edit_center, (-1., 3.), "scale the contrast inside the central box"),
     'eye_region_contrast': (_edit_eye, (-1., 3.), "scale the contrast of rows 30–50 %"),
     'jaw_texture': (_edit_jaw, (-1., 4.), "sharpen or blur the bottom 30 % (5×5 unsharp mask)"),
-    'fft_high_frequency_ratio': (_edit_high_frequency, (-1., 4.), "sharpen or blur the whole image (3×3 unsharp mask)"),
+    'fft_high_frequency_ratio': (_edit_high_frequency, (-1., 4.), "sharpen or blur the image outside the central box (3×3 unsharp mask)"),
 }
 _COLOUR_CUES = ('color_covariance_red_blue', 'redness_dominance')
 
