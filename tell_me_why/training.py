@@ -412,6 +412,9 @@ def train_xaaenet(
         learn.discriminator_steps, learn.phase_records = {}, {}
 
         def run(i, phase, *args):  # one phase, then its record, the prior check and the divergence verdict
+            if seed is not None:  # each phase starts from its own seeds: a resumed run trains on exactly as an uninterrupted one
+                _seed_everything(seed + rank() + 1000 * (i - 1), dls)
+                if shuffle_rng is not None: shuffle_rng.seed(seed + 1000 * (i - 1))
             rec = learn.phase_records[phase] = _run_phase(learn, i, phase, *args)
             learn.phase_status[phase] = rec['status']
             if rec['status'] == 'trained': learn.optimizer_steps[phase], learn.discriminator_steps[phase] = rec['optimizer_steps'], rec['discriminator_steps']
@@ -438,14 +441,14 @@ def train_xaaenet(
         status, _ = run(1, 'adversarial', epochs_adv, adv_fname, XAAELoss(model, adv_weight=1.), [LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')],
             lr_max, _disc_lr(lr_max, disc_lr_factor), [UnfreezeFcCritAdaptative(low_threshold=adv_low_threshold, high_threshold=adv_high_threshold), *extra],
             patience, grad_accum, resume, t, shuffle_rng)
-        if save_tsne and status == 'trained': tsne_after('adversarial', adv_fname)
+        if save_tsne and status != 'skipped': tsne_after('adversarial', adv_fname)
 
         # Phase 2: denoising autoencoder
         corruption = CorruptionCallback([AddGaussianNoise(std=noise_std), RandomMasking(mask_ratio=mask_ratio, patch_size=patch_size)])
         status, _ = run(2, 'autoencoder', epochs_ae, ae_fname, XAAELoss(model, recons_weight=ae_recons_weight, adv_weight=ae_adv_weight),
             [LossAttrMetric('recons_loss'), LossAttrMetric('adv_loss'), LossAttrMetric('disc_loss')], lr_max, _disc_lr(lr_max, disc_lr_factor),
             [corruption, *extra], patience, grad_accum, resume, t, shuffle_rng)
-        if save_tsne and status == 'trained': tsne_after('autoencoder', ae_fname)
+        if save_tsne and status != 'skipped': tsne_after('autoencoder', ae_fname)
 
         # Phase 3: classifier
         _, (z_train, y_train) = run(3, 'classifier', epochs_classif, classif_fname,
