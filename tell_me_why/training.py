@@ -244,6 +244,20 @@ def _write_record(path, record):
 _RECORD_KEYS = ('epochs', 'epochs_run', 'kept_epoch', 'kept_by', 'optimizer_steps', 'discriminator_steps', 'diverged',
                 'kept_valid_accuracy', 'best_valid_accuracy')
 
+def _rng_state(dls) -> dict:
+    "The random number generators' states at the end of a phase (JSON): a resumed run restores them and goes on as an uninterrupted one."
+    np_state = np.random.get_state()
+    return dict(torch=torch.get_rng_state().tolist(), numpy=[np_state[0], np_state[1].tolist(), *np_state[2:]], python=random.getstate(),
+                loaders=[dl.rng.getstate() if getattr(dl, 'rng', None) is not None else None for dl in dls.loaders])
+
+def _restore_rng_state(state:dict, dls):
+    tup = lambda s: tuple(tup(x) if isinstance(x, list) else x for x in s)
+    torch.set_rng_state(torch.tensor(state['torch'], dtype=torch.uint8))
+    np.random.set_state((state['numpy'][0], np.array(state['numpy'][1], dtype=np.uint32), *state['numpy'][2:]))
+    random.setstate(tup(state['python']))
+    for dl, s in zip(dls.loaders, state['loaders']):
+        if s is not None: dl.rng = random.Random(); dl.rng.setstate(tup(s))
+
 def _resume_phase(model, ckpt, settings) -> dict|None:
     "The completion record if the phase finished earlier with these settings (its weights are loaded); raise if it finished with others."
     rec_path = _record_path(ckpt)
@@ -302,6 +316,7 @@ def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, 
         done = on_main(_resume_phase, model, ckpt, settings)
         if done is not None:
             broadcast_state(model)
+            if 'rng' in done and not is_distributed(): _restore_rng_state(json.loads(done['rng']), learn.dls)
             return dict({k: done[k] for k in _RECORD_KEYS if k in done}, status='resumed')
     if epochs == 0:
         print("  0 epochs: phase skipped")
@@ -338,7 +353,8 @@ def _run_phase(learn, i, phase, epochs, fname, loss_func, metrics, lr, disc_lr, 
     if rec['diverged']: print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase)}")
     # the phase ran to its end: only now does it count as finished for `resume`
     if is_main_process(): _write_record(_record_path(ckpt), dict(settings, **{k: rec[k] for k in _RECORD_KEYS if k in rec},
-                                                                 finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__))
+                                                                 finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__,
+                                                                 rng=json.dumps(_rng_state(learn.dls))))  # one line
     return rec
 
 
@@ -412,9 +428,6 @@ def train_xaaenet(
         learn.discriminator_steps, learn.phase_records = {}, {}
 
         def run(i, phase, *args):  # one phase, then its record, the prior check and the divergence verdict
-            if seed is not None:  # each phase starts from its own seeds: a resumed run trains on exactly as an uninterrupted one
-                _seed_everything(seed + rank() + 1000 * (i - 1), dls)
-                if shuffle_rng is not None: shuffle_rng.seed(seed + 1000 * (i - 1))
             rec = learn.phase_records[phase] = _run_phase(learn, i, phase, *args)
             learn.phase_status[phase] = rec['status']
             if rec['status'] == 'trained': learn.optimizer_steps[phase], learn.discriminator_steps[phase] = rec['optimizer_steps'], rec['discriminator_steps']
