@@ -112,7 +112,7 @@ _PHASES = ('adversarial', 'autoencoder', 'classifier')
 
 def _status(ph:str, r:dict) -> str:
     "A phase's status in words: an adversarial phase whose generator never stepped was a discriminator warm-up."
-    st = r.get('status', 'n/a')
+    st = 'trained' if r.get('status') == 'resumed' else r.get('status', 'n/a')  # reused weights: as trained (said below the table)
     return 'discriminator warm-up' if st == 'trained' and ph == 'adversarial' and r.get('optimizer_steps') == 0 else st
 
 def _kept_line(training:dict) -> str|None:
@@ -137,6 +137,8 @@ def _training_lines(training:dict) -> list[str]:
         L.append(f"| {ph} | {_status(ph, r)} | {r.get('epochs', 'n/a')} | {r.get('optimizer_steps', 'n/a')} |"
                  + (f" {r.get('discriminator_steps', 'n/a')} |" if disc else "")
                  + (f" {'n/a' if r.get('kept_epoch') is None else r['kept_epoch']} |" if kept else ""))
+    resumed = [ph for ph in _PHASES if training['phases'].get(ph, {}).get('status') == 'resumed']
+    if resumed: L += ["", f"Resumed: the {', '.join(resumed)} phase(s) had finished in an earlier run into this folder; their weights were loaded."]
     return L + [""]
 
 
@@ -263,9 +265,8 @@ def write_report(path, # Markdown file to write
         L += [f"- `{p}`: {why}" for p, why in skipped] + [""]
     L += ["## Figures", ""] + [f"- [{title}]({Path(p).as_posix()})" for title, p in figures.items()]
     L += ["", "## Run settings", "", "```json", json.dumps(settings, indent=1, default=str), "```", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('\n'.join(L))
-    return path
+    from tell_me_why.callbacks import atomic_write  # a run killed while writing leaves no half report
+    return atomic_write(path, lambda tmp: Path(tmp).write_text('\n'.join(L)))
 
 
 # %% ../nbs/09_cli.ipynb #ebf17dfe
@@ -277,7 +278,14 @@ def previous_run_outputs(out) -> list[str]: # names of `RUN_OUTPUTS` present in 
     out = Path(out)
     return [n for n in RUN_OUTPUTS if (out/n).exists()] if out.is_dir() else []
 
+def _finish_swap(out:Path):
+    "Finish the swap of a run killed between its two renames (see `_output_folder`): its new run goes in place."
+    stage, old = out.parent/f'.{out.name}.tmw-new', out.parent/f'.{out.name}.tmw-old'
+    if old.is_dir() and not out.exists(): (stage if stage.is_dir() else old).rename(out)
+    if out.is_dir(): shutil.rmtree(old, ignore_errors=True)
+
 def _check_out(out:Path, resume:bool, overwrite:bool) -> list[str]:
+    _finish_swap(out)
     if resume and overwrite: raise ValueError("pass --resume (continue the run in OUT) or --overwrite (replace it), not both")
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {str(out)!r} is a file; give a folder")
     prev = previous_run_outputs(out)
@@ -301,12 +309,26 @@ def _output_folder(out:Path, resume:bool, overwrite:bool):
             raise
         return
     stage, old = out.parent/f'.{out.name}.tmw-new', out.parent/f'.{out.name}.tmw-old'
-    for d in (stage, old): shutil.rmtree(d, ignore_errors=True)  # leftovers of a run killed mid-swap: ours by name
-    keep = () if resume else RUN_OUTPUTS
-    shutil.copytree(out, stage, ignore=lambda d, names: [n for n in names if Path(d) == out and n in keep])
+    stale = lambda n: n.startswith('.') and n.endswith('.tmp')  # `atomic_write`'s temporaries left by a killed run
+    if resume and stage.is_dir():  # a resumed run that was killed or failed: continue from its progress
+        for t in [t for t in stage.rglob('*') if stale(t.name)]: t.unlink()
+    else:
+        copy = out.parent/f'.{out.name}.tmw-copy'
+        for d in (stage, copy): shutil.rmtree(d, ignore_errors=True)  # leftovers of another kind of run: ours by name
+        keep = () if resume else RUN_OUTPUTS
+        first = []  # copytree lists every failed file in one shutil.Error: the first error is the one to show
+        def copy_file(s, d):
+            try: return shutil.copy2(s, d)
+            except OSError as e: first.append(e); raise
+        try: shutil.copytree(out, copy, ignore=lambda d, names: [n for n in names if (Path(d) == out and n in keep) or stale(n)], copy_function=copy_file)
+        except BaseException as e:
+            shutil.rmtree(copy, ignore_errors=True)
+            raise (first[0] if first and isinstance(e, shutil.Error) else e)
+        copy.rename(stage)  # a copy cut short is never taken for a run's progress
     try: yield stage
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True); raise
+        if not resume: shutil.rmtree(stage, ignore_errors=True)
+        raise
     out.rename(old); stage.rename(out); shutil.rmtree(old, ignore_errors=True)
 
 @contextlib.contextmanager
@@ -621,6 +643,17 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
 # %% ../nbs/09_cli.ipynb #6dc04c54
 _USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
+def _write_problem(e:BaseException, out) -> str|None:
+    "A failed write into the output folder (full disk, read-only), in words that name the folder; None for other errors."
+    import errno
+    if not isinstance(e, OSError) or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM): return None
+    o, f = Path(out).resolve(), Path(e.filename).resolve() if isinstance(e.filename, (str, Path)) else None
+    if f is None and e.errno in (errno.EACCES, errno.EPERM): return None
+    near = lambda p: p == o or p.parent == o.parent and p.name.startswith(f'.{o.name}.')  # OUT, its lock and its staging folders
+    if f is not None and not any(near(p) for p in (f, *f.parents)) and not o.is_relative_to(f): return None
+    return (f"cannot write to --out {str(out)!r}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else '')
+            + ". Outputs already there are kept: free some space or make the folder writable, then run again with --resume")
+
 def tmw_explain(argv:list|None=None) -> int: # exit status: 0 done, 2 user error, 130 interrupted, 1 bug
     "Entry point of `tmw-explain`: parse `argv` (default `sys.argv[1:]`), run `explain_image_folder`, report errors in one line."
     parser = tmw_explain_parser()
@@ -635,7 +668,7 @@ def tmw_explain(argv:list|None=None) -> int: # exit status: 0 done, 2 user error
         return 130
     except Exception as e:
         if debug: raise
-        msg = ' '.join(str(e).split()) or type(e).__name__
+        msg = _write_problem(e, args['out']) or ' '.join(str(e).split()) or type(e).__name__
         if isinstance(e, _USER_ERRORS):
             print(f"tmw-explain: error: {msg}\n(add --debug or set TMW_DEBUG=1 to see the traceback)", file=sys.stderr)
             return 2

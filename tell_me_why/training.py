@@ -285,6 +285,20 @@ def _write_record(path, record):
 _RECORD_KEYS = ('epochs', 'epochs_run', 'kept_epoch', 'kept_by', 'optimizer_steps', 'discriminator_steps', 'diverged',
                 'kept_valid_accuracy', 'best_valid_accuracy')
 
+def _rng_state(dls) -> dict:
+    "The random number generators' states at the end of a phase (JSON): a resumed run restores them and goes on as an uninterrupted one."
+    np_state = np.random.get_state()
+    return dict(torch=torch.get_rng_state().tolist(), numpy=[np_state[0], np_state[1].tolist(), *np_state[2:]], python=random.getstate(),
+                loaders=[dl.rng.getstate() if getattr(dl, 'rng', None) is not None else None for dl in dls.loaders])
+
+def _restore_rng_state(state:dict, dls):
+    tup = lambda s: tuple(tup(x) if isinstance(x, list) else x for x in s)
+    torch.set_rng_state(torch.tensor(state['torch'], dtype=torch.uint8))
+    np.random.set_state((state['numpy'][0], np.array(state['numpy'][1], dtype=np.uint32), *state['numpy'][2:]))
+    random.setstate(tup(state['python']))
+    for dl, s in zip(dls.loaders, state['loaders']):
+        if s is not None: dl.rng = random.Random(); dl.rng.setstate(tup(s))
+
 # %% ../nbs/04_training.ipynb #0d451b87
 def _resume_phase(model, ckpt, settings) -> dict|None:
     "The completion record if the phase finished earlier with these settings (its weights are loaded); raise if it finished with others."
@@ -377,6 +391,7 @@ def _resumed(self:XAAELearner, ckpt, settings) -> dict|None:
     done = on_main(_resume_phase, self.model, ckpt, settings)
     if done is None: return None
     broadcast_state(self.model)
+    if 'rng' in done and not is_distributed(): _restore_rng_state(json.loads(done['rng']), self.dls)
     return dict({k: done[k] for k in _RECORD_KEYS if k in done}, status='resumed')
 
 # %% ../nbs/04_training.ipynb #e5fd9790
@@ -416,7 +431,8 @@ def _train(self:XAAELearner, phase:Phase, ckpt:Path, settings:dict, step:str, cb
     rec = _phase_record(self, phase, roles, start)
     _print_phase(rec, phase)
     if is_main_process(): _write_record(_record_path(ckpt), dict(settings, **{k: rec[k] for k in _RECORD_KEYS if k in rec},
-                                                                 finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__))
+                                                                 finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__,
+                                                                 rng=json.dumps(_rng_state(self.dls))))  # one line
     return rec
 
 # %% ../nbs/04_training.ipynb #ab3f6b2c
@@ -589,7 +605,7 @@ def train_xaaenet(
         learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
         for i, phase in enumerate(_curriculum(a), 1):
             rec = learn.fit_phase(phase, resume, f'{i}/3', cbs, keep_codes=phase.name == 'classifier')
-            if save_tsne and phase.name != 'classifier' and rec['status'] == 'trained': _tsne_after(learn, phase, a)
+            if save_tsne and phase.name != 'classifier' and rec['status'] != 'skipped': _tsne_after(learn, phase, a)
         _figures_and_latent(learn, rec.pop('train_codes', None), a)
         return learn
 
