@@ -270,7 +270,7 @@ def write_report(path, # Markdown file to write
 
 
 # %% ../nbs/09_cli.ipynb #ebf17dfe
-RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'cue_interventions.csv', 'cue_verdicts.csv', 'models',
+RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'cue_ranking_model_axis.csv', 'cue_interventions.csv', 'cue_verdicts.csv', 'models',
                'interpretation', 'planted_images')
 
 def previous_run_outputs(out) -> list[str]: # names of `RUN_OUTPUTS` present in `out`
@@ -564,7 +564,7 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
         _print_training(trained.training)
         codes = P.encode_splits(trained.learn)  # saved by train_xaaenet in split_items order: no second encoding pass
         print("Scoring image cues")
-        table = P.score_cues(codes, progress)
+        table = P.score_cues(codes, progress, cache_dir=work/'cue_cache')  # a resumed run scores no image twice
         print("Explaining the decision axis")
         ex = P.explain_model(trained.learn, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show)
         settings = _run_settings(data, s, pretrained, weights, seed, resume, planted, planted_strength, precision)

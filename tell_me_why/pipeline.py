@@ -21,6 +21,7 @@ from .feature_scores import compute_feature_score_table
 from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
 from .fidelity import small_encoder
 from .explanation import gather_evidence
+from .counterfactuals import model_axis
 from .callbacks import atomic_write
 from .distributed import world_size
 from .training import KEEP_CRITERIA
@@ -162,9 +163,10 @@ def encode_splits(learn:XAAELearner, # a learner from `train_model` (its latent 
 
 def score_cues(codes:Codes, # from `encode_splits`
                progress:bool=False, # progress bar
+               cache_dir=None, # folder of the cue-table cache (`compute_feature_score_table`): a rerun or resume scores each image once
               ) -> pd.DataFrame: # one row per image, training split first, with a `split` column
     "The cue table of both splits, in the codes' row order."
-    table = compute_feature_score_table(codes.paths_train + codes.paths_valid, progress=progress)
+    table = compute_feature_score_table(codes.paths_train + codes.paths_valid, progress=progress, cache_dir=cache_dir)
     table.insert(1, 'split', ['train'] * len(codes.paths_train) + ['valid'] * len(codes.paths_valid))
     return table
 
@@ -180,17 +182,21 @@ class Explanation:
     summary:dict # `separation_summary` (with the axis' permutation p)
     ranking:pd.DataFrame # the correlational cue ranking (`importance_rank`)
     evidence:dict # `gather_evidence`: interventions, walk, axes, verdicts
+    model_ranking:pd.DataFrame|None = None # the same ranking against the model's own score s (`model_axis`)
     figures:dict = field(default_factory=dict) # title -> path of every figure written
 
 # %% ../nbs/15_pipeline.ipynb #5e272b3c
 def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permutations, seed, show, caution):
-    "The correlational stage: cue ranking and alignment panels, and the walk along the PLS axis."
+    "The correlational stage: cue ranking and alignment panels against PLS1 and against the model's own score, and the walk along PLS1."
     a = data.vocab.index(data.class_a)
     valid = table[table.split == 'valid'].drop(columns='split').reset_index(drop=True)
     fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
     names = dict(target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b)
     res = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, fit_z=codes.z_train, fit_target=fit_y,
                                   n_permutations=n_permutations, random_state=seed, caution=caution)
+    res['model_axis'] = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, fit_z=codes.z_train,
+                                                fit_target=fit_y, n_permutations=n_permutations, random_state=seed, caution=caution,
+                                                axis=model_axis(learn, a))
     latent_traversal_figure(learn.model.decode, codes.z_valid, y, **names, fit_z=codes.z_train, fit_target=fit_y,
                             save_path=Path(save_dir)/'latent_traversal.png', show=show)
     return res
@@ -215,12 +221,13 @@ def explain_model(learn:XAAELearner, # from `train_model`
                          res['importance_rank'], target_idx=a, fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed,
                          progress=progress, show=show)
     summary = separation_summary(_predict_from_z(learn.model, codes.z_valid), codes.y_valid, res.get('target_perm_p_value'))
-    return Explanation(summary, res['importance_rank'], ev)
+    return Explanation(summary, res['importance_rank'], ev, res['model_axis']['importance_rank'])
 
 # %% ../nbs/15_pipeline.ipynb #3e98fd0c
 FIGURES = {'effect of each cue on the decision (interventions)': 'interpretation/cue_effects.png',
            'latent counterfactuals of four validation images': 'interpretation/counterfactuals.png',
-           'cue ranking': 'interpretation/feature_importance_ranking.png', 'alignment panels': 'interpretation/feature_alignment_panels.png',
+           'cue ranking': 'interpretation/feature_importance_ranking.png',
+           'cue ranking against the model\'s own score': 'interpretation/feature_importance_ranking_model_axis.png', 'alignment panels': 'interpretation/feature_alignment_panels.png',
            'walk along the decision axis': 'interpretation/latent_traversal.png', 'PLS biplot of validation codes': 'models/pls_xaaenet_classif.png',
            't-SNE after the adversarial phase': 'models/tsne_xaaenet_adv.png', 't-SNE after the autoencoder phase': 'models/tsne_xaaenet_ae.png'} # the figures a report links, when written
 
@@ -232,6 +239,7 @@ def _rel(p, root:Path, shown:Path) -> str:
 def _write_tables(work:Path, out:Path, table, ex:Explanation):
     table.assign(Source_File_Path=[_rel(p, work, out) for p in table.Source_File_Path]).to_csv(work/'feature_scores.csv', index=False)
     ex.ranking.to_csv(work/'cue_ranking.csv', index=False)
+    if ex.model_ranking is not None: ex.model_ranking.to_csv(work/'cue_ranking_model_axis.csv', index=False)
     ex.evidence['interventions'].to_csv(work/'cue_interventions.csv', index=False)
     ex.evidence['verdicts'].to_csv(work/'cue_verdicts.csv', index=False)
 
@@ -243,6 +251,7 @@ def _result_record(ex:Explanation) -> dict:
     return dict(**{k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in ex.summary.items()},
                 verdicts=json.loads(v.head(5)[cols].to_json(orient='records')),
                 axes={k: ex.evidence['axes'][k] for k in ('cosine', 'r_s_pls1')},
+                top_cues_model_axis=None if ex.model_ranking is None else ex.model_ranking.head(5)[['feature', 'signed_r2']].to_dict('records'),
                 top_cues=rk.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in rk else [])].to_dict('records'))
 
 # %% ../nbs/15_pipeline.ipynb #53436d3e
