@@ -15,13 +15,14 @@ import numpy as np
 import tell_me_why
 
 PLANTED_CHOICES = ('brightness', 'redness', 'symmetry', 'center_texture', 'high_frequency') # `--planted` cues: the keys of the fidelity page's `PLANTED_CUES`
+PRECISION_CHOICES = ('fp32', 'bf16', 'fp16') # `--precision`: the callbacks page's `PRECISIONS`, for `--help` (no torch)
 HELP_MIN_POINTS = 10 # the explanation's `MIN_POINTS`, for `--help` (which must not import torch)
 
 # %% auto #0
-__all__ = ['PLANTED_CHOICES', 'HELP_MIN_POINTS', 'MIN_STEPS_PER_EPOCH', 'RUN_OUTPUTS', 'ARCHS', 'FOLDER_DEFAULTS',
-           'PLANTED_DEFAULTS', 'torch_pair_problem', 'separation_summary', 'plan_optimiser_steps', 'write_report',
-           'previous_run_outputs', 'run_lock', 'check_explain_settings', 'explain_image_folder', 'tmw_explain_parser',
-           'tmw_explain']
+__all__ = ['PLANTED_CHOICES', 'PRECISION_CHOICES', 'HELP_MIN_POINTS', 'MIN_STEPS_PER_EPOCH', 'RUN_OUTPUTS', 'ARCHS',
+           'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'torch_pair_problem', 'separation_summary', 'plan_optimiser_steps',
+           'write_report', 'previous_run_outputs', 'run_lock', 'check_explain_settings', 'explain_image_folder',
+           'tmw_explain_parser', 'tmw_explain']
 
 # %% ../nbs/09_cli.ipynb #74f98af1
 def torch_pair_problem(torch_version:str|None, # installed torch version, e.g. "2.14.1+cpu" (None = not installed)
@@ -405,7 +406,7 @@ def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128
     if (pretrained or weights) and arch == 'small': raise ValueError("--arch small has no ImageNet weights: drop --pretrained/--weights or pick a resnet")
     if pretrained and weights: raise ValueError("pass either --pretrained (download) or --weights FILE (local), not both")
     if weights is not None and not Path(weights).is_file(): raise FileNotFoundError(f"--weights {str(weights)!r} is not a file")
-    if precision not in ('fp32', 'bf16', 'fp16'): raise ValueError(f"`precision` must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    if precision not in PRECISION_CHOICES: raise ValueError(f"`precision` must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
     if on_bad_image not in ('skip', 'raise'): raise ValueError(f"`on_bad_image` must be 'skip' or 'raise', got {on_bad_image!r}")
     if planted is not None:
         if planted not in PLANTED_CHOICES: raise ValueError(f"--planted must be one of {', '.join(PLANTED_CHOICES)}, got {planted!r}")
@@ -628,7 +629,7 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     m.add_argument('--grad-accum', type=int, metavar='K', help=f"batches per optimiser step, >= 1 (default: the largest K <= 4 that leaves {MIN_STEPS_PER_EPOCH} steps an epoch)")
     m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; with --planted the classifier phase peaks at {P['lr_max_factor']:g} x this)")
     m.add_argument('--classif-class-weight', type=float, metavar='W', help=f"weight of the cross-entropy term in the classifier phase, >= 0 (default: {F['classif_class_weight']}; {P['classif_class_weight']} with --planted)")
-    m.add_argument('--precision', choices=['fp32', 'bf16', 'fp16'], default='fp32', help="training precision: fp32, or mixed precision bf16 / fp16 on the model's device (default: fp32)")
+    m.add_argument('--precision', choices=list(PRECISION_CHOICES), default='fp32', help="training precision: fp32, or mixed precision bf16 / fp16 on the model's device (default: fp32)")
     m.add_argument('--seed', type=int, default=42, metavar='N', help="seed of the split, the weights and the permutations, >= 0 (default: 42)")
     e = p.add_argument_group('explanation and output')
     e.add_argument('--n-permutations', type=int, metavar='N', help=f"shuffles for the permutation p-values, >= 0; 0 = no permutation test (default: {F['n_permutations']}; {P['n_permutations']} with --planted)")

@@ -211,7 +211,8 @@ def explain_model(learn:XAAELearner, # from `train_model`
                   seed:int=42, progress:bool=False, show:bool=False,
                  ) -> Explanation:
     "Chance test, cue ranking (correlation), interventions and latent walks (the model), and one verdict per cue."
-    chance = separation_summary(_predict_from_z(learn.model, codes.z_valid), codes.y_valid)  # before the figures: they must not overstate
+    preds = _predict_from_z(learn.model, codes.z_valid)
+    chance = separation_summary(preds, codes.y_valid)  # before the figures: they must not overstate
     caution = (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
                f"p = {_fmt(chance['accuracy_p_value'])}): no cue below is a finding")
     res = _rank_cues(learn, codes, table, data, save_dir, n_permutations, seed, show, caution)
@@ -220,7 +221,7 @@ def explain_model(learn:XAAELearner, # from `train_model`
     ev = gather_evidence(learn, codes.paths_valid, codes.z_valid, codes.y_valid, table[table.split == 'valid'].reset_index(drop=True),
                          res['importance_rank'], target_idx=a, fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed,
                          progress=progress, show=show)
-    summary = separation_summary(_predict_from_z(learn.model, codes.z_valid), codes.y_valid, res.get('target_perm_p_value'))
+    summary = separation_summary(preds, codes.y_valid, res.get('target_perm_p_value'))
     return Explanation(summary, res['importance_rank'], ev, res['model_axis']['importance_rank'])
 
 # %% ../nbs/15_pipeline.ipynb #3e98fd0c
