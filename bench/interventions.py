@@ -134,11 +134,11 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
     torch.set_num_threads(1)
     import numpy as np
     from tell_me_why.data import two_class_dataloaders
-    from tell_me_why.fidelity import (make_planted_cue_dataset, small_encoder, reinitialised_copy, _quiet_training, PLANTED_CUES,
+    from tell_me_why.fidelity import (make_planted_cue_dataset, small_encoder, reinitialised_copy, PLANTED_CUES,
                                       CUE_FEATURES, _shuffled_label_dls)
     from tell_me_why.feature_scores import compute_feature_score_table
     from tell_me_why.model_aae import XAAEBase
-    from tell_me_why.training import train_xaaenet, split_items
+    from tell_me_why.training import train_xaaenet, split_items, quiet_training
     from tell_me_why.interventions import cue_interventions, describe_interventions
     feature = PLANTED_CUES[cue]
     decoy_cue = 'redness_dominance' if feature != 'redness_dominance' else 'brightness'
@@ -149,7 +149,7 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
         make_planted_cue_dataset(Path(tmp)/'images', cue, 2.0, n_per_class=n_per_class, size=size, seed=seed)
         dls = two_class_dataloaders(Path(tmp)/'images', size=size, valid_pct=0.4, seed=seed, bs=16, progress=False)
         torch.manual_seed(seed)
-        with _quiet_training():
+        with quiet_training():
             learn = train_xaaenet(XAAEBase(small_encoder(), input_size=size, encoding_dims=32), dls, *epochs,
                                   models_dir=Path(tmp)/'models', **kw)
         valid = split_items(dls, 1)
@@ -167,7 +167,7 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
             train = split_items(dls, 0)
             labels = [Path(p).parent.name for p in train + valid]
             sdls = _shuffled_label_dls(dls, train + valid, labels, seed, len(valid))
-            with _quiet_training():
+            with quiet_training():
                 slearn = train_xaaenet(reinitialised_copy(learn.model, seed + 1), sdls, *epochs, models_dir=Path(tmp)/'smodels', **kw)
             shuf = _control(cue_interventions(slearn.model, dls=dls, progress=False))  # judged against the true labels
     top = res.effect.abs().idxmax()

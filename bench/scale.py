@@ -26,13 +26,13 @@ RSS_GROWTH_TARGET_MB = 1024
 
 # (stage, module, function name): the job's steps, as the modules hold them when the job looks them up
 STAGES = [('loaders', 'tell_me_why.data', 'two_class_dataloaders'), ('image check', 'tell_me_why.data', 'check_images'),
-          ('phase', 'tell_me_why.training', '_run_phase'), ('encoding', 'tell_me_why.training', 'extract_latent_space'),
-          ('prior check', 'tell_me_why.training', '_prior_after'), ('t-SNE', 'tell_me_why.training', 'save_latent_tsne_figure'),
+          ('phase', 'tell_me_why.training', 'XAAELearner._train'), ('encoding', 'tell_me_why.training', 'extract_latent_space'),
+          ('prior check', 'tell_me_why.training', 'XAAELearner._check_prior'), ('t-SNE', 'tell_me_why.training', 'save_latent_tsne_figure'),
           ('PLS figure', 'tell_me_why.training', '_pls_validation_latent_after_phase'), ('latent save', 'tell_me_why.training', 'save_latent'),
           ('cue table', 'tell_me_why.feature_scores', 'compute_feature_score_table'),
           ('ranking', 'tell_me_why.visualization', 'run_pls_feature_figures'),
           ('traversal', 'tell_me_why.visualization', 'latent_traversal_figure'),
-          ('interventions', 'tell_me_why.explanation', 'gather_evidence'), ('report', 'tell_me_why.cli', 'write_report')]
+          ('interventions', 'tell_me_why.explanation', 'gather_evidence'), ('report', 'tell_me_why.report', 'write_report')]
 ORDER = ['image check', 'loaders', 'adversarial epoch', 'autoencoder epoch', 'classifier epoch', 'encoding', 'prior check',
          't-SNE', 'PLS figure', 'latent save', 'cue table', 'ranking', 'traversal', 'interventions', 'report', 'other']
 
@@ -58,7 +58,7 @@ class StageClock:
 
     def wrap(self, name, fn):
         def timed(*args, **kw):
-            stage = f"{args[2]} epoch" if name == 'phase' else name  # _run_phase(learn, i, phase, ...)
+            stage = f"{args[1].name} epoch" if name == 'phase' else name  # XAAELearner._train(self, phase, ...)
             with self.lock:
                 self.stack.append([stage, time.perf_counter(), time.process_time(), 0., 0.])
                 st = self._stat(stage); st['peak_rss_mb'] = max(st['peak_rss_mb'], rss_mb())
@@ -94,8 +94,9 @@ def run_job(folder:Path, out:Path, result:Path, threads:int, n_permutations:int)
     import importlib
     clock = StageClock()
     for stage, mod, name in STAGES:
-        m = importlib.import_module(mod)
-        setattr(m, name, clock.wrap(stage, getattr(m, name)))
+        owner, *path = [importlib.import_module(mod), *name.split('.')]
+        for p in path[:-1]: owner = getattr(owner, p)  # 'XAAELearner._train': a method, wrapped on its class
+        setattr(owner, path[-1], clock.wrap(stage, getattr(owner, path[-1])))
     from tell_me_why.cli import explain_image_folder
     rss0, t0, c0 = rss_mb(), time.perf_counter(), time.process_time()
     res = explain_image_folder(folder, out=out, label='folder', class_a='planted', size=64, arch='small', encoding_dims=32,

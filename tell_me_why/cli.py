@@ -17,12 +17,12 @@ import tell_me_why
 PLANTED_CHOICES = ('brightness', 'redness', 'symmetry', 'center_texture', 'high_frequency') # `--planted` cues: the keys of the fidelity page's `PLANTED_CUES`
 PRECISION_CHOICES = ('fp32', 'bf16', 'fp16') # `--precision`: the callbacks page's `PRECISIONS`, for `--help` (no torch)
 HELP_MIN_POINTS = 10 # the explanation's `MIN_POINTS`, for `--help` (which must not import torch)
+HELP_MIN_STEPS = 8 # the pipeline's `HELP_MIN_STEPS`, for `--help`
 
 # %% auto #0
-__all__ = ['PLANTED_CHOICES', 'PRECISION_CHOICES', 'HELP_MIN_POINTS', 'MIN_STEPS_PER_EPOCH', 'RUN_OUTPUTS', 'ARCHS',
-           'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'torch_pair_problem', 'separation_summary', 'plan_optimiser_steps',
-           'write_report', 'previous_run_outputs', 'run_lock', 'check_explain_settings', 'explain_image_folder',
-           'tmw_explain_parser', 'tmw_explain']
+__all__ = ['PLANTED_CHOICES', 'PRECISION_CHOICES', 'HELP_MIN_POINTS', 'HELP_MIN_STEPS', 'RUN_OUTPUTS', 'ARCHS', 'FOLDER_DEFAULTS',
+           'PLANTED_DEFAULTS', 'torch_pair_problem', 'previous_run_outputs', 'run_lock', 'check_explain_settings',
+           'explain_image_folder', 'tmw_explain_parser', 'tmw_explain']
 
 # %% ../nbs/09_cli.ipynb #74f98af1
 def torch_pair_problem(torch_version:str|None, # installed torch version, e.g. "2.14.1+cpu" (None = not installed)
@@ -60,215 +60,6 @@ def _job_modules():
             warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
             import fastai.vision.all, tell_me_why.training, tell_me_why.fidelity, tell_me_why.visualization, tell_me_why.pipeline  # noqa: F401
     except (ImportError, RuntimeError, OSError, AttributeError) as e: raise _environment_error(e) from e
-
-# %% ../nbs/09_cli.ipynb #0f5e5219
-def separation_summary(preds:np.ndarray, # predicted class per validation row
-                       targets:np.ndarray, # true class per validation row
-                       axis_perm_p:float|None=None, # permutation p of the PLS axis (None if not run)
-                       alpha:float=0.05) -> dict:
-    "Accuracy, majority baseline, binomial p-value and a verdict on whether the classes are told apart."
-    from scipy import stats
-    preds, targets = np.asarray(preds).ravel(), np.asarray(targets).ravel()
-    n = len(targets)
-    acc = float((preds == targets).mean())
-    baseline = float(np.bincount(targets).max()/n)
-    k = int((preds == targets).sum())
-    p_acc = float(stats.binomtest(k, n, baseline, alternative='greater').pvalue)
-    separated = p_acc < alpha and (axis_perm_p is None or axis_perm_p < alpha)
-    return dict(n_valid=n, accuracy=acc, baseline=baseline, accuracy_p_value=p_acc, axis_perm_p_value=axis_perm_p,
-                separated=separated)
-
-# %% ../nbs/09_cli.ipynb #f349de3c
-MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
-
-def plan_optimiser_steps(n_train:int, # images in the training split
-                         bs:int|None=None, # batch size; None = 16, or smaller so that an epoch has 8 batches
-                         grad_accum:int|None=None, # batches per optimiser step; None = largest k <= 4 leaving 8 steps an epoch
-                         epochs:tuple=(0, 0, 0), # epochs of the three phases, for the step count per phase
-                         min_steps:int=MIN_STEPS_PER_EPOCH) -> dict:
-    "Batch size, gradient accumulation and the optimiser steps they give per epoch and per phase."
-    auto_bs = bs is None
-    if auto_bs: bs = max(2, min(16, n_train // min_steps))
-    if bs > n_train:
-        raise ValueError(f"batch size --bs {bs} is larger than the training split ({n_train} images): no epoch would make a "
-                         f"single training step; use --bs {n_train} or less")
-    batches = n_train // bs
-    auto_k = grad_accum is None
-    k = max(1, min(4, batches // min_steps)) if auto_k else grad_accum
-    per_epoch = batches // k
-    note = ''
-    if per_epoch < min_steps:
-        note = (f"only {per_epoch} optimiser step{'s' if per_epoch != 1 else ''} an epoch ({batches} batches of {bs}"
-                f"{f', {k} accumulated per step' if k > 1 else ''}); "
-                + ("add training images" if auto_bs and auto_k else f"lower {'--bs' if not auto_bs else '--grad-accum'} "
-                   f"to get {min_steps}"))
-    phases = dict(zip(('adversarial', 'autoencoder', 'classifier'), epochs))
-    return dict(bs=bs, grad_accum=k, batches_per_epoch=batches, steps_per_epoch=per_epoch, auto_bs=auto_bs,
-                auto_grad_accum=auto_k, steps_per_phase={p: e * batches // k for p, e in phases.items()}, note=note)
-
-# %% ../nbs/09_cli.ipynb #b134baa7
-def _fmt(p): return 'n/a' if p is None or (isinstance(p, float) and np.isnan(p)) else (f'{p:.1e}' if p < 1e-3 else f'{p:.3f}')
-
-_PHASES = ('adversarial', 'autoencoder', 'classifier')
-
-def _status(ph:str, r:dict) -> str:
-    "A phase's status in words: an adversarial phase whose generator never stepped was a discriminator warm-up."
-    st = 'trained' if r.get('status') == 'resumed' else r.get('status', 'n/a')  # reused weights: as trained (said below the table)
-    return 'discriminator warm-up' if st == 'trained' and ph == 'adversarial' and r.get('optimizer_steps') == 0 else st
-
-def _kept_line(training:dict) -> str|None:
-    "One line on which classifier weights are explained (None when the phase was not trained in a way that records it)."
-    r = training['phases'].get('classifier', {})
-    if r.get('kept_epoch') is None: return None
-    acc = (f"; validation accuracy {r['kept_valid_accuracy']:.2f} there, {r['best_valid_accuracy']:.2f} at the phase's best epoch"
-           if r.get('kept_valid_accuracy') is not None else '')
-    return (f"Explained weights: classifier epoch {r['kept_epoch']} of {r.get('epochs_run', r.get('epochs'))} "
-            f"(kept for the lowest validation {'cross-entropy' if r.get('kept_by') == 'classif_loss' else r.get('kept_by')}){acc}.")
-
-def _training_lines(training:dict) -> list[str]:
-    L = ["## How the model was trained", ""]
-    if training.get('plan_line'): L += [training['plan_line'], ""]
-    if _kept_line(training): L += [_kept_line(training), ""]
-    disc = any('discriminator_steps' in r for r in training['phases'].values())
-    kept = any(r.get('kept_epoch') is not None for r in training['phases'].values())
-    L += ["| phase | status | epochs | optimiser steps |" + (" discriminator steps |" if disc else "") + (" kept epoch |" if kept else ""),
-          "|---|---|---:|---:|" + ("---:|" if disc else "") + ("---:|" if kept else "")]
-    for ph in _PHASES:
-        r = training['phases'].get(ph, {})
-        L.append(f"| {ph} | {_status(ph, r)} | {r.get('epochs', 'n/a')} | {r.get('optimizer_steps', 'n/a')} |"
-                 + (f" {r.get('discriminator_steps', 'n/a')} |" if disc else "")
-                 + (f" {'n/a' if r.get('kept_epoch') is None else r['kept_epoch']} |" if kept else ""))
-    resumed = [ph for ph in _PHASES if training['phases'].get(ph, {}).get('status') == 'resumed']
-    if resumed: L += ["", f"Resumed: the {', '.join(resumed)} phase(s) had finished in an earlier run into this folder; their weights were loaded."]
-    return L + [""]
-
-
-# %% ../nbs/09_cli.ipynb #43b3c239
-def _diverged_lines(training:dict|None) -> list[str]:
-    "The report's opening warning for every phase that diverged, with the likely fix."
-    bad = {ph: r['diverged'] for ph, r in (training or {}).get('phases', {}).items() if r.get('diverged')}
-    if not bad: return []
-    return ["**Warning: training diverged** in " + '; '.join(f"the {ph} phase ({why})" for ph, why in bad.items())
-            + ". Nothing below describes a sound model. Likely fix: a lower learning rate (`--lr-max`), then run again.", ""]
-
-def _prior_lines(prior:dict) -> list[str]:
-    L = ["## Is z Gaussian?", ""]
-    if not prior:
-        return L + ["Not measured: this version of `train_xaaenet` keeps no prior check (`learn.prior_reports`).", ""]
-    L += ["Codes of the training images after each phase against draws of N(0, I): the prior asks for mean 0, "
-          "standard deviation 1 and an AUC near 0.5.", "",
-          "| after phase | mean abs(mean of z_j) | mean abs(sd of z_j − 1) | two-sample AUC | codes |", "|---|---:|---:|---:|---:|"]
-    for ph, r in prior.items():
-        L.append(f"| {ph} | {r.get('mean_abs_mean', float('nan')):.2f} | {r.get('mean_abs_sd_error', float('nan')):.2f} | "
-                 f"{r.get('two_sample_auc', float('nan')):.2f} | {r.get('n', 'n/a')} |")
-    return L + [""]
-
-
-# %% ../nbs/09_cli.ipynb #f2d1df0c
-def _num(v, fmt='+.2f') -> str: return 'n/a' if v is None or not np.isfinite(v) else format(v, fmt)
-
-def _evidence_lines(ev:dict, class_a:str, top:int=6) -> list[str]:
-    "The report's lead section: what editing the images and walking the codes say about each cue."
-    iv, v, ax = ev['interventions'], ev['verdicts'], ev['axes']
-    L = ["## What drives the decision", "",
-         f"Each cue was changed in the validation images by ±0.5 and ±1 of its standard deviation (SD), one cue at a time, and the "
-         f"images were given to the model again. The effect is the change of the model's decision score s (towards {class_a}) "
-         "per +1 SD of the cue, in SDs of s, with a 95 % bootstrap interval. The walk moves each image's code across the "
-         "model's decision boundary and decodes it: ρ is how steadily the cue changes along the way (median over images).", ""]
-    L += ["| cue | effect on s per +1 SD (95 % CI) | decisions flipped | share of the class gap | walk ρ | verdict |", "|---|---:|---:|---:|---:|---|"]
-    for r in v.head(top).to_dict('records'):
-        ci = f" ({_num(r.get('ci_low'))} to {_num(r.get('ci_high'))})" if np.isfinite(r.get('ci_low', np.nan)) else ''
-        flips = 'n/a' if not np.isfinite(r.get('flip_rate', np.nan)) else f"{r['flip_rate']:.0%}"
-        share = r.get('share_of_gap', np.nan)  # a linear extrapolation: above 100 % it means "all of the gap"
-        share = 'all (> 100%)' if np.isfinite(share) and share > 1 else _num(share, '.0%')
-        L.append(f"| {r['cue']} | {_num(r.get('effect'))}{ci} | {flips} | {share} | "
-                 f"{_num(r.get('walk_rho'))} | {r['verdict']} |")
-    L += ["", f"Latent walk: {ev['walk']['text']}" if 'walk' in ev else ""]
-    L += ["", f"The classifier's own axis in z and the PLS1 axis of the table below: cosine {ax['cosine']:+.2f}; on the validation "
-          f"images s and the PLS1 score correlate at r = {ax['r_s_pls1']:+.2f}. An edit changes the image, not the world: "
-          "a cue that drives the decision here is a cue the model responds to, which may stand in for something else in real photos.", ""]
-    return L
-
-
-# %% ../nbs/09_cli.ipynb #f2ee3da3
-def _opening_lines(summary:dict, untrained:bool) -> list[str]:
-    "The verdict on the model itself: untrained, separating the classes better than chance, or not."
-    L = (["**This model is untrained: every phase had 0 epochs.** Its codes are those of random weights; nothing below "
-          "describes a learned decision.", ""] if untrained else [])
-    acc = (f"Validation accuracy {summary['accuracy']:.2f} on {summary['n_valid']} images "
-           f"(majority-class baseline {summary['baseline']:.2f}, one-sided binomial p = {_fmt(summary['accuracy_p_value'])}); "
-           f"PLS decision axis permutation p = {_fmt(summary['axis_perm_p_value'])}.")
-    if summary['separated'] and not untrained:
-        return L + ["**The model separates the two classes better than chance**, so the cue ranking below describes a real decision axis.", "", acc]
-    return L + ["**Caution: the model does not separate the two classes better than chance on the validation set.** "
-                "The cue ranking below describes noise more than a decision and must not be read as a finding. "
-                "Train longer, on more images, or with pretrained weights (`--pretrained`, needs a network or `--weights FILE`).", "", acc]
-
-
-# %% ../nbs/09_cli.ipynb #ca1964e2
-def _ranking_lines(ranking, summary:dict, class_a:str, class_b:str, alpha:float, top:int, untrained:bool, after_evidence:bool) -> list[str]:
-    "The correlational section: which cues line up with the decision axis, and the table of the top ones."
-    pcol = 'perm_p_value' if 'perm_p_value' in ranking else 'p_value'
-    sig = ranking[ranking[pcol] < alpha]
-    L = ["", "## Cues that line up with the decision axis" + (" (correlation)" if after_evidence else ""), ""]
-    if len(sig) and summary['separated'] and not untrained:
-        how = ("permutation test: the axis separates the classes, the cue follows the axis, and the cue is higher in the "
-               "class the axis puts it on" if pcol == 'perm_p_value' else "Pearson test of the cue's alignment with the axis")
-        L += [f"{len(sig)} of {len(ranking)} cues line up with the decision beyond chance (p < {alpha}; {how}).", ""]
-        first = sig.iloc[0]
-        k = ranking.index.get_loc(sig.index[0]) + 1  # its place in the ranking (`sig` keeps the ranking's index)
-        L += [f"Strongest: **{first.feature}**, higher in {class_a if first.signed_r2 > 0 else class_b} (rank {k} by r² with PLS1)."
-              + ("" if k == 1 else f" The {k - 1} cue(s) ranked above it follow the axis more closely but do not pass the test: "
-                 "the classes do not differ in them on the side the axis implies, so they ride along with the axis "
-                 "rather than carry the decision."), ""]
-    elif len(sig):
-        L += [f"{len(sig)} cue(s) pass p < {alpha}, but with no separation between the classes this is not evidence about the model.", ""]
-    else:
-        L += [f"No cue lines up with the decision beyond chance (all p ≥ {alpha}).", ""]
-    has_class = 'r_class' in ranking
-    L += [f"| rank | cue | signed r² with PLS1 | higher in | {f'r with {class_a} | ' if has_class else ''}p (Pearson) | "
-          f"p ({'permutation' if pcol == 'perm_p_value' else 'n/a'}) |", f"|---:|---|---:|---|{'---:|' if has_class else ''}---:|---:|"]
-    for i, r in enumerate(ranking.head(top).itertuples(), 1):
-        side = class_a if r.signed_r2 > 0 else class_b
-        L.append(f"| {i} | {r.feature} | {r.signed_r2:+.3f} | {side} | {f'{r.r_class:+.2f} | ' if has_class else ''}"
-                 f"{_fmt(r.p_value)} | {_fmt(getattr(r, 'perm_p_value', None))} |")
-    L += ["", f"Signed r² is the squared correlation of the cue with PLS1, signed by its direction: positive means the cue is "
-          f"higher on the {class_a} side of the axis."]
-    if has_class:
-        L[-1] += (f" \"r with {class_a}\" is the cue's correlation with the class on the same images: a cue can follow the axis "
-                  "without differing between the classes, and then it is not part of the decision (its permutation p stays large).")
-    return L + ["Alignment is correlation, not a proof of what the network computes.", ""]
-
-
-# %% ../nbs/09_cli.ipynb #82289c0b
-def write_report(path, # Markdown file to write
-                 summary:dict, # from `separation_summary`
-                 ranking:pd.DataFrame, # `importance_rank` of `run_pls_feature_figures`
-                 class_a:str, class_b:str, # positive (PLS1 points to it) and negative class names
-                 settings:dict, # run settings shown in the report
-                 figures:dict, # title → path (relative to the report) of the figures to link
-                 alpha:float=0.05, top:int=5,
-                 training:dict|None=None, # `{'phases': {phase: record of `train_xaaenet`'s `phase_records`}, 'plan_line': str}`
-                 prior:dict|None=None, # `{phase: latent_prior_report(z)}`; None = section left out
-                 skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
-                 evidence:dict|None=None, # from `gather_evidence`: leads the report when given
-                ) -> Path:
-    "Write a plain-language Markdown report of a tell_me_why run."
-    path = Path(path)
-    untrained = training is not None and not any(r.get('status') in ('trained', 'resumed') for r in training['phases'].values())
-    L = [f"# tell_me_why report: {class_a} vs {class_b}", ""] + _diverged_lines(training) + _opening_lines(summary, untrained)
-    if evidence is not None: L += [""] + _evidence_lines(evidence, class_a)
-    L += _ranking_lines(ranking, summary, class_a, class_b, alpha, top, untrained, evidence is not None)
-    if training is not None: L += _training_lines(training)
-    if prior is not None: L += _prior_lines(prior)
-    if skipped:
-        L += ["## Images left out", "", f"{len(skipped)} file(s) could not be read and were skipped:", ""]
-        L += [f"- `{p}`: {why}" for p, why in skipped] + [""]
-    L += ["## Figures", ""] + [f"- [{title}]({Path(p).as_posix()})" for title, p in figures.items()]
-    L += ["", "## Run settings", "", "```json", json.dumps(settings, indent=1, default=str), "```", ""]
-    from tell_me_why.callbacks import atomic_write  # a run killed while writing leaves no half report
-    return atomic_write(path, lambda tmp: Path(tmp).write_text('\n'.join(L)))
-
 
 # %% ../nbs/09_cli.ipynb #ebf17dfe
 RUN_OUTPUTS = ('report.md', 'run.json', 'feature_scores.csv', 'cue_ranking.csv', 'cue_ranking_model_axis.csv', 'cue_interventions.csv', 'cue_verdicts.csv', 'models',
@@ -449,23 +240,23 @@ def _job_callbacks():
             print(f"  epoch {row[0]}: {vals} ({row[-1]})")
     return EpochLines, TableColumns
 
-@contextlib.contextmanager
-def _progress_bars(on:bool):
-    "fastai's progress bars on or off for the duration (they are a default callback of every `Learner`)."
-    from fastai.learner import defaults
-    from fastai.callback.progress import ProgressCallback
-    saved = defaults.callbacks
-    if not on: defaults.callbacks = [c for c in saved if c is not ProgressCallback]
-    try: yield
-    finally: defaults.callbacks = saved
-
-
 # %% ../nbs/09_cli.ipynb #92d6ef9b
 FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
                        valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001, lr_max_factor=1.) # the main job's settings for a folder of images
 PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
                         valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=3.) # ... for `planted=CUE` (the fidelity page's set-up)
 
+
+def _settings(planted, **given) -> dict:
+    "The run's settings: the defaults of a folder or of the planted showcase, overridden by what the caller gave (not None)."
+    return {**(PLANTED_DEFAULTS if planted else FOLDER_DEFAULTS), **{k: v for k, v in given.items() if v is not None}}
+
+def _start_job():
+    "Import the job's modules (a broken torch install is named as such) and join the process group under a launcher; return `on_main`."
+    _job_modules()
+    from tell_me_why.distributed import init_distributed, on_main
+    init_distributed()  # under torchrun / accelerate launch: rank 0 writes OUT, the other ranks only train
+    return on_main
 
 # %% ../nbs/09_cli.ipynb #3e95e450
 def explain_image_folder(
@@ -497,16 +288,11 @@ def explain_image_folder(
 ) -> dict:
     "Train, score, explain and report on a two-class image folder; returns the paths and tables it wrote."
     t0 = time.perf_counter()
-    given = dict(size=size, arch=arch, encoding_dims=encoding_dims, epochs_adv=epochs_adv, epochs_ae=epochs_ae,
-                 epochs_classif=epochs_classif, lr_max=lr_max, valid_pct=valid_pct, n_permutations=n_permutations,
-                 classif_class_weight=classif_class_weight)
-    s = {**(PLANTED_DEFAULTS if planted else FOLDER_DEFAULTS), **{k: v for k, v in given.items() if v is not None}}
+    s = _settings(planted, size=size, arch=arch, encoding_dims=encoding_dims, epochs_adv=epochs_adv, epochs_ae=epochs_ae,
+                  epochs_classif=epochs_classif, lr_max=lr_max, valid_pct=valid_pct, n_permutations=n_permutations, classif_class_weight=classif_class_weight)
     check_explain_settings(**s, bs=bs, grad_accum=grad_accum, seed=seed, pretrained=pretrained, weights=weights, planted=planted,
                            planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image, precision=precision)
-    out = Path(out)
-    _job_modules()
-    from tell_me_why.distributed import init_distributed, on_main
-    init_distributed()  # under torchrun / accelerate launch: rank 0 writes OUT, the other ranks only train
+    out, on_main = Path(out), _start_job()
     with contextlib.ExitStack() as lock:  # one run at a time into OUT: rank 0 holds the lock, every rank gets its refusal
         on_main(lambda: lock.enter_context(run_lock(out)) and None)
         return _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted,
@@ -524,8 +310,11 @@ def _run_settings(data, s:dict, pretrained, weights, seed, resume, planted, plan
                 pls_fit='train split (held out from the report set)', report_set='validation split', precision=precision)
 
 def _print_training(training:dict):
-    print("Optimiser steps: " + ', '.join(f"{p} {r.get('optimizer_steps', 0)} ({_status(p, r)})" for p, r in training['phases'].items()))
-    if _kept_line(training): print(_kept_line(training))
+    from tell_me_why.report import training_status, kept_weights_line
+    steps = lambda r: f"{r.get('optimizer_steps', 0)}" + (f" / {r['discriminator_steps']}" if 'discriminator_steps' in r else '')
+    print("Optimiser steps (generator / discriminator): "
+          + ', '.join(f"{p} {steps(r)} ({training_status(p, r)})" for p, r in training['phases'].items()))
+    if kept_weights_line(training): print(kept_weights_line(training))
 
 def _planted_data(work, out, prepare, planted, planted_strength, size, seed, class_a):
     "The known-answer showcase: make the planted image set in the run's folder, then prepare it."
@@ -542,6 +331,7 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
     from tell_me_why.distributed import is_main_process, on_main, fail_together
     from tell_me_why.data import sample_data_path
     from tell_me_why import pipeline as P
+    from tell_me_why.training import progress_bars
     on_main(_check_out, out, resume, overwrite)  # refuse before anything is read or written
     main = is_main_process()
     quiet = contextlib.nullcontext() if main else contextlib.redirect_stdout(io.StringIO())
@@ -553,7 +343,7 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
         shown = str(images) if images is not None else 'the bundled pets sample'
         if main: print(f"tell_me_why: {shown} ({label} labels)")
         with fail_together(), quiet: data = prepare(folder, label, shown, class_a)
-    with (_output_folder(out, resume, overwrite) if main else _scratch_folder()) as work, _progress_bars(progress and main), fail_together(), quiet:
+    with (_output_folder(out, resume, overwrite) if main else _scratch_folder()) as work, progress_bars(progress and main), fail_together(), quiet:
         if planted: data = _planted_data(work, out, prepare, planted, planted_strength, s['size'], seed, class_a)
         print(P.plan_line(data))
         if data.plan['note']: print(f"Warning: {data.plan['note']}.")
@@ -625,8 +415,8 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     m.add_argument('--encoding-dims', type=int, metavar='N', help=f"size of the latent code z, >= 2 (default: {F['encoding_dims']}; {P['encoding_dims']} with --planted)")
     for ph, name in (('adv', 'adversarial'), ('ae', 'denoising-autoencoder'), ('classif', 'classifier')):
         m.add_argument(f'--epochs-{ph}', type=int, metavar='N', help=f"epochs of the {name} phase, >= 0 (default: {F['epochs_' + ph]}; {P['epochs_' + ph]} with --planted); all 0 = an untrained model, and the report says so")
-    m.add_argument('--bs', type=int, metavar='N', help=f"batch size, >= 2 and <= the training images (default: 16, or smaller so that an epoch makes {MIN_STEPS_PER_EPOCH} batches)")
-    m.add_argument('--grad-accum', type=int, metavar='K', help=f"batches per optimiser step, >= 1 (default: the largest K <= 4 that leaves {MIN_STEPS_PER_EPOCH} steps an epoch)")
+    m.add_argument('--bs', type=int, metavar='N', help=f"batch size, >= 2 and <= the training images (default: 16, or smaller so that an epoch makes {HELP_MIN_STEPS} batches)")
+    m.add_argument('--grad-accum', type=int, metavar='K', help=f"batches per optimiser step, >= 1 (default: the largest K <= 4 that leaves {HELP_MIN_STEPS} steps an epoch)")
     m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; with --planted the classifier phase peaks at {P['lr_max_factor']:g} x this)")
     m.add_argument('--classif-class-weight', type=float, metavar='W', help=f"weight of the cross-entropy term in the classifier phase, >= 0 (default: {F['classif_class_weight']}; {P['classif_class_weight']} with --planted)")
     m.add_argument('--precision', choices=list(PRECISION_CHOICES), default='fp32', help="training precision: fp32, or mixed precision bf16 / fp16 on the model's device (default: fp32)")

@@ -21,12 +21,14 @@ from scipy import stats
 from .data import two_class_dataloaders
 from .feature_scores import compute_feature_score_table
 from .feature_scores import _fft_weights as _score_fft_weights, _FFT_SIZE as _SCORE_FFT_SIZE
-from .training import train_xaaenet, extract_latent_space, split_items
+from .training import train_xaaenet, extract_latent_space, split_items, quiet_training, predict_from_codes
+from .interventions import cue_values
+from .statistics import standardised_mean_difference
 from .visualization import pls_feature_alignment, bootstrap_rank_stability
 
 # %% auto #0
-__all__ = ['PLANTED_CUES', 'CUE_FEATURES', 'standardised_mean_difference', 'make_planted_cue_dataset', 'small_encoder',
-           'fidelity_check', 'reinitialised_copy', 'sanity_check']
+__all__ = ['PLANTED_CUES', 'CUE_FEATURES', 'make_planted_cue_dataset', 'small_encoder', 'fidelity_check', 'reinitialised_copy',
+           'sanity_check']
 
 # %% ../nbs/07_fidelity.ipynb #47364176
 PLANTED_CUES = {'brightness': 'brightness', 'redness': 'redness_dominance', 'symmetry': 'symmetry_error',
@@ -82,28 +84,9 @@ def _fft_ratio_of_spectrum(s:torch.Tensor) -> np.ndarray:
     mag, (w_out, w_all) = s.abs(), _fft_weights()
     return ((mag * w_out).sum((1, 2)) / (mag * w_all).sum((1, 2))).double().numpy()
 
-def _cue_values(x:np.ndarray, names:Sequence[str]=CUE_FEATURES, chunk:int=128) -> dict:
-    "The five cue features of (n, 3, h, w) images in [0, 1], as a dict of (n,) arrays."
-    g, m = _grey(x), x.mean((2, 3))
-    n, h, w = g.shape
-    out = {}
-    if 'brightness' in names: out['brightness'] = g.mean((1, 2))
-    if 'redness_dominance' in names: out['redness_dominance'] = m[:, 0] / (m[:, 1] + m[:, 2] + 1e-6)
-    if 'symmetry_error' in names: out['symmetry_error'] = np.abs(g - g[:, :, ::-1]).mean((1, 2))
-    if 'center_texture' in names:
-        out['center_texture'] = g[:, h // 4:3 * h // 4, w // 4:3 * w // 4].reshape(n, -1).var(1, ddof=1)
-    if 'fft_high_frequency_ratio' in names:
-        out['fft_high_frequency_ratio'] = np.concatenate([_fft_ratio_of_spectrum(_spectrum(g[i:i + chunk]))
-                                                          for i in range(0, n, chunk)])
-    return out
-
-def standardised_mean_difference(a, # feature values of one class
-                                 b, # feature values of the other class
-                                ) -> float: # (mean b − mean a) / pooled standard deviation
-    "Cohen's d of `b` against `a` with the pooled (ddof=1) standard deviation."
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    sd = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
-    return float((b.mean() - a.mean()) / sd) if sd > 0 else 0.0
+def _cue_values(x:np.ndarray, names:Sequence[str]=CUE_FEATURES) -> dict:
+    "The cues `names` of (n, 3, h, w) float images, by the interventions page's `cue_values` (the cue table's definitions)."
+    return {k: v.double().numpy() for k, v in cue_values(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), names).items()}
 
 # %% ../nbs/07_fidelity.ipynb #2d168b47
 def _blur(x:np.ndarray) -> np.ndarray:
@@ -111,6 +94,7 @@ def _blur(x:np.ndarray) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(x).reshape(n * c, 1, h, w))
     return F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode='reflect'), 3, 1).numpy().reshape(x.shape)
 
+# %% ../nbs/07_fidelity.ipynb #123b2ebb
 def _plant_brightness(x, a, rng): return x + a
 
 def _plant_redness(x, a, rng):
@@ -121,6 +105,7 @@ def _plant_redness(x, a, rng):
     alpha = (target * (m[:, 1] + m[:, 2]) - m[:, 0]) / (1 + 2 * kappa * target)
     return x + np.stack([alpha, -kappa * alpha, -kappa * alpha], 1)[:, :, None, None]
 
+# %% ../nbs/07_fidelity.ipynb #378d7795
 def _symmetrise(x, keep):
     "Blend `x` with its mirror so that x − mirror(x) is multiplied by `keep`, then restore each image's grey variance."
     g = _grey(x); gc = g - g.mean((1, 2), keepdims=True)
@@ -155,6 +140,7 @@ def _plant_symmetry(x, a, rng, keep_fft=None):
     c = _gain_for_ratio(_spectrum(_grey(out + noise)), s_grain, target)
     return out + c[:, None, None, None] * grain[:, None]
 
+# %% ../nbs/07_fidelity.ipynb #e8b2b374
 def _hp(z):
     "High-pass: z minus its 3×3 box blur."
     return z - F.avg_pool2d(F.pad(torch.from_numpy(z)[:, None], (1, 1, 1, 1), mode='reflect'), 3, 1)[:, 0].numpy()
@@ -175,6 +161,7 @@ def _plant_center_texture(x, a, rng, grain_share:float=0.25):
     t = smooth + grain_share * grain
     return x + a * (t / t.std((1, 2), keepdims=True))[:, None]
 
+# %% ../nbs/07_fidelity.ipynb #09df2199
 def _peripheral_grain(rng, n, size, spare_bands:bool=False):
     """(n, size, size) high-pass, mirror-symmetric grain outside the central box, zero mean, unit std.
     `spare_bands`: none in the eye rows (30–50 %) and the jaw rows (bottom 30 %) either."""
@@ -187,6 +174,7 @@ def _peripheral_grain(rng, n, size, spare_bands:bool=False):
 
 def _plant_high_frequency(x, a, rng): return x + a * _peripheral_grain(rng, len(x), x.shape[-1])[:, None]
 
+# %% ../nbs/07_fidelity.ipynb #9e77fb28
 _CUE_SIGN = {'brightness': 1, 'redness': 1, 'symmetry': -1, 'center_texture': 1, 'high_frequency': 1}
 _PLANT = {'brightness': (_plant_brightness, 0.4), 'redness': (_plant_redness, 0.6), 'symmetry': (_plant_symmetry, 1.0),
           'center_texture': (_plant_center_texture, 0.4), 'high_frequency': (_plant_high_frequency, 0.3)}
@@ -205,6 +193,7 @@ def _balance_grain(planted:np.ndarray, noisy:np.ndarray, a:float, seed:int, iter
         lo, hi = (w, hi) if r < target else (lo, w)
     return (lo + hi) / 2
 
+# %% ../nbs/07_fidelity.ipynb #428df544
 def _calibrate(control:np.ndarray, planted:np.ndarray, noise:np.ndarray, cue:str, strength:float, seed:int,
                iters:int=30, grain_share:float|None=None):
     "Amount `a` and changed, noisy `planted` images whose feature is `strength` pooled SDs from the noisy `control`'s."
@@ -244,6 +233,35 @@ def _calibrate(control:np.ndarray, planted:np.ndarray, noise:np.ndarray, cue:str
     a = (lo + hi) / 2
     return a, apply(a)
 
+# %% ../nbs/07_fidelity.ipynb #b8275447
+def _check_planted_args(cue, strength, n_per_class, size):
+    "Refuse an unknown cue, a negative strength, fewer than 5 images per class or images under 32 px."
+    if cue not in PLANTED_CUES:
+        raise ValueError(f"`cue` must be one of {list(PLANTED_CUES)}, got {cue!r}.")
+    if not isinstance(strength, (int, float, np.number)) or not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"`strength` must be a finite number >= 0 (Cohen's d of the planted feature), got {strength!r}.")
+    if int(n_per_class) != n_per_class or n_per_class < 5:
+        raise ValueError(f"`n_per_class` must be a whole number >= 5, got {n_per_class!r}.")
+    if int(size) != size or size < 32: raise ValueError(f"`size` must be a whole number >= 32 pixels, got {size!r}.")
+
+def _clear_class_dirs(folder:Path, overwrite:bool):
+    "Refuse a folder that already holds a planted set, unless `overwrite`: then remove its class folders."
+    class_dirs = [folder/'control', folder/'planted']
+    if any(d.exists() for d in class_dirs):
+        if not overwrite: raise FileExistsError(f"{str(folder)!r} already holds a planted-cue set; pass `overwrite=True` "
+                                                "or choose an empty folder.")
+        for d in class_dirs: shutil.rmtree(d, ignore_errors=True)
+
+def _write_pngs(folder:Path, cue:str, pixels:np.ndarray, labels:list) -> list:
+    "Write each (h, w, 3) uint8 image as `folder/label/cue_i.png`; return the paths."
+    paths = []
+    for lab in sorted(set(labels)): (folder/lab).mkdir(parents=True, exist_ok=True)
+    for i, (img, lab) in enumerate(zip(pixels, labels)):
+        p = folder/lab/f"{cue}_{i:04d}.png"
+        Image.fromarray(img).save(p)  # PNG: lossless, what is measured is what was planted
+        paths.append(p)
+    return paths
+
 # %% ../nbs/07_fidelity.ipynb #f8d34659
 def make_planted_cue_dataset(
     folder:str|Path, # where to write `control/` and `planted/` (created)
@@ -255,20 +273,10 @@ def make_planted_cue_dataset(
     overwrite:bool=False, # replace `control/` and `planted/` if `folder` already holds them
 ) -> dict:
     "Write a two-class PNG image set in which only `cue` separates the classes, by `strength` standard deviations."
-    if cue not in PLANTED_CUES:
-        raise ValueError(f"`cue` must be one of {list(PLANTED_CUES)}, got {cue!r}.")
-    if not isinstance(strength, (int, float, np.number)) or not np.isfinite(strength) or strength < 0:
-        raise ValueError(f"`strength` must be a finite number >= 0 (Cohen's d of the planted feature), got {strength!r}.")
-    if int(n_per_class) != n_per_class or n_per_class < 5:
-        raise ValueError(f"`n_per_class` must be a whole number >= 5, got {n_per_class!r}.")
-    if int(size) != size or size < 32: raise ValueError(f"`size` must be a whole number >= 32 pixels, got {size!r}.")
+    _check_planted_args(cue, strength, n_per_class, size)
     n_per_class, size = int(n_per_class), int(size)
     folder = Path(folder)
-    class_dirs = [folder/'control', folder/'planted']
-    if any(d.exists() for d in class_dirs):
-        if not overwrite: raise FileExistsError(f"{str(folder)!r} already holds a planted-cue set; pass `overwrite=True` "
-                                                "or choose an empty folder.")
-        for d in class_dirs: shutil.rmtree(d, ignore_errors=True)
+    _clear_class_dirs(folder, overwrite)
     rng = np.random.default_rng([seed, 0])
     scenes = _random_scenes(2 * n_per_class, size, rng)
     noise = _PIXEL_NOISE * rng.normal(size=scenes.shape)
@@ -278,12 +286,7 @@ def make_planted_cue_dataset(
     images = np.clip(np.concatenate([control, changed]), 0, 1)
     pixels = np.round(images.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
     labels = ['control'] * n_per_class + ['planted'] * n_per_class
-    paths = []
-    for d in class_dirs: d.mkdir(parents=True, exist_ok=True)
-    for i, (img, lab) in enumerate(zip(pixels, labels)):
-        p = folder/lab/f"{cue}_{i:04d}.png"
-        Image.fromarray(img).save(p)  # PNG: lossless, what is measured is what was planted
-        paths.append(p)
+    paths = _write_pngs(folder, cue, pixels, labels)
     feature = PLANTED_CUES[cue]
     measured = _cue_values(pixels.transpose(0, 3, 1, 2) / 255.0, [feature])[feature]
     return dict(folder=folder, cue=cue, feature=feature, strength=float(strength), amount=float(amount),
@@ -307,23 +310,34 @@ def small_encoder(input_channels:int=3, # channels of the input images
         ni = nf
     return torch.nn.Sequential(*layers)
 
-# %% ../nbs/07_fidelity.ipynb #15a151db
-@contextlib.contextmanager
-def _quiet_training(quiet:bool=True):
-    "Silence the phase messages and fastai's progress bars (printed and HTML) while training."
-    if not quiet: yield; return
-    from fastai.learner import defaults
-    from fastai.callback.progress import ProgressCallback
-    saved = defaults.callbacks
-    defaults.callbacks = [c for c in saved if c is not ProgressCallback]
-    try:
-        with contextlib.redirect_stdout(io.StringIO()): yield
-    finally: defaults.callbacks = saved
+# %% ../nbs/07_fidelity.ipynb #3e12625e
+def _train_small(dls, size:int, root:Path, seed:int, arch, encoding_dims:int, epochs, quiet:bool, train_kwargs, **kw):
+    "Train the checks' xAAEnet (`small_encoder`, or `arch` with random weights) on `dls`, quietly; its checkpoints go to `root/models`."
+    from tell_me_why.model_aae import AAE, XAAEBase
+    torch.manual_seed(seed)
+    if arch is None: model = XAAEBase(small_encoder(), input_size=size, encoding_dims=encoding_dims)
+    else: model = AAE(input_size=size, encoding_dims=encoding_dims, arch=arch, pretrained=False)
+    with quiet_training(quiet):
+        kw = dict(kw, grad_accum=1, save_tsne=False, save_pls=False, extract_latent=False, show_latent_figures=False, seed=seed)
+        kw.update(train_kwargs or {})
+        learn = train_xaaenet(model, dls, *epochs, models_dir=root/'models', **kw)
+    return learn
 
-def _valid_accuracy(model, z:torch.Tensor, y:torch.Tensor) -> float:
-    p = next(model.parameters())
-    with torch.no_grad(): pred = model.classifier(z.to(p.device, p.dtype)).argmax(1).cpu()
-    return float((pred == y).float().mean())
+def _ranked_planted(res:dict, feature:str) -> dict:
+    "Where the planted `feature` lands in the ranking `res` of `pls_feature_alignment`, and what came first."
+    rank = res['importance_rank']
+    row = rank.loc[rank.feature == feature].iloc[0]
+    return dict(feature=feature, planted_rank=int(row['rank']), planted_first=bool(row['rank'] == 1), planted_perm_p=float(row.perm_p_value),
+                top_feature=rank.feature[0], min_perm_p=float(rank.perm_p_value.min()), ranking=rank,
+                target_r2=res['target_r2'], target_perm_p=res['target_perm_p_value'])
+
+def _fidelity_columns(cue, epochs, feature_columns) -> list:
+    "The cues to rank (they must include the planted one), after checking the three epoch counts."
+    if len(epochs) != 3: raise ValueError(f"`epochs` must be three numbers (adversarial, autoencoder, classifier), got {epochs!r}.")
+    cols = list(CUE_FEATURES if feature_columns is None else feature_columns)
+    if PLANTED_CUES.get(cue) not in cols and cue in PLANTED_CUES:
+        raise ValueError(f"`feature_columns` must include the planted feature {PLANTED_CUES[cue]!r}.")
+    return cols
 
 # %% ../nbs/07_fidelity.ipynb #06712879
 def fidelity_check(
@@ -346,39 +360,24 @@ def fidelity_check(
     train_kwargs:dict|None=None, # other `train_xaaenet` arguments (e.g. the other loss weights)
 ) -> dict:
     "Train a small xAAEnet on a planted-cue image set and check that the cue ranking puts the planted feature first."
-    from tell_me_why.model_aae import AAE, XAAEBase
-    if len(epochs) != 3: raise ValueError(f"`epochs` must be three numbers (adversarial, autoencoder, classifier), got {epochs!r}.")
-    cols = list(CUE_FEATURES if feature_columns is None else feature_columns)
-    if PLANTED_CUES.get(cue) not in cols and cue in PLANTED_CUES:
-        raise ValueError(f"`feature_columns` must include the planted feature {PLANTED_CUES[cue]!r}.")
+    cols = _fidelity_columns(cue, epochs, feature_columns)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         root = Path(work_dir) if work_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         info = make_planted_cue_dataset(root/'images', cue, strength, n_per_class=n_per_class, size=size, seed=seed,
                                         overwrite=True)
         dls = two_class_dataloaders(root/'images', label='folder', size=size, valid_pct=valid_pct, seed=seed, bs=bs)
-        torch.manual_seed(seed)
-        if arch is None: model = XAAEBase(small_encoder(), input_size=size, encoding_dims=encoding_dims)
-        else: model = AAE(input_size=size, encoding_dims=encoding_dims, arch=arch, pretrained=False)
-        with _quiet_training(quiet):
-            kw = dict(lr_max=lr_max, grad_accum=1, classif_class_weight=classif_class_weight, save_tsne=False,
-                      save_pls=False, extract_latent=False, show_latent_figures=False, seed=seed)
-            kw.update(train_kwargs or {})
-            learn = train_xaaenet(model, dls, *epochs, models_dir=root/'models', **kw)
+        learn = _train_small(dls, size, root, seed, arch, encoding_dims, epochs, quiet, train_kwargs, lr_max=lr_max,
+                             classif_class_weight=classif_class_weight)
         train_s = time.perf_counter() - start
         z_fit, y_fit = extract_latent_space(learn.model, dls, 0)
         z_val, y_val = extract_latent_space(learn.model, dls, 1)
         table = compute_feature_score_table(split_items(dls, 1), score_names=cols, progress=False)
     res = pls_feature_alignment(z_val, y_val.numpy(), table, cols, fit_z=z_fit, fit_target=y_fit.numpy(),
                                 n_permutations=n_permutations, random_state=seed)
-    rank = res['importance_rank']
-    row = rank.loc[rank.feature == info['feature']].iloc[0]
-    return dict(cue=cue, feature=info['feature'], strength=float(strength), seed=seed,
-                planted_rank=int(row['rank']), planted_first=bool(row['rank'] == 1), planted_perm_p=float(row.perm_p_value),
-                top_feature=rank.feature[0], min_perm_p=float(rank.perm_p_value.min()), ranking=rank,
-                target_r2=res['target_r2'], target_perm_p=res['target_perm_p_value'],
-                valid_accuracy=_valid_accuracy(learn.model, z_val, y_val), measured_d=info['measured_d'],
-                n_train=len(z_fit), n_valid=len(z_val), n_permutations=int(n_permutations),
+    acc = float((predict_from_codes(learn.model, z_val) == np.asarray(y_val)).mean())
+    return dict(cue=cue, strength=float(strength), seed=seed, **_ranked_planted(res, info['feature']), valid_accuracy=acc,
+                measured_d=info['measured_d'], n_train=len(z_fit), n_valid=len(z_val), n_permutations=int(n_permutations),
                 train_seconds=train_s, seconds=time.perf_counter() - start)
 
 # %% ../nbs/07_fidelity.ipynb #df2eb7e0
@@ -426,6 +425,7 @@ def _table_for_items(feature_table, items:list, cols) -> pd.DataFrame:
                          "give a `Source_File_Path` column or one row per validation image in `split_items` order.")
     return feature_table.reset_index(drop=True)
 
+# %% ../nbs/07_fidelity.ipynb #b95a75b8
 def _sanity_report(results:dict, similar_rho:float=0.7) -> dict:
     "Summary, per-cue table and verdict from `pls_feature_alignment` results keyed by model name ('trained' first)."
     trained = results['trained']['alignment'].set_index('feature')
@@ -463,6 +463,7 @@ def _sanity_report(results:dict, similar_rho:float=0.7) -> dict:
             "CAUTION: the ranking does not clearly depend on what the model learned.")
     return dict(summary=summary, table=table, verdict=" ".join([head, *lines]), passed=passed)
 
+# %% ../nbs/07_fidelity.ipynb #90e934be
 def sanity_check(
     learn, # a `Learner` returned by `train_xaaenet` (or any learner holding an xAAEnet)
     feature_table:pd.DataFrame|None=None, # cue scores of the validation images; None = computed here
@@ -493,7 +494,7 @@ def sanity_check(
         sdls = _shuffled_label_dls(dls, train_items + items, labels, seed, len(items))
         kw = dict(_epochs_of(learn), save_tsne=False, save_pls=False, extract_latent=False, show_latent_figures=False, seed=seed)
         kw.update(train_kwargs or {})
-        with tempfile.TemporaryDirectory() as tmp, _quiet_training(quiet):
+        with tempfile.TemporaryDirectory() as tmp, quiet_training(quiet):
             kw['models_dir'] = Path(tmp)/'models'
             slearn = train_xaaenet(reinitialised_copy(model, seed + 1), sdls, **kw)
         results['shuffled labels'] = rank(slearn.model)

@@ -16,7 +16,7 @@ import torch, fastai, torchvision.models
 import tell_me_why
 from .data import two_class_dataloaders, data_fingerprint
 from .model_aae import AAE, XAAEBase, default_device
-from .training import train_xaaenet, load_latent, XAAELearner
+from .training import train_xaaenet, load_latent, XAAELearner, predict_from_codes, optimizer_steps_of
 from .feature_scores import compute_feature_score_table
 from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
 from .fidelity import small_encoder
@@ -25,20 +25,50 @@ from .counterfactuals import model_axis
 from .callbacks import atomic_write
 from .distributed import world_size
 from .training import KEEP_CRITERIA
-from .cli import plan_optimiser_steps, separation_summary, write_report, _fmt
+from .statistics import separation_summary, format_p
+from .report import write_report
 
-_PHASES = tuple(KEEP_CRITERIA) # the three phases, in training order
+PHASES = tuple(KEEP_CRITERIA) # the three phases, in training order
 
 # %% auto #0
-__all__ = ['FIGURES', 'PreparedData', 'prepare_data', 'plan_line', 'build_model', 'TrainedModel', 'train_model', 'Codes',
-           'encode_splits', 'score_cues', 'Explanation', 'explain_model', 'write_outputs']
+__all__ = ['PHASES', 'MIN_STEPS_PER_EPOCH', 'FIGURES', 'plan_optimizer_steps', 'PreparedData', 'prepare_data', 'plan_line',
+           'build_model', 'TrainedModel', 'train_model', 'Codes', 'encode_splits', 'score_cues', 'Explanation',
+           'explain_model', 'write_outputs']
+
+# %% ../nbs/15_pipeline.ipynb #f349de3c
+MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
+
+def plan_optimizer_steps(n_train:int, # images in the training split
+                         bs:int|None=None, # batch size; None = 16, or smaller so that an epoch has 8 batches
+                         grad_accum:int|None=None, # batches per optimiser step; None = largest k <= 4 leaving 8 steps an epoch
+                         epochs:tuple=(0, 0, 0), # epochs of the three phases, for the step count per phase
+                         min_steps:int=MIN_STEPS_PER_EPOCH) -> dict:
+    "Batch size, gradient accumulation and the optimiser steps they give per epoch and per phase."
+    auto_bs = bs is None
+    if auto_bs: bs = max(2, min(16, n_train // min_steps))
+    if bs > n_train:
+        raise ValueError(f"batch size --bs {bs} is larger than the training split ({n_train} images): no epoch would make a "
+                         f"single training step; use --bs {n_train} or less")
+    batches = n_train // bs
+    auto_k = grad_accum is None
+    k = max(1, min(4, batches // min_steps)) if auto_k else grad_accum
+    per_epoch = batches // k
+    note = ''
+    if per_epoch < min_steps:
+        note = (f"only {per_epoch} optimiser step{'s' if per_epoch != 1 else ''} an epoch ({batches} batches of {bs}"
+                f"{f', {k} accumulated per step' if k > 1 else ''}); "
+                + ("add training images" if auto_bs and auto_k else f"lower {'--bs' if not auto_bs else '--grad-accum'} "
+                   f"to get {min_steps}"))
+    phases = dict(zip(('adversarial', 'autoencoder', 'classifier'), epochs))
+    return dict(bs=bs, grad_accum=k, batches_per_epoch=batches, steps_per_epoch=per_epoch, auto_bs=auto_bs,
+                auto_grad_accum=auto_k, steps_per_phase={p: optimizer_steps_of(batches, e, k) for p, e in phases.items()}, note=note)
 
 # %% ../nbs/15_pipeline.ipynb #230414fa
 @dataclass
 class PreparedData:
     "Images checked, split and batched for the main job, and the two classes in the report's order."
     dls:object # fastai `DataLoaders` (their batch size set by the plan)
-    plan:dict # `plan_optimiser_steps`' batch size, gradient accumulation and steps
+    plan:dict # `plan_optimizer_steps`' batch size, gradient accumulation and steps
     images:str # the image folder as the report names it
     label:str # the labelling rule
     class_a:str # the class the decision axis points to
@@ -86,7 +116,7 @@ def prepare_data(folder, # folder of images, searched recursively
                                     on_bad_image=on_bad_image, progress=progress, device=default_device())
     _report_skipped(dls)
     _check_split_sizes(dls, class_a)
-    plan = plan_optimiser_steps(len(dls.train.items) // world_size(), bs, grad_accum, epochs)  # data-parallel: each rank's share
+    plan = plan_optimizer_steps(len(dls.train.items) // world_size(), bs, grad_accum, epochs)  # data-parallel: each rank's share
     dls.train.bs = dls.valid.bs = plan['bs']
     vocab = list(dls.vocab)
     class_a = class_a if class_a is not None else vocab[1]
@@ -99,7 +129,8 @@ def plan_line(data:PreparedData) -> str:
     return (f"{data.n_train} training images{f' shared by {world_size()} processes' if world_size() > 1 else ''}: batches of {p['bs']}"
             f"{' (chosen)' if p['auto_bs'] else ''}, {p['batches_per_epoch']} an epoch; gradient accumulation {p['grad_accum']}"
             f"{' (chosen)' if p['auto_grad_accum'] else ''} → {p['steps_per_epoch']} optimiser steps an epoch; planned per phase: "
-            + ', '.join(f"{ph} {n}" for ph, n in p['steps_per_phase'].items()) + '.')
+            + ', '.join(f"{ph} {n}" for ph, n in p['steps_per_phase'].items())
+            + " (in the adversarial phase the schedule gives each epoch's steps to the discriminator alone or to both players).")
 
 # %% ../nbs/15_pipeline.ipynb #b80b4a57
 def build_model(arch:str='resnet18', # 'resnet18', 'resnet34', 'resnet50' or 'small'
@@ -142,7 +173,7 @@ def train_model(model:XAAEBase, # from `build_model`
                           seed=seed, resume=resume, patience=max(3, epochs[2]), extract_latent=True, cbs=cbs, precision=precision)
     p = data.plan
     training = dict(plan_line=plan_line(data), grad_accum=p['grad_accum'], bs=p['bs'], batches_per_epoch=p['batches_per_epoch'],
-                    phases={ph: dict(_json_record(learn.records[ph]), epochs=e) for ph, e in zip(_PHASES, epochs)})
+                    phases={ph: dict(_json_record(learn.records[ph]), epochs=e) for ph, e in zip(PHASES, epochs)})
     prior = {ph: {k: int(v) if isinstance(v, (int, np.integer)) else float(v) for k, v in r.items()} for ph, r in learn.prior_reports.items()}
     return TrainedModel(learn, training, prior)
 
@@ -171,11 +202,6 @@ def score_cues(codes:Codes, # from `encode_splits`
     return table
 
 # %% ../nbs/15_pipeline.ipynb #5555b680
-def _predict_from_z(model, z) -> np.ndarray:
-    "Predicted classes from latent codes: the classifier head alone, no need to re-encode the images."
-    model.eval()
-    with torch.no_grad(): return model.classifier(z.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
-
 @dataclass
 class Explanation:
     "What the evidence says: the chance test, the correlational ranking, and the model-based evidence with its verdicts."
@@ -211,10 +237,10 @@ def explain_model(learn:XAAELearner, # from `train_model`
                   seed:int=42, progress:bool=False, show:bool=False,
                  ) -> Explanation:
     "Chance test, cue ranking (correlation), interventions and latent walks (the model), and one verdict per cue."
-    preds = _predict_from_z(learn.model, codes.z_valid)
+    preds = predict_from_codes(learn.model, codes.z_valid)
     chance = separation_summary(preds, codes.y_valid)  # before the figures: they must not overstate
     caution = (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
-               f"p = {_fmt(chance['accuracy_p_value'])}): no cue below is a finding")
+               f"p = {format_p(chance['accuracy_p_value'])}): no cue below is a finding")
     res = _rank_cues(learn, codes, table, data, save_dir, n_permutations, seed, show, caution)
     print("Editing the cues and walking the codes across the decision boundary")
     a = data.vocab.index(data.class_a)

@@ -39,9 +39,10 @@ from .distributed import (init_distributed, is_distributed, is_main_process, ran
 
 # %% auto #0
 __all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'DIVERGED_MEAN', 'split_items', 'extract_latent_space',
-           'latent_and_targets_from_split', 'encode_split', 'latent_prior_report', 'format_prior_report',
-           'check_training_inputs', 'plot_validation_pls', 'save_latent', 'load_latent', 'planned_optimizer_steps',
-           'Phase', 'XAAELearner', 'train_xaaenet']
+           'latent_and_targets_from_split', 'encode_split', 'predict_from_codes', 'latent_prior_report',
+           'format_prior_report', 'check_training_inputs', 'plot_validation_pls', 'save_latent', 'load_latent',
+           'optimizer_steps_of', 'planned_optimizer_steps', 'progress_bars', 'quiet_training', 'Phase', 'XAAELearner',
+           'train_xaaenet']
 
 # %% ../nbs/04_training.ipynb #3df12b93
 ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` or `EncoderWithAAEBlocks`
@@ -93,6 +94,15 @@ def encode_split(model:XAAEBase, # the model, unwrapped
     if not is_distributed(): return extract_latent_space(model, dls, ds_idx)
     with _ordered_dl(dls, ds_idx) as dl: parts = all_gather(_encode(model, shard_valid_dl(dl, rank(), world_size())))
     return torch.cat([z for z, _ in parts]), torch.cat([y for _, y in parts])
+
+# %% ../nbs/04_training.ipynb #0beca442
+def predict_from_codes(model:XAAEBase, # the model (eval mode is set)
+                       z, # codes (n, encoding_dims), e.g. from `encode_split`
+                      ) -> np.ndarray: # predicted class index per row
+    "The classifier's decisions on codes already computed."
+    model.eval()
+    p = next(model.parameters())
+    with torch.no_grad(): return model.classifier(torch.as_tensor(z).to(p.device, p.dtype)).argmax(1).cpu().numpy()
 
 # %% ../nbs/04_training.ipynb #048fe871
 def latent_prior_report(z, # latent codes (n, encoding_dims), tensor or array
@@ -159,11 +169,13 @@ def check_training_inputs(model, dls, models_dir, **weights):
 
 # %% ../nbs/04_training.ipynb #196440e8
 def _target_index(vocab, target_class):
+    "Index of `target_class` in `vocab` (the second class when None), or an error naming `pls_target_class`."
     vocab = list(vocab)
     if target_class is None: return 1
     if target_class not in vocab: raise ValueError(f"`pls_target_class` {target_class!r} is not a class of `dls.vocab`: {vocab}")
     return vocab.index(target_class)
 
+# %% ../nbs/04_training.ipynb #12292014
 def plot_validation_pls(learn:Learner, # A learner holding a trained xAAEnet
                         save_path=None, # PNG path; default `<models_dir>/pls_validation.png`
                         target_class:str|None=None, # Class (in `dls.vocab`) the PLS axis points to; default the second
@@ -192,6 +204,7 @@ def plot_validation_pls(learn:Learner, # A learner holding a trained xAAEnet
                                   encoding_dims=learn.model.encoding_dims, max_points=max_points, show=show,
                                   fit_z=fit_z, fit_targets=fit_targets, color_by=color_by)
 
+# %% ../nbs/04_training.ipynb #505a12ce
 def _pls_validation_latent_after_phase(learn:Learner, fname:str, phase:str='classifier', target_class=None,
                                        max_points:int=10000, show=None, z=None, targets=None, fit_z=None, fit_targets=None,
                                        color_by='pls1') -> Path|None:
@@ -238,9 +251,32 @@ def _train_batches(dls) -> int:
     "Training batches an epoch makes on each process (data-parallel: global batches of world size × bs are shared out)."
     return len(shard_train_dl(dls.train, random.Random(0), 0, world_size())) if is_distributed() else len(dls.train)
 
+def optimizer_steps_of(batches:int, # training batches an epoch
+                       epochs:int, # epochs of the phase
+                       grad_accum:int, # batches per optimiser step
+                      ) -> int:
+    "Optimiser steps of a phase with `GradientAccumulation`, whose count of batches runs on across epochs."
+    return int(epochs) * int(batches) // int(grad_accum)
+
 def planned_optimizer_steps(dls:DataLoaders, epochs:int, grad_accum:int) -> int:
-    "Optimiser steps a phase of `epochs` makes with `GradientAccumulation` over `grad_accum` batches (its count runs across epochs)."
-    return int(epochs) * _train_batches(dls) // int(grad_accum)
+    "Optimiser steps a phase of `epochs` makes on `dls` (each process's share under data parallelism)."
+    return optimizer_steps_of(_train_batches(dls), epochs, grad_accum)
+
+# %% ../nbs/04_training.ipynb #8e088fa2
+@contextmanager
+def progress_bars(on:bool=True): # False: no fastai progress bar for the duration
+    "fastai's progress bars on or off for the duration (they are a default callback of every `Learner`)."
+    from fastai.learner import defaults
+    from fastai.callback.progress import ProgressCallback
+    saved = defaults.callbacks
+    if not on: defaults.callbacks = [c for c in saved if c is not ProgressCallback]
+    try: yield
+    finally: defaults.callbacks = saved
+
+@contextmanager
+def quiet_training(quiet:bool=True): # False: change nothing
+    "No progress bars and no printed phase messages while training (for checks and scripts)."
+    with progress_bars(not quiet), (redirect_stdout(io.StringIO()) if quiet else nullcontext()): yield
 
 # %% ../nbs/04_training.ipynb #6b60a1a4
 @dataclass
@@ -562,6 +598,23 @@ def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
     if a['extract_latent']: rec['latent_path'] = path
     rec['figures_and_latent_s'] = time.perf_counter() - start
 
+# %% ../nbs/04_training.ipynb #08553629
+def _run_curriculum(a:dict) -> XAAELearner:
+    "`train_xaaenet` after its checks: the learner, then each phase of the curriculum fitted in turn, then the figures and codes."
+    model, dls, seed, models_dir = a['model'], a['dls'], a['seed'], a['models_dir']
+    init_distributed()  # a no-op unless a launcher (torchrun, accelerate launch) started several processes
+    # data-parallel: rank 0 prints and writes; an exception on any rank stops every rank with its message
+    with fail_together(), (nullcontext() if is_main_process() else redirect_stdout(io.StringIO())):
+        on_main(_check_run, a)
+        if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
+        learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
+        for i, phase in enumerate(_curriculum(a), 1):
+            rec = learn.fit_phase(phase, a['resume'], f'{i}/3', a['cbs'], keep_codes=phase.name == 'classifier')
+            if a['save_tsne'] and phase.name != 'classifier' and rec['status'] != 'skipped': _tsne_after(learn, phase, a)
+        _figures_and_latent(learn, rec.pop('train_codes', None), a)
+        return learn
+
+
 # %% ../nbs/04_training.ipynb #ce3b5c07
 def train_xaaenet(
     model:ExplainableModel, # `AAE` or `EncoderWithAAEBlocks`.
@@ -597,15 +650,4 @@ def train_xaaenet(
     "Train an explainable xAAEnet model: adversarial, then autoencoder, then classifier."
     a = dict(locals())
     _check_numbers(a)
-    init_distributed()  # a no-op unless a launcher (torchrun, accelerate launch) started several processes
-    # data-parallel: rank 0 prints and writes; an exception on any rank stops every rank with its message
-    with fail_together(), (nullcontext() if is_main_process() else redirect_stdout(io.StringIO())):
-        on_main(_check_run, a)
-        if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
-        learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
-        for i, phase in enumerate(_curriculum(a), 1):
-            rec = learn.fit_phase(phase, resume, f'{i}/3', cbs, keep_codes=phase.name == 'classifier')
-            if save_tsne and phase.name != 'classifier' and rec['status'] != 'skipped': _tsne_after(learn, phase, a)
-        _figures_and_latent(learn, rec.pop('train_codes', None), a)
-        return learn
-
+    return _run_curriculum(a)

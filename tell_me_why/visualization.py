@@ -20,270 +20,12 @@ from scipy import stats
 from sklearn.preprocessing import StandardScaler
 
 from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, _save_png, _check_axis
-from .counterfactuals import compare_axes
+from .statistics import (MIN_POINTS, binary_target, check_codes, fit_set, standardise_fit, format_p,
+                                    select_feature_matrix, check_same_images, permutation_pvalues,  # noqa: F401 (seed import path)
+                                    pls_feature_alignment, bootstrap_rank_stability)
 
 # %% auto #0
-__all__ = ['MIN_POINTS', 'select_feature_matrix', 'check_same_images', 'permutation_pvalues', 'pls_feature_alignment',
-           'bootstrap_rank_stability', 'plot_alignment_panels', 'plot_importance_ranking', 'run_pls_feature_figures',
-           'latent_traversal_figure']
-
-# %% ../nbs/06_visualization.ipynb #ab81c95d
-MIN_POINTS = 10 # fewer rows than this cannot support a PLS plus correlations
-
-def _binary_01(target, n:int, name:str) -> np.ndarray:
-    "`target` as a float 0/1 vector of length `n`, or a clear error."
-    if isinstance(target, torch.Tensor): target = target.detach().cpu().numpy()
-    t = np.asarray(target).reshape(-1)
-    if len(t) != n:
-        raise ValueError(f"`{name}` has {len(t)} values but the latent matrix has {n} rows; they must match row by row.")
-    if t.dtype == object or not (np.issubdtype(t.dtype, np.number) or t.dtype == bool):
-        raise ValueError(f"`{name}` must be numeric 0/1 (1 = positive class), got dtype {t.dtype}.")
-    t = t.astype(np.float64)
-    vals = np.unique(t[np.isfinite(t)]) if np.isfinite(t).any() else np.array([])
-    if not np.isfinite(t).all() or not set(vals.tolist()) <= {0.0, 1.0}:
-        raise ValueError(f"`{name}` must be binary, coded 0/1 (1 = positive class); got values {np.unique(t)[:10].tolist()}.")
-    if len(vals) < 2:
-        raise ValueError(f"`{name}` contains a single class ({vals.tolist()}); a PLS on the target needs both classes.")
-    return t
-
-# %% ../nbs/06_visualization.ipynb #aa48396b
-def _check_points(z:np.ndarray, name:str):
-    if len(z) < MIN_POINTS:
-        raise ValueError(f"`{name}` has {len(z)} rows; at least {MIN_POINTS} points are needed for PLS and correlations.")
-
-# %% ../nbs/06_visualization.ipynb #792d897f
-def _fit_set(zr:np.ndarray, y:np.ndarray, fit_z, fit_target):
-    "The codes and 0/1 target PLS is fitted on: `fit_z`/`fit_target` when given (checked against `zr`), else the report set."
-    if (fit_z is None) != (fit_target is None):
-        raise ValueError("Pass both `fit_z` and `fit_target` (held-out fit) or neither (in-sample fit).")
-    if fit_z is None: return zr, y
-    zf = latent_to_numpy(fit_z, 'fit_z')
-    _check_points(zf, 'fit_z')
-    if zf.shape[1] != zr.shape[1]: raise ValueError(f"`fit_z` has {zf.shape[1]} dimensions but `z` has {zr.shape[1]}.")
-    return zf, _binary_01(fit_target, len(zf), 'fit_target')
-
-# %% ../nbs/06_visualization.ipynb #61963ce4
-def select_feature_matrix(feature_table:pd.DataFrame, # table from `compute_feature_score_table`
-                          feature_columns:Sequence[str]|None=None, # None = every numeric column except `Source_File_Path`
-                          n_rows:int|None=None, # expected number of rows (that of `z`)
-                         ) -> tuple[np.ndarray, list[str]]:
-    "Return the chosen feature columns as a float (n, k) array and their names, after checking them."
-    if not isinstance(feature_table, pd.DataFrame):
-        raise TypeError(f"`feature_table` must be a pandas DataFrame, got {type(feature_table).__name__}.")
-    if n_rows is not None and len(feature_table) != n_rows:
-        raise ValueError(f"`z` has {n_rows} rows but `feature_table` has {len(feature_table)}; "
-                         "they must describe the same images in the same order.")
-    if feature_columns is None:
-        cols = [c for c in feature_table.select_dtypes(include='number').columns if c != 'Source_File_Path']
-        if not cols: raise ValueError("`feature_table` has no numeric feature column.")
-    else:
-        cols = [feature_columns] if isinstance(feature_columns, str) else list(feature_columns)
-        if not cols: raise ValueError("`feature_columns` is empty.")
-        missing = [c for c in cols if c not in feature_table.columns]
-        if missing:
-            raise ValueError(f"`feature_columns` not in `feature_table`: {missing}; available: {list(feature_table.columns)}.")
-        bad = [c for c in cols if not pd.api.types.is_numeric_dtype(feature_table[c]) or pd.api.types.is_bool_dtype(feature_table[c])]
-        if bad: raise ValueError(f"`feature_columns` must be numeric; not numeric: {bad}.")
-    values = feature_table[cols].to_numpy(dtype=np.float64)
-    bad_rows = ~np.isfinite(values)
-    if bad_rows.any():
-        detail = "; ".join(f"{c}: rows {np.flatnonzero(bad_rows[:, j])[:5].tolist()}"
-                           for j, c in enumerate(cols) if bad_rows[:, j].any())
-        raise ValueError(f"`feature_table` has NaN or inf values ({detail}), e.g. images that could not be scored; "
-                         "drop those rows from both `z` and the table.")
-    return values, cols
-
-def check_same_images(image_paths, # image path per row of `z` (e.g. `split_items`, or a latent file's `paths`)
-                      feature_table:pd.DataFrame, # table whose `Source_File_Path` column names its images
-                     ):
-    "Raise if the table's `Source_File_Path` rows are not `image_paths`, in order (a table of other images, or reordered)."
-    if image_paths is None or 'Source_File_Path' not in feature_table.columns: return
-    mine = [Path(str(p)).as_posix() for p in image_paths]
-    theirs = [Path(str(p)).as_posix() for p in feature_table['Source_File_Path']]
-    if len(mine) != len(theirs):
-        raise ValueError(f"`image_paths` has {len(mine)} entries but `feature_table` has {len(theirs)} rows.")
-    diff = [i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b]
-    if diff:
-        i = diff[0]
-        raise ValueError(f"`feature_table` does not describe the images of `z` in the same order: {len(diff)} of {len(mine)} rows "
-                         f"differ, first row {i}: {mine[i]!r} for `z` but {theirs[i]!r} in the table.")
-
-# %% ../nbs/06_visualization.ipynb #464ce556
-def _standardise_fit(fit_z:np.ndarray):
-    "Mean and std (ddof=1, zero std -> 1) used by `PLSRegression(scale=True)`."
-    mu, sd = fit_z.mean(0), fit_z.std(0, ddof=1)
-    return mu, np.where(sd == 0, 1.0, sd)
-
-def _unit_columns(a:np.ndarray) -> np.ndarray:
-    a = a - a.mean(0)
-    norm = np.linalg.norm(a, axis=0)
-    return a / np.where(norm == 0, np.inf, norm)
-
-# %% ../nbs/06_visualization.ipynb #487eec0d
-def permutation_pvalues(scores:np.ndarray, # PLS1 scores of the report set (n,), oriented: higher = positive class
-                        features:np.ndarray, # feature matrix of the report set (n, k)
-                        target:np.ndarray, # 0/1 target of the report set (n,)
-                        refit_z:np.ndarray|None=None, # in-sample: the latents (n, d) PLS1 was fit on, refit per shuffle; None = held-out
-                        n_permutations:int=1000, # number of shuffles
-                        random_state:int=0, # seed of the shuffles
-                        block:int=256, # shuffles per matrix product (memory vs speed)
-                       ) -> tuple[np.ndarray, np.ndarray, float]: # (alignment p and class p of each feature, p of the axis)
-    "Permutation p-values: each feature's |r| with PLS1, each feature's difference between the classes, the axis's correlation with the target."
-    n = len(scores)
-    s = _unit_columns(np.asarray(scores, float).reshape(n, 1))[:, 0]
-    fn, y = _unit_columns(np.asarray(features, float)), _unit_columns(np.asarray(target, float).reshape(n, 1))[:, 0]
-    obs_f, obs_y = np.abs(fn.T @ s), float(y @ s)
-    side = np.sign(fn.T @ s)  # the class a feature should be higher in, if the axis is right about it
-    obs_c = side * (fn.T @ y)
-    if refit_z is not None:
-        mu, sd = _standardise_fit(refit_z)
-        x = (refit_z - mu) / sd
-    rng = np.random.default_rng(random_state)
-    hits, class_hits, axis_hits, done, tol = np.zeros(fn.shape[1]), np.zeros(fn.shape[1]), 0, 0, 1e-12
-    while done < n_permutations:
-        b = min(block, n_permutations - done)
-        idx = rng.permuted(np.tile(np.arange(n)[:, None], (1, b)), axis=0)  # one shuffle of the images per column
-        hits += (np.abs(fn.T @ s[idx]) >= obs_f[:, None] - tol).sum(1)
-        y_perm = y[idx]
-        class_hits += (side[:, None] * (fn.T @ y_perm) >= obs_c[:, None] - tol).sum(1)
-        if refit_z is None: axis_r = y_perm.T @ s  # the fitted axis stays; the labels move
-        else: axis_r = (y_perm * _unit_columns(x @ (x.T @ y_perm))).sum(0)  # PLS1 refit on each shuffle (oriented: r >= 0)
-        axis_hits += int((axis_r >= obs_y - tol).sum())
-        done += b
-    return tuple((1 + h) / (1 + n_permutations) for h in (hits, class_hits, axis_hits))
-
-# %% ../nbs/06_visualization.ipynb #46aaf306
-def _axis_scores(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarray) -> dict:
-    "Report-set `scores` with the decision axis in column 0: (PLS1, PLS2), or the model's (s, PLS1) with `axes` from `compare_axes`."
-    if dec is None:
-        pls, signs = fit_oriented_pls(zf, yf)
-        return dict(scores=pls.transform(zr) * signs, pls=pls, pls_signs=signs, axis='pls1', axis_name='PLS1', r_column='r_pls1')
-    a = dec.target_idx
-    as_idx = lambda t: np.where(t == 1, a, 1 - a)  # class indices from the 0/1 target (1 = the class the axis points to)
-    fit = {} if zf is zr else dict(fit_z=zf, fit_y=as_idx(yf))
-    cmp = compare_axes(dec, zr, as_idx(y), a, **fit)
-    return dict(scores=np.column_stack([cmp['s'], cmp['pls1']]), pls=None, pls_signs=None, axis='model', axis_name='s',
-                r_column='r_s', decision_axis=dec, axes=cmp)
-
-def _correlation_table(fs:np.ndarray, scores:np.ndarray, y:np.ndarray, cols:list, axis:str) -> pd.DataFrame:
-    "Each standardised feature's Pearson r (and p) with both score columns and with the class; signed r² with the axis."
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', stats.ConstantInputWarning)
-        res1 = stats.pearsonr(fs, scores[:, [0]], axis=0)
-        res2 = stats.pearsonr(fs, scores[:, [1]], axis=0)
-        rc = np.asarray(stats.pearsonr(fs, y[:, None].astype(float), axis=0).statistic, float)
-    r1, r2 = np.asarray(res1.statistic, float), np.asarray(res2.statistic, float)
-    if axis == 'model': return pd.DataFrame(dict(feature=cols, r_s=r1, signed_r2=np.sign(r1) * r1**2, p_value=np.asarray(res1.pvalue, float),
-                                                 r_class=rc, r_pls1=r2))
-    return pd.DataFrame(dict(feature=cols, r_pls1=r1, r_pls2=r2, signed_r2=np.sign(r1) * r1**2,
-                             p_value=np.asarray(res1.pvalue, float), signed_r2_pls2=np.sign(r2) * r2**2,
-                             p_value_pls2=np.asarray(res2.pvalue, float), r_class=rc))
-
-# %% ../nbs/06_visualization.ipynb #74783ece
-def pls_feature_alignment(
-    z, # latents of the report set (n, d): tensor or array
-    target_score, # 0/1 per row of `z` (1 = positive class)
-    feature_table:pd.DataFrame, # feature table, same rows as `z`
-    feature_columns:Sequence[str]|None=None, # None = every numeric column except `Source_File_Path`
-    *,
-    fit_z=None, # latents to fit PLS on (e.g. train z); None = fit on `z` (in-sample)
-    fit_target=None, # 0/1 target of `fit_z`
-    n_permutations:int=0, # > 0 adds a permutation p-value per feature
-    random_state:int=0, # seed of the permutations
-    image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
-    axis='pls1', # decision axis: 'pls1' (fitted to the labels), or the model's own, `model_axis(learn, target_idx)` (target_idx = class coded 1)
-) -> dict:
-    "PLS of z on the target, then each feature's Pearson r with the decision axis (PLS1, or the model's score s) and PLS2 or PLS1 (numbers only, no figure)."
-    zr = latent_to_numpy(z, 'z')
-    _check_points(zr, 'z')
-    y = _binary_01(target_score, len(zr), 'target_score')
-    features, cols = select_feature_matrix(feature_table, feature_columns, len(zr))
-    check_same_images(image_paths, feature_table)
-    zf, yf = _fit_set(zr, y, fit_z, fit_target)
-    held_out = fit_z is not None
-    if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
-        raise ValueError(f"`n_permutations` must be a non-negative integer, got {n_permutations!r}.")
-    ax = _axis_scores(_check_axis(axis, zr.shape[1]), zr, y, zf, yf)
-    scores = ax['scores']
-    fs = StandardScaler().fit_transform(features)
-    const = [c for c, s in zip(cols, features.std(0)) if s == 0]
-    if const: warnings.warn(f"Constant feature column(s) {const}: correlation undefined, reported as NaN.")
-    table = _correlation_table(fs, scores, y, cols, ax['axis'])
-    target_r = float(np.corrcoef(scores[:, 0], y)[0, 1])
-    target_p = None
-    if n_permutations:  # the model's axis, like a held-out PLS1, is not fitted to these labels: it stays fixed
-        fixed = held_out or ax['axis'] == 'model'
-        align_p, class_p, target_p = permutation_pvalues(scores[:, 0], features, y, refit_z=None if fixed else zr,
-                                                         n_permutations=int(n_permutations), random_state=random_state)
-        undefined = np.isnan(table[ax['r_column']].to_numpy())  # constant features: no correlation, no p-value
-        table['alignment_perm_p'] = np.where(undefined, np.nan, align_p)
-        table['class_perm_p'] = np.where(undefined, np.nan, class_p)
-        table['perm_p_value'] = np.maximum(np.maximum(table.alignment_perm_p, table.class_perm_p), target_p)
-    rank = (table.assign(_key=table.signed_r2.abs()).sort_values('_key', ascending=False, na_position='last', kind='stable')
-            .drop(columns='_key').reset_index(drop=True))
-    rank.insert(0, 'rank', np.arange(1, len(rank) + 1))
-    return dict(alignment=table, importance_rank=rank, standardized_features=fs, features=cols, target=y, held_out=held_out,
-                n_fit=len(zf), n_report=len(zr), target_r2=target_r**2, target_perm_p_value=target_p, n_permutations=int(n_permutations), **ax)
-
-# %% ../nbs/06_visualization.ipynb #f56b5a00
-def _corr_rows(a:np.ndarray, b:np.ndarray) -> np.ndarray:
-    "Pearson r between `a` (B, n, k) and `b` (B, n) along n: (B, k); NaN-free (constant columns give 0)."
-    a = a - a.mean(1, keepdims=True); b = b - b.mean(1, keepdims=True)
-    den = np.sqrt((a * a).sum(1) * (b * b).sum(1)[:, None])
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return np.where(den > 0, np.einsum('bnk,bn->bk', a, b) / np.where(den > 0, den, 1), 0.0)
-
-def bootstrap_rank_stability(
-    z, # latents of the report set (n, d): tensor or array
-    target_score, # 0/1 per row of `z` (1 = positive class)
-    feature_table:pd.DataFrame, # feature table, same rows as `z`
-    feature_columns:Sequence[str]|None=None, # None = every numeric column except `Source_File_Path`
-    n_boot:int=200, # bootstrap resamples
-    *,
-    fit_z=None, # latents PLS was fit on (held-out fit, axis kept fixed); None = in-sample, refit per resample
-    fit_target=None, # 0/1 target of `fit_z`
-    interval:tuple[float, float]=(5, 95), # percentiles of the signed r² interval
-    random_state:int=0, # seed of the resampling
-    block:int=50, # resamples per vectorised block (memory vs speed)
-    axis='pls1', # 'pls1', or the model's own axis `model_axis(learn, target_idx)`: kept fixed, like a held-out PLS1
-) -> pd.DataFrame: # one row per feature, in observed rank order
-    "Bootstrap the cue ranking (on PLS1 or the model's axis) over the reported rows: per feature, share of resamples keeping its rank, and r² interval."
-    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
-        raise ValueError(f"`n_boot` must be a positive integer, got {n_boot!r}.")
-    lo_q, hi_q = interval
-    if not 0 <= lo_q < hi_q <= 100: raise ValueError(f"`interval` must be two percentiles 0 <= low < high <= 100, got {interval!r}.")
-    res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, axis=axis)
-    feats, y = res['standardized_features'], res['target']
-    rank = res['importance_rank']
-    order = [res['features'].index(f) for f in rank.feature]  # observed rank order
-    rng = np.random.default_rng(random_state)
-    groups = [np.flatnonzero(y == c) for c in (0, 1)]
-    idx = np.concatenate([rng.choice(g, size=(n_boot, len(g))) for g in groups], axis=1)  # stratified resamples
-    r = np.empty((n_boot, feats.shape[1]))
-    if res['held_out'] or res['axis'] == 'model':  # a fixed axis: only the images are redrawn
-        t1 = res['scores'][:, 0]
-        for b0 in range(0, n_boot, block):
-            ib = idx[b0:b0 + block]
-            r[b0:b0 + block] = _corr_rows(feats[ib], t1[ib])
-    else:
-        zr = latent_to_numpy(z, 'z')
-        for b, ib in enumerate(idx):
-            zb, yb = zr[ib], y[ib]
-            mu, sd = _standardise_fit(zb)
-            xs = (zb - mu) / sd
-            t1 = xs @ (xs.T @ (yb - yb.mean()))  # PLS1 scores, oriented so they rise with the target
-            r[b] = _corr_rows(feats[ib][None], t1[None])[0]
-    signed = np.sign(r) * r**2
-    boot_rank = np.empty_like(signed, dtype=int)  # 1 = largest |r²| in that resample
-    boot_rank[np.arange(n_boot)[:, None], np.argsort(-np.abs(signed), axis=1, kind='stable')] = np.arange(1, signed.shape[1] + 1)
-    boot_rank, signed = boot_rank[:, order], signed[:, order]
-    observed = rank['rank'].to_numpy()
-    out = pd.DataFrame(dict(feature=rank.feature, rank=observed, signed_r2=rank.signed_r2,
-                            boot_rank_kept=(boot_rank == observed).mean(0), boot_rank1_share=(boot_rank == 1).mean(0),
-                            boot_median_rank=np.median(boot_rank, 0),
-                            boot_r2_lo=np.percentile(signed, lo_q, axis=0), boot_r2_hi=np.percentile(signed, hi_q, axis=0)))
-    out.attrs.update(n_boot=int(n_boot), interval=(lo_q, hi_q), held_out=res['held_out'], axis=res['axis'])
-    return out
+__all__ = ['plot_alignment_panels', 'plot_importance_ranking', 'run_pls_feature_figures', 'latent_traversal_figure']
 
 # %% ../nbs/06_visualization.ipynb #147a6f8f
 _POS_COLOR, _NEG_COLOR = 'tab:blue', '0.55'
@@ -301,14 +43,11 @@ def _axis_comparison(res:dict) -> str:
     c = res['axes']
     fit = f"fitted on {res['n_fit']} held-out images" if res['held_out'] else "fitted in-sample"
     return (f"vs PLS1 ({fit}): cosine {c['cosine']:+.2f}, r(s, PLS1 score) = {c['r_s_pls1']:+.2f}; "
-            f"model accuracy {c['accuracy']:.2f} (chance {c['chance']:.2f}, p = {_fmt_p(c['accuracy_p'])})")
+            f"model accuracy {c['accuracy']:.2f} (chance {c['chance']:.2f}, p = {format_p(c['accuracy_p'])})")
 
 def _caution_prefix(res:dict) -> str:
     "A first title line when the caller said the model does not beat chance (`res['caution']`)."
     return f"CAUTION: {res['caution']}\n" if res.get('caution') else ''
-
-def _fmt_p(p) -> str:
-    return 'n/a' if p is None or not np.isfinite(p) else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
 
 # %% ../nbs/06_visualization.ipynb #86c25d55
 def plot_alignment_panels(res:dict, # output of `pls_feature_alignment`
@@ -333,8 +72,8 @@ def plot_alignment_panels(res:dict, # output of `pls_feature_alignment`
             slope, icpt = np.polyfit(x, f, 1)
             xs = np.array([x.min(), x.max()])
             ax.plot(xs, icpt + slope * xs, color=_ALIGNED_COLOR if row[rcol] >= 0 else _ANTI_COLOR, lw=2)
-        note = f"r² = {row[rcol]**2:.2f}, p = {_fmt_p(row['p_value'])}"
-        if 'perm_p_value' in rank.columns: note += f"\nperm. p = {_fmt_p(row['perm_p_value'])}"
+        note = f"r² = {row[rcol]**2:.2f}, p = {format_p(row['p_value'])}"
+        if 'perm_p_value' in rank.columns: note += f"\nperm. p = {format_p(row['perm_p_value'])}"
         ax.set_title(f"#{row['rank']} {row['feature']}\n{note.replace(chr(10), ', ')}", fontsize=9)  # above the points, never on them
         ax.set_xlabel("model's score s" if model else 'PLS1 score', fontsize=8); ax.set_ylabel('feature (standardised)', fontsize=8)
         ax.tick_params(labelsize=7)
@@ -346,6 +85,32 @@ def plot_alignment_panels(res:dict, # output of `pls_feature_alignment`
     fig.suptitle(_caution_prefix(res) + head, fontsize=11)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/06_visualization.ipynb #35a80347
+def _whiskers(ax, rank:pd.DataFrame, vals:np.ndarray, ypos:np.ndarray) -> tuple:
+    "Draw the bootstrap interval of each bar; return the bars' outer ends and the tick labels with 'rank kept'."
+    lo, hi = rank.boot_r2_lo.to_numpy(), rank.boot_r2_hi.to_numpy()
+    ax.errorbar(vals, ypos, xerr=np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)]),
+                fmt='none', ecolor='black', elinewidth=1, capsize=3)
+    ends = np.where(vals >= 0, np.maximum(vals, hi), np.minimum(vals, lo))
+    labels = [f"{f} (rank kept {k:.0%})" for f, k in zip(rank.feature, rank.boot_rank_kept)]
+    return ends, labels
+
+def _ranking_title(res:dict, name:str, target_label:str, alpha:float, use_perm:bool, boot:bool) -> str:
+    "The ranking figure's title: caution, axis and fit, the axis' own test, the asterisks' test, the whiskers."
+    test = (f"* permutation p < {alpha:g} (axis, cue and class; {res['n_permutations']} shuffles)" if use_perm
+            else f"* Pearson p < {alpha:g} (no permutation test; optimistic when PLS is in-sample)")
+    axis = f"target r² with {name} = {res['target_r2']:.2f}"
+    if res['target_perm_p_value'] is not None: axis += f" (perm. p = {format_p(res['target_perm_p_value'])})"
+    head = (f"Cue importance on the model's own decision score s = logit({target_label}) − logit(other)\n{_fit_description(res)}\n"
+            f"{_axis_comparison(res)}\n" if res.get('axis') == 'model' else f"Cue importance on the decision axis — {_fit_description(res)}\n")
+    title = _caution_prefix(res) + head + f"{axis}; {test}"
+    if boot:
+        st = res.get('stability')
+        n_boot, (ql, qh) = (st.attrs.get('n_boot', '?'), st.attrs.get('interval', (5, 95))) if st is not None else ('?', (5, 95))
+        title += (f"\nwhiskers: {ql:g}–{qh:g}% bootstrap interval ({n_boot} resamples of the reported images); "
+                  "rank kept = share of resamples with the same rank")
+    return title
 
 # %% ../nbs/06_visualization.ipynb #bc207ef0
 def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
@@ -362,12 +127,7 @@ def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
     ypos = np.arange(len(rank))[::-1]
     ax.barh(ypos, vals, color=[_ALIGNED_COLOR if v >= 0 else _ANTI_COLOR for v in vals], height=0.7)
     ends, labels = vals, list(rank.feature)
-    if boot:  # whiskers: bootstrap percentile interval; tick labels: share of resamples keeping the rank
-        lo, hi = rank.boot_r2_lo.to_numpy(), rank.boot_r2_hi.to_numpy()
-        ax.errorbar(vals, ypos, xerr=np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)]),
-                    fmt='none', ecolor='black', elinewidth=1, capsize=3)
-        ends = np.where(vals >= 0, np.maximum(vals, hi), np.minimum(vals, lo))
-        labels = [f"{f} (rank kept {k:.0%})" for f, k in zip(rank.feature, rank.boot_rank_kept)]
+    if boot: ends, labels = _whiskers(ax, rank, vals, ypos)
     lim = max(np.abs(ends).max(), 0.05) * 1.25
     for yv, v, e, p in zip(ypos, vals, ends, pvals):
         if np.isfinite(p) and p < alpha:
@@ -375,21 +135,39 @@ def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
     ax.set_yticks(ypos, labels)
     ax.set_xlim(-lim, lim); ax.axvline(0, color='black', lw=0.8)
     ax.set_xlabel(f"signed r² with {name} (+ = higher towards {target_label})")
-    test = (f"* permutation p < {alpha:g} (axis, cue and class; {res['n_permutations']} shuffles)" if use_perm
-            else f"* Pearson p < {alpha:g} (no permutation test; optimistic when PLS is in-sample)")
-    axis = f"target r² with {name} = {res['target_r2']:.2f}"
-    if res['target_perm_p_value'] is not None: axis += f" (perm. p = {_fmt_p(res['target_perm_p_value'])})"
-    head = (f"Cue importance on the model's own decision score s = logit({target_label}) − logit(other)\n{_fit_description(res)}\n"
-            f"{_axis_comparison(res)}\n" if res.get('axis') == 'model' else f"Cue importance on the decision axis — {_fit_description(res)}\n")
-    title = _caution_prefix(res) + head + f"{axis}; {test}"
-    if boot:
-        st = res.get('stability')
-        n_boot, (ql, qh) = (st.attrs.get('n_boot', '?'), st.attrs.get('interval', (5, 95))) if st is not None else ('?', (5, 95))
-        title += (f"\nwhiskers: {ql:g}–{qh:g}% bootstrap interval ({n_boot} resamples of the reported images); "
-                  "rank kept = share of resamples with the same rank")
+    title = _ranking_title(res, name, target_label, alpha, use_perm, boot)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/06_visualization.ipynb #ef1c0b60
+def _add_stability(res, z, target_score, feature_table, feature_columns, n_boot, fit_z, fit_target, random_state, axis):
+    "Bootstrap the ranking and merge its `boot_*` columns into `res['importance_rank']` (in place)."
+    st = bootstrap_rank_stability(z, target_score, feature_table, feature_columns, n_boot,
+                                  fit_z=fit_z, fit_target=fit_target, random_state=random_state, axis=axis)
+    boot_cols = [c for c in st.columns if c.startswith('boot_')]
+    res['importance_rank'] = res['importance_rank'].merge(st[['feature', *boot_cols]], on='feature', how='left')
+    res['stability'] = st
+
+def _row_mask(mask, n:int) -> np.ndarray:
+    "`mask` as a bool vector of `n` rows, or an error."
+    if isinstance(mask, torch.Tensor): mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask).reshape(-1)
+    if len(mask) != n: raise ValueError(f"`mask_positive` has {len(mask)} values but `z` has {n} rows.")
+    return mask.astype(bool)
+
+_FIGURE_NAMES = {'alignment': 'feature_alignment_panels', 'importance': 'feature_importance_ranking'}
+
+def _save_and_show(figs:dict, save_dir, axis:str, show) -> dict:
+    "Save each figure as a PNG in `save_dir` (names end in `_model_axis` on the model's axis), show it, close it; return the paths."
+    paths, tail = {}, '_model_axis' if axis == 'model' else ''  # both axes' figures can share a folder
+    try:
+        if save_dir is not None:
+            for k, f in figs.items(): paths[k] = _save_png(f, Path(save_dir)/f'{_FIGURE_NAMES[k]}{tail}.png')
+        for f in figs.values(): show_figure(f, show)
+    finally:
+        for f in figs.values(): plt.close(f)
+    return paths
 
 # %% ../nbs/06_visualization.ipynb #d3e1d7d5
 def run_pls_feature_figures(
@@ -422,28 +200,11 @@ def run_pls_feature_figures(
     res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, image_paths=image_paths,
                                 n_permutations=n_permutations, random_state=random_state, axis=axis)
     res['caution'] = caution
-    if n_bootstrap:
-        st = bootstrap_rank_stability(z, target_score, feature_table, feature_columns, int(n_bootstrap),
-                                      fit_z=fit_z, fit_target=fit_target, random_state=random_state, axis=axis)
-        boot_cols = [c for c in st.columns if c.startswith('boot_')]
-        res['importance_rank'] = res['importance_rank'].merge(st[['feature', *boot_cols]], on='feature', how='left')
-        res['stability'] = st
-    if mask_positive is not None:
-        if isinstance(mask_positive, torch.Tensor): mask_positive = mask_positive.detach().cpu().numpy()
-        mask_positive = np.asarray(mask_positive).reshape(-1)
-        if len(mask_positive) != res['n_report']:
-            raise ValueError(f"`mask_positive` has {len(mask_positive)} values but `z` has {res['n_report']} rows.")
-        mask_positive = mask_positive.astype(bool)
+    if n_bootstrap: _add_stability(res, z, target_score, feature_table, feature_columns, int(n_bootstrap), fit_z, fit_target, random_state, axis)
+    if mask_positive is not None: mask_positive = _row_mask(mask_positive, res['n_report'])
     fig_a = plot_alignment_panels(res, mask_positive, positive_label, negative_label, target_label, max_panels)
     fig_i = plot_importance_ranking(res, target_label)
-    paths = {}
-    try:
-        if save_dir is not None:
-            tail = '_model_axis' if res['axis'] == 'model' else ''  # both axes' figures can share a folder
-            paths['alignment'] = _save_png(fig_a, Path(save_dir)/f'feature_alignment_panels{tail}.png')
-            paths['importance'] = _save_png(fig_i, Path(save_dir)/f'feature_importance_ranking{tail}.png')
-        show_figure(fig_a, show); show_figure(fig_i, show)
-    finally: plt.close(fig_a); plt.close(fig_i)
+    paths = _save_and_show({'alignment': fig_a, 'importance': fig_i}, save_dir, res['axis'], show)
     res.update(alignment_fig=fig_a, importance_fig=fig_i, paths=paths)
     return res
 
@@ -464,7 +225,7 @@ def _traversal_path(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarr
     if dec is None:  # PLS1: z(a) = mean + a · std ⊙ r₁ has PLS1 score a
         pls, signs = fit_oriented_pls(zf, yf)
         t = pls.transform(zr)[:, 0] * signs[0]
-        start, sd = _standardise_fit(zf)
+        start, sd = standardise_fit(zf)
         direction = signs[0] * sd * pls.x_rotations_[:, 0] / np.linalg.norm(pls.x_rotations_[:, 0])
     else:  # the model's axis: z(a) = the mean code moved onto the boundary, + a · w / |w|², has score s = a
         t, w = dec.score(zr), np.asarray(dec.weight, float)
@@ -506,6 +267,21 @@ def _traversal_title(dec, held_out:bool, target_label:str, positive_label:str, n
                   "the axis does not separate them here")
     return title
 
+# %% ../nbs/06_visualization.ipynb #d8ceaf9f
+def _strip_figure(imgs:torch.Tensor, steps, score_name:str, positive_label:str, negative_label:str, title:str):
+    "The decoded images side by side, each titled with its score, the class ends labelled."
+    n_steps = len(imgs)
+    fig, axes = plt.subplots(1, n_steps, figsize=(1.9 * n_steps, 2.6), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        im = imgs[i].permute(1, 2, 0).numpy()
+        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None, vmin=0, vmax=1)
+        ax.set_xticks([]); ax.set_yticks([])
+        ax.set_title(f"{score_name} = {steps[i]:+.2f}", fontsize=8)
+    axes[0, 0].set_xlabel(f"← {negative_label}", fontsize=10)
+    axes[0, -1].set_xlabel(f"{positive_label} →", fontsize=10)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
 # %% ../nbs/06_visualization.ipynb #7947a079
 def latent_traversal_figure(
     decode:Callable, # maps an (n, d) float tensor to images (n, C, H, W) in [0, 1], e.g. `model.decode`
@@ -528,21 +304,14 @@ def latent_traversal_figure(
     if not callable(decode): raise TypeError(f"`decode` must be callable (e.g. `model.decode`), got {type(decode).__name__}.")
     if n_steps < 2: raise ValueError(f"`n_steps` must be at least 2, got {n_steps}.")
     if extend < 0: raise ValueError(f"`extend` must be >= 0, got {extend}.")
-    zr = latent_to_numpy(z, 'z'); _check_points(zr, 'z')
-    y = _binary_01(target_score, len(zr), 'target_score')
-    zf, yf = _fit_set(zr, y, fit_z, fit_target)
+    zr = latent_to_numpy(z, 'z'); check_codes(zr, 'z')
+    y = binary_target(target_score, len(zr), 'target_score')
+    zf, yf = fit_set(zr, y, fit_z, fit_target)
     dec = _check_axis(axis, zr.shape[1])
     z_path, steps, gap = _traversal_path(dec, zr, y, zf, yf, n_steps, extend)
     imgs = _decode_path(decode, z_path, torch.device(device) if device is not None else _decode_device(decode, z), n_steps)
-    fig, axes = plt.subplots(1, n_steps, figsize=(1.9 * n_steps, 2.6), squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        im = imgs[i].permute(1, 2, 0).numpy()
-        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None, vmin=0, vmax=1)
-        ax.set_xticks([]); ax.set_yticks([])
-        ax.set_title(f"{'PLS1' if dec is None else 's'} = {steps[i]:+.2f}", fontsize=8)
-    axes[0, 0].set_xlabel(f"← {negative_label}", fontsize=10)
-    axes[0, -1].set_xlabel(f"{positive_label} →", fontsize=10)
-    fig.suptitle(_traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap), fontsize=10)
+    fig = _strip_figure(imgs, steps, 'PLS1' if dec is None else 's', positive_label, negative_label,
+                        _traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap))
     fig.tight_layout()
     try:
         path = _save_png(fig, save_path) if save_path is not None else None
