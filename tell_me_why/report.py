@@ -86,11 +86,11 @@ def _num(v, fmt='+.2f') -> str:
 def _overlap_lines(rows:pd.DataFrame, limit:float=0.5) -> list[str]:
     "A sentence naming the edits that also move another cue by more than `limit` SD: their effect is not their own cue's alone."
     if 'off_target' not in rows: return []
-    spill = [f"{r.cue} (moves {r.off_target_cue} by {r.off_target:.1f} SD)" for r in rows.itertuples()
+    spill = [f"{r.cue} moves {r.off_target_cue} by {r.off_target:.1f} SD" for r in rows.itertuples()
              if np.isfinite(r.off_target) and r.off_target > limit]
     if not spill: return []
-    return ["", f"Cues overlap: at +1 SD of its own cue, the edit of {'; '.join(spill)} also moves another cue by more than "
-            f"{limit} SD, so part of its effect may belong to that cue."]
+    return ["", f"Cues overlap: at +1 SD of its own cue, the edit of {'; the edit of '.join(spill)}. "
+            "Part of such an edit's effect may belong to the other cue."]
 
 def _evidence_lines(ev:dict, class_a:str, top:int=6) -> list[str]:
     "The report's lead section: what editing the images and walking the codes say about each cue."

@@ -34,6 +34,7 @@ from .model_aae import XAAEBase, XAAELoss
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
                                    AdversarialGame, xaae_splitter, LossAttrMetric, PRECISIONS, precision_callbacks, AtomicSaveModelCallback, StopOnNaN, StopOnDivergence, atomic_write, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
+from .counterfactuals import model_axis
 from .distributed import (init_distributed, is_distributed, is_main_process, rank, world_size, local_device, on_main,
                                      broadcast_object, broadcast_state, shard_train_dl, shard_valid_dl, all_gather, DistributedXAAE, fail_together, _group_error)
 
@@ -187,6 +188,7 @@ def plot_validation_pls(learn:Learner, # A learner holding a trained xAAEnet
                         fit_z:torch.Tensor|None=None, # Codes the PLS is fit on (with `fit_targets`); default the training split's
                         fit_targets:torch.Tensor|None=None,
                         color_by:str='pls1', # 'pls1' (colour = PLS1 score) or 'class'
+                        axis='pls1', # 'pls1', or `model_axis(learn, target_idx)`: the classifier's own direction is drawn beside PLS1
                        ) -> Path|None: # The PNG path, or None when the validation set has a single class
     "Supervised PLS biplot of the validation codes of `learn` against the class, the PLS fit on the training codes."
     vocab = list(learn.dls.vocab)
@@ -202,16 +204,16 @@ def plot_validation_pls(learn:Learner, # A learner holding a trained xAAEnet
     save_path = Path(save_path) if save_path is not None else Path(learn.path)/learn.model_dir/'pls_validation.png'
     return save_latent_pls_figure(z, targets, save_path, class_names=vocab, target_class=target_class, phase=phase,
                                   encoding_dims=learn.model.encoding_dims, max_points=max_points, show=show,
-                                  fit_z=fit_z, fit_targets=fit_targets, color_by=color_by)
+                                  fit_z=fit_z, fit_targets=fit_targets, color_by=color_by, axis=axis)
 
 # %% ../nbs/04_training.ipynb #505a12ce
 def _pls_validation_latent_after_phase(learn:Learner, fname:str, phase:str='classifier', target_class=None,
                                        max_points:int=10000, show=None, z=None, targets=None, fit_z=None, fit_targets=None,
-                                       color_by='pls1') -> Path|None:
+                                       color_by='pls1', axis='pls1') -> Path|None:
     "PLS figure of the validation codes saved as `<models_dir>/pls_<fname>.png` (the name the training page uses)."
     return plot_validation_pls(learn, Path(learn.path)/learn.model_dir/f'pls_{fname}.png', target_class=target_class,
                                phase=phase, max_points=max_points, show=show, z=z, targets=targets, fit_z=fit_z, fit_targets=fit_targets,
-                               color_by=color_by)
+                               color_by=color_by, axis=axis)
 
 # %% ../nbs/04_training.ipynb #7d86c843
 def save_latent(learn:Learner, path, z_valid=None, y_valid=None, z_train=None, y_train=None) -> Path:
@@ -588,7 +590,8 @@ def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
         if a['save_pls']:
             _pls_validation_latent_after_phase(learn, a['classif_fname'], 'classifier', a['pls_target_class'], a['pls_max_points'],
                                                a['show_latent_figures'], z_valid, y_valid, z_train, y_train,
-                                               color_by='class' if a['color_by_class'] else 'pls1')
+                                               color_by='class' if a['color_by_class'] else 'pls1',
+                                               axis=model_axis(learn, _target_index(learn.dls.vocab, a['pls_target_class'])))
         if a['extract_latent']:
             path = Path(a['latent_path']) if a['latent_path'] is not None else Path(learn.path)/learn.model_dir/f"{a['classif_fname']}_latent.pt"
             path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
