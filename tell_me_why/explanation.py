@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 __all__ = ['VERDICTS', 'cue_verdicts', 'gather_evidence']
 
 # %% ../nbs/14_explanation.ipynb #35dabeb5
-VERDICTS = {'drives': "drives the decision", 'moves': "moves with the decision but does not drive it", 'small': "small effect",
-            'sensitive': "sensitive, but not a learned reason", 'none': "no link found",
+VERDICTS = {'drives': "drives the decision", 'moves': "moves with the decision but does not drive it",
+            'sensitive': "sensitive, but not a learned reason", 'small': "small effect", 'none': "no link found",
             'gate': "no learned decision to explain"} # the plain words of `cue_verdicts`, strongest claim first
 
 def _walk_agrees(row, min_rho:float, alpha:float) -> bool:

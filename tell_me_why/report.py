@@ -92,7 +92,7 @@ def _overlap_lines(rows:pd.DataFrame, limit:float=0.5) -> list[str]:
     return ["", f"Cues overlap: at +1 SD of its own cue, the edit of {'; the edit of '.join(spill)}. "
             "Part of such an edit's effect may belong to the other cue."]
 
-def _evidence_lines(ev:dict, class_a:str, top:int=6) -> list[str]:
+def _evidence_lines(ev:dict, class_a:str, top:int=12) -> list[str]:
     "The report's lead section: what editing the images and walking the codes say about each cue."
     iv, v, ax = ev['interventions'], ev['verdicts'], ev['axes']
     L = ["## What drives the decision", "",
