@@ -20,9 +20,9 @@ HELP_MIN_POINTS = 10 # the explanation's `MIN_POINTS`, for `--help` (which must 
 HELP_MIN_STEPS = 8 # the pipeline's `HELP_MIN_STEPS`, for `--help`
 
 # %% auto #0
-__all__ = ['PLANTED_CHOICES', 'PRECISION_CHOICES', 'HELP_MIN_POINTS', 'HELP_MIN_STEPS', 'RUN_OUTPUTS', 'ARCHS', 'FOLDER_DEFAULTS',
-           'PLANTED_DEFAULTS', 'torch_pair_problem', 'previous_run_outputs', 'run_lock', 'check_explain_settings',
-           'explain_image_folder', 'tmw_explain_parser', 'tmw_explain']
+__all__ = ['PLANTED_CHOICES', 'PRECISION_CHOICES', 'HELP_MIN_POINTS', 'HELP_MIN_STEPS', 'RUN_OUTPUTS', 'LOCK_WRITE_GRACE',
+           'ARCHS', 'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'torch_pair_problem', 'previous_run_outputs', 'run_lock',
+           'check_explain_settings', 'explain_image_folder', 'tmw_explain_parser', 'tmw_explain']
 
 # %% ../nbs/09_cli.ipynb #74f98af1
 def torch_pair_problem(torch_version:str|None, # installed torch version, e.g. "2.14.1+cpu" (None = not installed)
@@ -138,8 +138,18 @@ def _alive(pid) -> bool:
     return True
 
 def _lock_holder(lock:Path) -> dict:
+    "What the lock file says about its run (pid, host, started); {} while it is being written or unreadable."
     try: return json.loads(lock.read_text())
     except (OSError, ValueError): return {}
+
+LOCK_WRITE_GRACE = 10. # seconds: a lock file still empty this long after it was created belongs to a run that died creating it
+
+def _stale(lock:Path, other:dict, host:str) -> bool:
+    "A lock is stale when its run, on this host, is gone; an empty lock is another run's, still being written, unless it is old."
+    if not other:
+        try: return time.time() - lock.stat().st_mtime > LOCK_WRITE_GRACE
+        except FileNotFoundError: return True
+    return other.get('host') == host and not _alive(other.get('pid'))
 
 # %% ../nbs/09_cli.ipynb #8878edcb
 @contextlib.contextmanager
@@ -153,7 +163,7 @@ def run_lock(out, # the run's output folder (need not exist yet)
         try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY); break
         except FileExistsError:
             other = _lock_holder(lock)
-            if other.get('host', me['host']) != me['host'] or _alive(other.get('pid')) or attempt:
+            if attempt or not _stale(lock, other, me['host']):
                 raise FileExistsError(f"--out {str(out)!r} is in use by another tmw-explain run (process {other.get('pid', '?')} on "
                                       f"{other.get('host', '?')}, started {other.get('started', '?')}); wait for it to finish, or choose "
                                       f"another folder. If that run is gone, delete {str(lock)!r}") from None
