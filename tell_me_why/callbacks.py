@@ -109,6 +109,7 @@ def _scaler_skipped(learn) -> bool:
     "True when fastai's `MixedPrecision` skipped this step (its `GradScaler` found inf/NaN gradients)."
     return any(getattr(cb, 'skipped', False) for cb in learn.cbs if isinstance(cb, MixedPrecision))
 
+# %% ../nbs/02_callbacks.ipynb #df5a97c0
 class AdversarialGame(Callback):
     "Train the latent discriminator every batch from its own loss, with its own optimiser; skip the generator's step when `gen_train` is False."
     order = GradientAccumulation.order + 1  # its `before_step` runs once gradient accumulation has decided to step
@@ -138,22 +139,26 @@ class AdversarialGame(Callback):
             self.learn.loss_grad = self.learn.loss_grad + disc_loss * scale
         if isinstance(self.learn.pred, XAAEOutput): self.learn.pred = self.learn.pred.logits  # metrics see logits
 
-    def before_step(self):
-        self._gen_step = bool(self.xaae.gen_train)
-        if not self._gen_step: raise CancelStepException()  # discriminator-only step: the generator stays put
+# %% ../nbs/02_callbacks.ipynb #bfff7ac4
+@patch
+def before_step(self:AdversarialGame):
+    self._gen_step = bool(self.xaae.gen_train)
+    if not self._gen_step: raise CancelStepException()  # discriminator-only step: the generator stays put
 
-    def after_step(self):
-        self.gen_steps += self._gen_step and not _scaler_skipped(self.learn)
-        if any(p.grad is not None for g in self.disc_opt.param_groups for p in g['params']):
-            # under fp16 the gradients carry the loss scale: the learner's `GradScaler` unscales them and skips inf/NaN;
-            # it runs before `MixedPrecision.after_step` updates the scale
-            scaler = getattr(self.learn, 'scaler', None)
-            if scaler is not None and scaler.is_enabled(): scaler.step(self.disc_opt)
-            else: self.disc_opt.step()
-            self.disc_steps += 1
-        self.disc_opt.zero_grad(set_to_none=True)
+@patch
+def after_step(self:AdversarialGame):
+    self.gen_steps += self._gen_step and not _scaler_skipped(self.learn)
+    if any(p.grad is not None for g in self.disc_opt.param_groups for p in g['params']):
+        # under fp16 the gradients carry the loss scale: the learner's `GradScaler` unscales them and skips inf/NaN;
+        # it runs before `MixedPrecision.after_step` updates the scale
+        scaler = getattr(self.learn, 'scaler', None)
+        if scaler is not None and scaler.is_enabled(): scaler.step(self.disc_opt)
+        else: self.disc_opt.step()
+        self.disc_steps += 1
+    self.disc_opt.zero_grad(set_to_none=True)
 
-    def after_fit(self): self.xaae.return_parts = False
+@patch
+def after_fit(self:AdversarialGame): self.xaae.return_parts = False
 
 # %% ../nbs/02_callbacks.ipynb #98621eaf
 PRECISIONS = ('fp32', 'bf16', 'fp16') # the training precisions `precision_callbacks` (and `train_xaaenet`) accept

@@ -451,12 +451,57 @@ def _check_workers(dl, num_workers:int, get_y) -> None:
                          "use num_workers=0 (or None), or a labelling function defined at the top level of a module") from None
 
 
-# %% ../nbs/00_data.ipynb #143e08e8
+# %% ../nbs/00_data.ipynb #e57a2254
 def _whole(name, v, lo) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v or v < lo:
         raise ValueError(f"`{name}` must be a whole number >= {lo}, got {v!r}")
     return int(v)
 
+def _check_loader_args(size, bs, num_workers, valid_pct, on_bad_image) -> tuple:
+    "The loader settings checked, as (size, bs, num_workers)."
+    size, bs = _whole('size', size, 1), _whole('bs', bs, 1)
+    num_workers = auto_num_workers() if num_workers is None else _whole('num_workers', num_workers, 0)
+    if isinstance(valid_pct, bool) or not isinstance(valid_pct, (int, float)) or not 0 < valid_pct < 1:
+        raise ValueError(f"`valid_pct` must lie strictly between 0 and 1, got {valid_pct!r}")
+    if on_bad_image not in ('raise', 'skip'): raise ValueError(f"`on_bad_image` must be 'raise' or 'skip', got {on_bad_image!r}")
+    return size, bs, num_workers
+
+def _listed_images(items) -> list[Path]:
+    "The image files of a folder (searched recursively), or the given paths, as `Path`s; an error when there are none."
+    if isinstance(items, (str, Path)):
+        folder = Path(items)
+        if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist" if not folder.exists()
+                                                        else f"`items` {str(folder)!r} is a file, not a folder of images")
+        items = get_image_files(folder)
+        if not items: raise ValueError(f"no image files found in {str(folder)!r}")
+    items = [Path(o) for o in items]
+    if not items: raise ValueError("no image files found in `items`")
+    return items
+
+# %% ../nbs/00_data.ipynb #1d2802fa
+def _check_two_classes(labels:list, label):
+    "Refuse anything but two classes of at least two images each."
+    counts = pd.Series(labels, dtype=object).value_counts()
+    if len(counts) != 2:
+        raise ValueError(f"tell_me_why explains two-class problems; `label`={label!r} gives {len(counts)} "
+                         f"class{'es' if len(counts) != 1 else ''}: {sorted(counts.index)[:10]}")
+    if counts.min() < 2:
+        raise ValueError(f"too few images: class {counts.idxmin()!r} has {counts.min()}; each class needs at least 2 "
+                         "(one for training, one for validation), and far more to learn anything")
+
+def _check_splits(dls, get_y, valid_pct, seed, bs):
+    "Refuse a split without both classes, or a batch larger than the training split."
+    for name, dl in (('validation', dls.valid), ('training', dls.train)):
+        held = sorted({get_y(o) for o in dl.items})
+        if len(held) < 2:
+            raise ValueError(f"the {name} split ({len(dl.items)} images) holds only {held}; "
+                             f"change `valid_pct` ({valid_pct}) or `seed` ({seed}), or add images")
+    n_train = len(dls.train.items)
+    if bs > n_train:
+        raise ValueError(f"`bs`={bs} is larger than the training split ({n_train} images): no epoch would make a single "
+                         f"training step; use bs <= {n_train}")
+
+# %% ../nbs/00_data.ipynb #143e08e8
 def two_class_dataloaders(
     items, # Folder of images (searched recursively) or a list of image paths
     label:str|Callable='folder', # Labelling rule, see `label_rule`
@@ -471,43 +516,18 @@ def two_class_dataloaders(
     **kwargs, # Passed to `DataBlock.dataloaders`
 ) -> DataLoaders:
     "fastai `DataLoaders` of `(image, category)` for a two-class task, with every input checked before training."
-    size, bs = _whole('size', size, 1), _whole('bs', bs, 1)
-    num_workers = auto_num_workers() if num_workers is None else _whole('num_workers', num_workers, 0)
-    if isinstance(valid_pct, bool) or not isinstance(valid_pct, (int, float)) or not 0 < valid_pct < 1:
-        raise ValueError(f"`valid_pct` must lie strictly between 0 and 1, got {valid_pct!r}")
-    if on_bad_image not in ('raise', 'skip'): raise ValueError(f"`on_bad_image` must be 'raise' or 'skip', got {on_bad_image!r}")
-    if isinstance(items, (str, Path)):
-        folder = Path(items)
-        if not folder.is_dir(): raise FileNotFoundError(f"image folder {str(folder)!r} does not exist" if not folder.exists()
-                                                        else f"`items` {str(folder)!r} is a file, not a folder of images")
-        items = get_image_files(folder)
-        if not items: raise ValueError(f"no image files found in {str(folder)!r}")
-    items = [Path(o) for o in items]
-    if not items: raise ValueError("no image files found in `items`")
+    size, bs, num_workers = _check_loader_args(size, bs, num_workers, valid_pct, on_bad_image)
+    items = _listed_images(items)
     get_y = label_rule(label)
     items, bad = check_images(items, on_bad_image=on_bad_image, progress=progress)
     labels = [get_y(o) for o in items]
-    counts = pd.Series(labels, dtype=object).value_counts()
-    if len(counts) != 2:
-        raise ValueError(f"tell_me_why explains two-class problems; `label`={label!r} gives {len(counts)} "
-                         f"class{'es' if len(counts) != 1 else ''}: {sorted(counts.index)[:10]}")
-    if counts.min() < 2:
-        raise ValueError(f"too few images: class {counts.idxmin()!r} has {counts.min()}; each class needs at least 2 "
-                         "(one for training, one for validation), and far more to learn anything")
+    _check_two_classes(labels, label)
     dblock = DataBlock(blocks=(ImageBlock(cls=ViewedImage), CategoryBlock), get_items=lambda _: items,
                        splitter=RandomSplitter(valid_pct=valid_pct, seed=seed), get_y=get_y, item_tfms=Resize(size))
     if pin_memory is None: pin_memory = torch.cuda.is_available() and torch.device(kwargs.get('device') or 'cuda').type == 'cuda'
     dls = dblock.dataloaders(items[0].parent, bs=bs, num_workers=num_workers, pin_memory=bool(pin_memory), **kwargs)
     _check_workers(dls.train, num_workers, get_y)
-    for name, dl in (('validation', dls.valid), ('training', dls.train)):
-        held = sorted({get_y(o) for o in dl.items})
-        if len(held) < 2:
-            raise ValueError(f"the {name} split ({len(dl.items)} images) holds only {held}; "
-                             f"change `valid_pct` ({valid_pct}) or `seed` ({seed}), or add images")
-    n_train = len(dls.train.items)
-    if bs > n_train:
-        raise ValueError(f"`bs`={bs} is larger than the training split ({n_train} images): no epoch would make a single "
-                         f"training step; use bs <= {n_train}")
+    _check_splits(dls, get_y, valid_pct, seed, bs)
     dls.skipped_images = bad
     return dls
 

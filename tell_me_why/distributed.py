@@ -10,6 +10,7 @@ import os, pickle, time
 from contextlib import contextmanager
 
 import torch
+from fastcore.basics import patch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from fastai.callback.core import Callback
@@ -74,6 +75,7 @@ def all_gather(obj, # any picklable object
     dist.all_gather_object(out, obj)
     return out
 
+# %% ../nbs/11_distributed.ipynb #5b85a6e2
 def broadcast_state(model:torch.nn.Module, src:int=0) -> torch.nn.Module:
     "Copy rank `src`'s parameters and buffers into `model` on every rank."
     if is_distributed():
@@ -81,6 +83,7 @@ def broadcast_state(model:torch.nn.Module, src:int=0) -> torch.nn.Module:
             for t in [*model.parameters(), *model.buffers()]: dist.broadcast(t.data, src)
     return model
 
+# %% ../nbs/11_distributed.ipynb #5a5f3171
 def _group_error(e:BaseException) -> BaseException:
     "Mark `e` as raised identically on every rank (no rank needs to tell the others)."
     e._tmw_on_every_rank = True
@@ -160,24 +163,29 @@ class DistributedXAAE(Callback):
         dist.all_reduce(loss)
         self.learn.loss = loss / world_size()
 
-    def before_validate(self):
-        with torch.no_grad():  # BatchNorm statistics as rank 0 has them, then each rank scores its share alone
-            for b in self.module.buffers(): dist.broadcast(b, 0)
-        self.learn.model = self.module
+# %% ../nbs/11_distributed.ipynb #99357797
+@patch
+def before_validate(self:DistributedXAAE):
+    with torch.no_grad():  # BatchNorm statistics as rank 0 has them, then each rank scores its share alone
+        for b in self.module.buffers(): dist.broadcast(b, 0)
+    self.learn.model = self.module
 
-    def after_validate(self):
-        for m in self.learn.recorder._valid_mets:
-            t = torch.tensor([float(m.total), float(m.count)], dtype=torch.float64, device=local_device())
-            dist.all_reduce(t)
-            m.total, m.count = t[0].item(), int(round(t[1].item()))
+@patch
+def after_validate(self:DistributedXAAE):
+    for m in self.learn.recorder._valid_mets:
+        t = torch.tensor([float(m.total), float(m.count)], dtype=torch.float64, device=local_device())
+        dist.all_reduce(t)
+        m.total, m.count = t[0].item(), int(round(t[1].item()))
 
-    def after_fit(self): self.restore()
+@patch
+def after_fit(self:DistributedXAAE): self.restore()
 
-    def restore(self):
-        "Put back the plain model and the full data loaders (also after a fit that raised)."
-        if self.ddp is None: return
-        self.target.model, self.target.dls.loaders[:] = self.module, self.loaders
-        self.ddp = None
+@patch
+def restore(self:DistributedXAAE):
+    "Put back the plain model and the full data loaders (also after a fit that raised)."
+    if self.ddp is None: return
+    self.target.model, self.target.dls.loaders[:] = self.module, self.loaders
+    self.ddp = None
 
 # %% ../nbs/11_distributed.ipynb #204dd384
 class DistributedRunError(RuntimeError):

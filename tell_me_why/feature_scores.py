@@ -49,7 +49,6 @@ class DecodedImage:
                 ):
         self.path = Path(path)
         self._memo = {}  # intermediate results shared by several built-in scores
-
     @cached_property
     def data(self) -> torch.Tensor:
         "The file's encoded bytes as a 1-d uint8 tensor (read once)."
@@ -57,32 +56,27 @@ class DecodedImage:
         except FileNotFoundError: raise FileNotFoundError(f"image file not found: '{self.path}'") from None
         if not raw: raise ValueError(f"image file is empty: '{self.path}'")
         return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-
     @cached_property
     def levels(self) -> tuple[torch.Tensor, float]:
         "(C, H, W) levels, C = 1 (grey) or 3 (RGB), and their full-scale value (255, 65535 or 1), decoded once."
         return read_levels(self.data, name=str(self.path))
-
     @cached_property
     def rgb_levels(self) -> tuple[torch.Tensor, float]:
         "(3, H, W) float32 RGB in the file's own levels (0–255 for 8-bit, 0–65535 for 16-bit, 0–1 for float) and that full scale."
         levels, full_scale = self.levels
         # decoders hand back (C, H, W) views of (H, W, C) memory: one contiguous copy makes every later pass faster
         return _as_rgb(levels.to(torch.float32, memory_format=torch.contiguous_format)), full_scale
-
     @cached_property
     def rgb(self) -> torch.Tensor:
         "(3, H, W) float32 RGB in [0, 1]."
         levels, full_scale = self.rgb_levels
         return levels * (1 / full_scale) if full_scale != 1 else levels
-
     @cached_property
     def grey(self) -> torch.Tensor:
         "(H, W) float32 grey in [0, 1]: a grey file's own values, otherwise the ITU-R 601 luma of `.rgb`."
         levels, full_scale = self.levels
         if levels.shape[0] == 1: return levels[0].float() * (1 / full_scale) if full_scale != 1 else levels[0].float()
         return rgb_to_grayscale(self.rgb)[0]
-
     def __repr__(self): return f"DecodedImage('{self.path}')"
 
 # %% ../nbs/05_feature_scores.ipynb #f185c77b

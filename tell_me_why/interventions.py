@@ -528,6 +528,16 @@ def cue_interventions(
         return _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs, progress, dls, labels, alpha,
                                   min_effect, max_off_target, n_off_target, train_items)
 
+# %% ../nbs/12_interventions.ipynb #95b35784
+def _run_attrs(n, acc, y, p, alpha, sd_s, s0, t_idx, vocab, train_p, doses, skipped, off, min_effect, max_off_target, t0) -> dict:
+    "What `cue_interventions` keeps in `.attrs`: the chance test, the spread and class gap of s, the settings, the off-target matrix."
+    return dict(n=n, accuracy=acc, chance_level=math.nan if y is None else _chance_level(y), binom_p=p, beats_chance=None if y is None else bool(p < alpha), sd_s=sd_s,
+                s_class_gap=_class_gap(s0, y, t_idx), target_idx=t_idx, target_class=vocab[t_idx] if vocab else t_idx,
+                labels_known=y is not None, training_checked=bool(train_p), doses=doses, skipped=skipped, off_target_matrix=off, alpha=alpha,
+                min_effect=min_effect, max_off_target=max_off_target, seconds=time.perf_counter() - t0)
+
+
+# %% ../nbs/12_interventions.ipynb #e3bc0014
 def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs, progress, dls, labels, alpha,
                        min_effect, max_off_target, n_off_target, train_items):
     t0, model = time.perf_counter(), _as_module(learn)
@@ -549,10 +559,7 @@ def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs
                       max_off_target, train_p, alpha)
     rows += [dict(cue=c, verdict=f"not tested: {why}") for c, why in skipped.items()]
     df = pd.DataFrame(rows, columns=_COLUMNS)
-    df.attrs.update(n=n, accuracy=acc, chance_level=math.nan if y is None else _chance_level(y), binom_p=p, beats_chance=None if y is None else bool(p < alpha), sd_s=sd_s,
-                    s_class_gap=_class_gap(s0, y, t_idx), target_idx=t_idx, target_class=vocab[t_idx] if vocab else t_idx,
-                    labels_known=y is not None, training_checked=bool(train_p), doses=doses, skipped=skipped, off_target_matrix=off, alpha=alpha,
-                    min_effect=min_effect, max_off_target=max_off_target, seconds=time.perf_counter() - t0)
+    df.attrs.update(_run_attrs(n, acc, y, p, alpha, sd_s, s0, t_idx, vocab, train_p, doses, skipped, off, min_effect, max_off_target, t0))
     return df
 
 # %% ../nbs/12_interventions.ipynb #9a239f3d

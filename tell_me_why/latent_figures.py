@@ -116,6 +116,7 @@ def _class_scatter(ax, xy, y, names, target_class, **kw):
         ax.scatter(xy[sel, 0], xy[sel, 1], color=color, label=f"{label} ({int(sel.sum())})", **kw)
     ax.legend(loc='best', fontsize=9, markerscale=2)
 
+# %% ../nbs/03_latent_figures.ipynb #7ee5b4aa
 def save_latent_tsne_figure(
     z:torch.Tensor, # latent codes, shape (n, d); torch tensor or numpy array
     save_path:str|Path, # PNG to write (parent folders are created)
@@ -280,6 +281,39 @@ def _biplot_title(names, tclass, dims, phase, n_drawn, n_fit, r2, dec, pls, sign
         title += f"\nNote: on these points the class follows PLS2 more than PLS1 (r² {r2[1]:.2f} vs {r2[0]:.2f})"
     return title
 
+# %% ../nbs/03_latent_figures.ipynb #d2f60477
+def _pls_figure_inputs(z, targets, class_names, target_class, color_by, axis) -> tuple:
+    "The biplot's inputs checked: codes, 0/1 target, class names, target class, decision axis and colouring."
+    if color_by not in (None, 'pls1', 's', 'class'): raise ValueError(f"`color_by` must be 'pls1', 's', 'class' or None, got {color_by!r}.")
+    zn = latent_to_numpy(z)
+    tt = _targets_array(targets)
+    if len(tt) != len(zn):
+        raise ValueError(f"`z` has {len(zn)} rows but `targets` has {len(tt)} values; they must match row by row.")
+    y, names, tclass = binary_target(tt, class_names, target_class)
+    if zn.shape[1] < 2: raise ValueError(f"`z` needs at least 2 dimensions for a 2-component PLS, got {zn.shape[1]}.")
+    dec = _check_axis(axis, zn.shape[1])
+    if dec is not None and class_names is not None and names[dec.target_idx] != tclass:
+        raise ValueError(f"`axis` points to {names[dec.target_idx]!r} but the figure's target class is {tclass!r}: "
+                         f"pass `model_axis(learn, {names.index(tclass)})`.")
+    color_by = color_by or ('pls1' if dec is None else 's')
+    if color_by == 's' and dec is None: raise ValueError("`color_by='s'` needs the model's axis: `axis=model_axis(learn, target_idx)`.")
+    return zn, y, names, tclass, dec, color_by
+
+# %% ../nbs/03_latent_figures.ipynb #7bc9923e
+def _draw_biplot(scores, ys, names, tclass, color_by, s, dec, r2, title):
+    "The PLS plane: the points, the class direction (and the model's, when given), the axes and the title."
+    with plt.style.context('default'):  # the light style of the other figures
+        fig, ax = plt.subplots(figsize=(7.5, 6.3))
+        _biplot_points(fig, ax, scores, ys, names, tclass, color_by, s)
+        span = np.abs(scores).max(axis=0)
+        _arrow(ax, _plane_direction(scores, ys), span, tclass, 'black')  # the class direction on the points drawn
+        if dec is not None: _arrow(ax, _plane_direction(scores, s), span, 'model s', '#c62828', length=0.42, va='top')
+        ax.axhline(0, color='grey', lw=0.5); ax.axvline(0, color='grey', lw=0.5)
+        ax.set_xlabel(f"PLS1 = decision axis (r² with {tclass} = {r2[0]:.2f})" if dec is None else f"PLS1, fitted to the labels (r² with {tclass} = {r2[0]:.2f})")
+        ax.set_ylabel(f"PLS2 (r² with {tclass} = {r2[1]:.2f})")
+        ax.set_title(title, fontsize=10)
+    return fig
+
 # %% ../nbs/03_latent_figures.ipynb #bdda867f
 def save_latent_pls_figure(
     z:torch.Tensor, # latent codes, shape (n, d); torch tensor or numpy array
@@ -298,35 +332,15 @@ def save_latent_pls_figure(
     axis='pls1', # 'pls1' (the seed's figure), or `model_axis(learn, target_idx)`: adds its arrow and s, with `target_idx` = `target_class`
 ) -> Path:
     "Supervised PLS biplot of z vs binary targets: display inline in a notebook, then save a PNG."
-    if color_by not in (None, 'pls1', 's', 'class'): raise ValueError(f"`color_by` must be 'pls1', 's', 'class' or None, got {color_by!r}.")
-    zn = latent_to_numpy(z)
-    tt = _targets_array(targets)
-    if len(tt) != len(zn):
-        raise ValueError(f"`z` has {len(zn)} rows but `targets` has {len(tt)} values; they must match row by row.")
-    y, names, tclass = binary_target(tt, class_names, target_class)
-    if zn.shape[1] < 2: raise ValueError(f"`z` needs at least 2 dimensions for a 2-component PLS, got {zn.shape[1]}.")
-    dec = _check_axis(axis, zn.shape[1])
-    if dec is not None and class_names is not None and names[dec.target_idx] != tclass:
-        raise ValueError(f"`axis` points to {names[dec.target_idx]!r} but the figure's target class is {tclass!r}: "
-                         f"pass `model_axis(learn, {names.index(tclass)})`.")
-    color_by = color_by or ('pls1' if dec is None else 's')
-    if color_by == 's' and dec is None: raise ValueError("`color_by='s'` needs the model's axis: `axis=model_axis(learn, target_idx)`.")
+    zn, y, names, tclass, dec, color_by = _pls_figure_inputs(z, targets, class_names, target_class, color_by, axis)
     idx = subsample_indices(len(zn), max_points, random_state)
     zs, ys, zf, pls, signs = _biplot_fit(zn, y, idx, fit_z, fit_targets, class_names, tclass)
     scores = pls.transform(zs) * signs
     r2 = np.array([np.corrcoef(scores[:, k], ys)[0, 1] ** 2 for k in range(2)])
     s = None if dec is None else dec.score(zs)
     dims = zn.shape[1] if encoding_dims is None else encoding_dims
-    with plt.style.context('default'):  # the light style of the other figures
-        fig, ax = plt.subplots(figsize=(7.5, 6.3))
-        _biplot_points(fig, ax, scores, ys, names, tclass, color_by, s)
-        span = np.abs(scores).max(axis=0)
-        _arrow(ax, _plane_direction(scores, ys), span, tclass, 'black')  # the class direction on the points drawn
-        if dec is not None: _arrow(ax, _plane_direction(scores, s), span, 'model s', '#c62828', length=0.42, va='top')
-        ax.axhline(0, color='grey', lw=0.5); ax.axvline(0, color='grey', lw=0.5)
-        ax.set_xlabel(f"PLS1 = decision axis (r² with {tclass} = {r2[0]:.2f})" if dec is None else f"PLS1, fitted to the labels (r² with {tclass} = {r2[0]:.2f})")
-        ax.set_ylabel(f"PLS2 (r² with {tclass} = {r2[1]:.2f})")
-        ax.set_title(_biplot_title(names, tclass, dims, phase, len(zs), len(zf) if fit_z is not None else None, r2, dec, pls, signs, scores, s), fontsize=10)
+    fig = _draw_biplot(scores, ys, names, tclass, color_by, s, dec, r2, _biplot_title(names, tclass, dims, phase, len(zs),
+                       len(zf) if fit_z is not None else None, r2, dec, pls, signs, scores, s))
     try:
         path = _save_png(fig, save_path)
         show_figure(fig, show)

@@ -148,6 +148,7 @@ def _build_arch(arch, download:bool):
         return arch(weights=meta.get('weights', 'DEFAULT') if download else None)
     return arch(pretrained=download)
 
+# %% ../nbs/01_model_aae.ipynb #eb49ff80
 def _download_arch(arch):
     name, old_timeout = _arch_name(arch), socket.getdefaulttimeout()
     if old_timeout is None: socket.setdefaulttimeout(60)
@@ -159,6 +160,7 @@ def _download_arch(arch):
             f"`pretrained=\"path/to/weights.pth\"` with a local state dict for `{name}`.") from None
     finally: socket.setdefaulttimeout(old_timeout)
 
+# %% ../nbs/01_model_aae.ipynb #1719459f
 def _load_arch_weights(arch, path):
     name, path = _arch_name(arch), Path(path).expanduser()
     if not path.is_file():
@@ -175,6 +177,7 @@ def _load_arch_weights(arch, path):
         raise ValueError(f"`pretrained`: '{path}' is not a state dict for `{name}`: {e}") from None
     return model
 
+# %% ../nbs/01_model_aae.ipynb #b67542de
 def _pretrained_arch(arch, pretrained):
     "`arch` instantiated according to `pretrained` (True, False or a path); returns (model, has_weights)."
     if pretrained is True: return _download_arch(arch), True
@@ -275,6 +278,7 @@ def default_linear(n_features:int, # width of the flattened feature map
     nn.init.zeros_(lin.bias)
     return nn.Sequential(nn.BatchNorm1d(n_features), lin)
 
+# %% ../nbs/01_model_aae.ipynb #cc870a32
 class LatentCritic(nn.Module):
     "Latent discriminator: a LeakyReLU MLP on `[z, z²]` giving the probability that `z` was drawn from N(0, I)."
     def __init__(self,
@@ -290,6 +294,7 @@ class LatentCritic(nn.Module):
         out = self.net(torch.cat([z, z * z], dim=1))
         return out if logits else torch.sigmoid(out)
 
+# %% ../nbs/01_model_aae.ipynb #e6e97831
 class XAAEOutput(tuple):
     "What an xAAEnet's forward pass returns with `return_parts=True`: every tensor the losses read, by name."
     _fields = ('logits', 'z', 'recons', 'gen_logit', 'fake_logit', 'real_logit')
@@ -309,6 +314,32 @@ class XAAEOutput(tuple):
 
 for _i, _f in enumerate(XAAEOutput._fields): setattr(XAAEOutput, _f, property(itemgetter(_i)))
 
+# %% ../nbs/01_model_aae.ipynb #7dd2558d
+def _check_linear(self):
+    "Refuse a `linear` that does not map the flattened feature map to (bs, `encoding_dims`) codes."
+    n_in = int(np.prod(self.feature_shape))
+    was_training = self.linear.training
+    try:
+        self.linear.eval()
+        with torch.no_grad(): out = self.linear(torch.zeros(1, n_in))
+    except Exception as e:
+        raise ValueError(f"`linear` must map the flattened feature map ({n_in} features, from {self.feature_shape}) "
+                         f"to `encoding_dims`={self.encoding_dims}; it failed on a (1, {n_in}) input: {e}") from None
+    finally: self.linear.train(was_training)
+    if not torch.is_tensor(out) or tuple(out.shape) != (1, self.encoding_dims):
+        raise ValueError(f"`linear` must return (bs, encoding_dims={self.encoding_dims}) codes; for a (1, {n_in}) "
+                         f"input it returned {tuple(getattr(out, 'shape', ()))}.")
+
+def _set_skip_dropout(self, p):
+    "Set the skips' dropout probability (checked), on every decoder stage that has a skip."
+    _check_skip_dropout(p)
+    p = float(p)
+    if p < 1 and self._skip_idxs and not self.decoder.n_skips:
+        raise ValueError(f"`skip_dropout`={p} < 1 needs skip connections, but this model was built with skip_dropout=1, "
+                         "so its decoder has no skip layers; build the model with skip_dropout < 1 (e.g. 0.5) to use skips.")
+    self._skip_dropout = p
+    for stage in self.decoder.stages:
+        if stage.has_skip: stage.skip_drop.p = p
 
 # %% ../nbs/01_model_aae.ipynb #4d7e68d7
 class XAAEBase(nn.Module):
@@ -334,7 +365,7 @@ class XAAEBase(nn.Module):
         child_shapes, self.feature_shape = _probe_encoder(encoder, self.input_size, self.input_channels)
         self._skip_idxs = list(reversed(_skip_indices(child_shapes)))  # deepest first, like the decoder
         self.linear = default_linear(int(np.prod(self.feature_shape)), self.encoding_dims) if linear is None else linear
-        self._check_linear()
+        _check_linear(self)
         self.classifier = nn.Linear(self.encoding_dims, self.classes)
         self.fc_crit = LatentCritic(self.encoding_dims)
         self.decoder = _XAAEDecoder(self.encoding_dims, self.feature_shape, [child_shapes[i] for i in self._skip_idxs],
@@ -342,36 +373,8 @@ class XAAEBase(nn.Module):
         self._skips = None  # skip activations of the last encoded batch (only while skip_dropout < 1)
         self.skip_dropout = skip_dropout
 
-    def _check_linear(self):
-        n_in = int(np.prod(self.feature_shape))
-        was_training = self.linear.training
-        try:
-            self.linear.eval()
-            with torch.no_grad(): out = self.linear(torch.zeros(1, n_in))
-        except Exception as e:
-            raise ValueError(f"`linear` must map the flattened feature map ({n_in} features, from {self.feature_shape}) "
-                             f"to `encoding_dims`={self.encoding_dims}; it failed on a (1, {n_in}) input: {e}") from None
-        finally: self.linear.train(was_training)
-        if not torch.is_tensor(out) or tuple(out.shape) != (1, self.encoding_dims):
-            raise ValueError(f"`linear` must return (bs, encoding_dims={self.encoding_dims}) codes; for a (1, {n_in}) "
-                             f"input it returned {tuple(getattr(out, 'shape', ()))}.")
-
-
-    @property
-    def skip_dropout(self) -> float:
-        "Dropout2d probability on the decoder's skips; 1 means no skips (in training and eval). Settable."
-        return self._skip_dropout
-
-    @skip_dropout.setter
-    def skip_dropout(self, p):
-        _check_skip_dropout(p)
-        p = float(p)
-        if p < 1 and self._skip_idxs and not self.decoder.n_skips:
-            raise ValueError(f"`skip_dropout`={p} < 1 needs skip connections, but this model was built with skip_dropout=1, "
-                             "so its decoder has no skip layers; build the model with skip_dropout < 1 (e.g. 0.5) to use skips.")
-        self._skip_dropout = p
-        for stage in self.decoder.stages:
-            if stage.has_skip: stage.skip_drop.p = p
+    skip_dropout = property(lambda self: self._skip_dropout, _set_skip_dropout,
+                            doc="Dropout2d probability on the decoder's skips; 1 means no skips (in training and eval). Settable.")
 
 # %% ../nbs/01_model_aae.ipynb #c18068d0
 @patch
