@@ -21,7 +21,7 @@ from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.torch_core import find_bs
 
 from .model_aae import XAAEOutput
-from .distributed import _unwrap, is_main_process, broadcast_state
+from .distributed import unwrap_model, is_main_process, broadcast_state
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter',
@@ -89,10 +89,10 @@ class CorruptionCallback(Callback):
         clean = self.xb[0]
         x = clean
         for tfm in self.corruption_tfms: x = tfm(x)
-        _unwrap(self.learn.model).clean_input = clean
+        unwrap_model(self.learn.model).clean_input = clean
         self.learn.xb = (x, *self.xb[1:])
 
-    def after_batch(self): _unwrap(self.learn.model).clean_input = None
+    def after_batch(self): unwrap_model(self.learn.model).clean_input = None
     after_fit = after_batch  # also when the fit was cancelled mid-batch (a NaN loss stops it before `after_batch` runs)
 
 # %% ../nbs/02_callbacks.ipynb #e373285b
@@ -121,7 +121,7 @@ class AdversarialGame(Callback):
         self.lr, self.betas = lr, tuple(betas)
 
     def before_fit(self):
-        self.xaae = _unwrap(self.learn.model)
+        self.xaae = unwrap_model(self.learn.model)
         critic = [p for n, p in self.xaae.named_parameters() if is_critic_param(n)]
         crit_ids = {id(p) for p in critic}
         # each player has exactly one optimiser: drop the discriminator from the learner's, if it is there
@@ -214,7 +214,7 @@ class UnfreezeFcCritAdaptative(Callback):
         if not any(isinstance(cb, AdversarialGame) for cb in self.learn.cbs):
             raise ValueError("UnfreezeFcCritAdaptative switches players through AdversarialGame: add `AdversarialGame()` to the "
                              "callbacks (train_xaaenet does).")
-        self.xaae, self.modes, self.valid_losses = _unwrap(self.learn.model), [], []
+        self.xaae, self.modes, self.valid_losses = unwrap_model(self.learn.model), [], []
         self.gen_train_before = getattr(self.xaae, 'gen_train', True)
 
     def before_epoch(self):
@@ -239,7 +239,7 @@ class LossAttrMetric(Metric):
     def reset(self): self.total, self.count = 0., 0
     def accumulate(self, learn):
         v = getattr(learn.loss_func, self.attr, None)
-        if v is None: v = getattr(_unwrap(learn.model), self.attr, None)  # a model that stores its own terms
+        if v is None: v = getattr(unwrap_model(learn.model), self.attr, None)  # a model that stores its own terms
         if v is None: return
         bs = find_bs(learn.yb)
         self.total += float(v)*bs
@@ -255,7 +255,7 @@ class GetLatentSpace(Callback):
     def __init__(self): super().__init__()
     def before_validate(self): self._parts = []
     def after_pred(self):
-        if not self.training: self._parts.append(_unwrap(self.learn.model).z.detach().cpu())
+        if not self.training: self._parts.append(unwrap_model(self.learn.model).z.detach().cpu())
     def after_validate(self):
         self.learn.z_valid = torch.cat(self._parts) if self._parts else None
         self._parts = []

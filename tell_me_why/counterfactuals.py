@@ -17,8 +17,8 @@ import torch
 import matplotlib.pyplot as plt
 from scipy import stats
 
-from .latent_figures import latent_to_numpy, fit_oriented_pls, show_figure, _save_png, _pls1_gradient
-from .feature_scores import score_pixels, _torch_threads
+from .latent_figures import latent_to_numpy, fit_oriented_pls, show_figure, save_png, pls1_gradient
+from .feature_scores import score_pixels, using_torch_threads
 
 # %% auto #0
 __all__ = ['WALK_DIRECTIONS', 'FLAT', 'DecisionAxis', 'model_axis', 'decision_score_of_codes', 'pls1_direction', 'compare_axes',
@@ -84,7 +84,7 @@ def pls1_direction(z, # codes to fit on (n, d)
                   ) -> np.ndarray: # unit vector (d,) in z
     "Unit gradient in z of the oriented PLS1 score (`fit_oriented_pls`, as `pls_feature_alignment`): higher = target class."
     zr = latent_to_numpy(z, 'z')
-    return _pls1_gradient(*fit_oriented_pls(zr, np.asarray(y, float)), zr.shape[1])
+    return pls1_gradient(*fit_oriented_pls(zr, np.asarray(y, float)), zr.shape[1])
 
 # %% ../nbs/13_counterfactuals.ipynb #0c04a144
 def compare_axes(model, # an xAAEnet, a `Learner` holding one, or its `DecisionAxis` (from `model_axis`)
@@ -107,7 +107,7 @@ def compare_axes(model, # an xAAEnet, a `Learner` holding one, or its `DecisionA
     r = stats.pearsonr(s, pls1)
     correct = int(((s > 0) == (yr == 1)).sum())
     majority = max(yr.mean(), 1 - yr.mean())  # chance: always answering the commoner class
-    return dict(cosine=float(u @ _pls1_gradient(pls, signs, zr.shape[1])), r_s_pls1=float(r.statistic), p_s_pls1=float(r.pvalue),
+    return dict(cosine=float(u @ pls1_gradient(pls, signs, zr.shape[1])), r_s_pls1=float(r.statistic), p_s_pls1=float(r.pvalue),
                 accuracy=correct / len(zr), chance=float(majority),
                 accuracy_p=float(stats.binomtest(correct, len(zr), majority, alternative='greater').pvalue),
                 s=s, pls1=pls1, axis=axis, n_report=len(zr), n_fit=len(zf), held_out=fit_z is not None)
@@ -158,7 +158,7 @@ def _decode_and_score(model, axis:DecisionAxis, codes:np.ndarray, keep:Sequence[
     was_training = m.training
     m.eval()  # BatchNorm must not learn from synthetic codes
     try:
-        with torch.no_grad(), _torch_threads(1):  # per-image cue scores are small ops: extra threads only contend
+        with torch.no_grad(), using_torch_threads(1):  # per-image cue scores are small ops: extra threads only contend
             for i in range(0, n, batch_size):
                 zb = torch.as_tensor(codes[i:i + batch_size].reshape(-1, d), dtype=p.dtype, device=p.device)
                 imgs = m.decode(zb).float().clamp(0, 1).cpu()
@@ -344,7 +344,7 @@ def counterfactual_figure(
                  f"{cf['pixel_change']:.2f}× the spread of the reconstructions;\nfed back to the model, {cf['flip_rate']:.0%} of the "
                  "last frames get the other decision than the reconstruction", fontsize=9)
     try:
-        path = _save_png(fig, save_path) if save_path is not None else None
+        path = save_png(fig, save_path) if save_path is not None else None
         show_figure(fig, show)
     finally: plt.close(fig)
     return dict(fig=fig, save_path=path)

@@ -16,12 +16,15 @@ from torch.nn.parallel import DistributedDataParallel
 from fastai.callback.core import Callback
 
 # %% auto #0
-__all__ = ['is_distributed', 'rank', 'world_size', 'is_main_process', 'local_device', 'init_distributed', 'broadcast_object',
-           'all_gather', 'broadcast_state', 'on_main', 'shard_train_dl', 'shard_valid_dl', 'DistributedXAAE',
-           'DistributedRunError', 'fail_together']
+__all__ = ['unwrap_model', 'is_distributed', 'rank', 'world_size', 'is_main_process', 'local_device', 'init_distributed',
+           'broadcast_object', 'all_gather', 'broadcast_state', 'group_error', 'on_main', 'shard_train_dl',
+           'shard_valid_dl', 'DistributedXAAE', 'DistributedRunError', 'fail_together']
 
 # %% ../nbs/11_distributed.ipynb #cc39b63d
-def _unwrap(model): return getattr(model, 'module', model)  # the model inside a DistributedDataParallel wrapper
+def unwrap_model(model:torch.nn.Module, # a model, or a `DistributedDataParallel` wrapping one
+                ) -> torch.nn.Module:
+    "The model itself, out of its `DistributedDataParallel` wrapper when it has one."
+    return getattr(model, 'module', model)
 
 def is_distributed() -> bool:
     "True inside a process group of more than one process (data-parallel training)."
@@ -84,7 +87,8 @@ def broadcast_state(model:torch.nn.Module, src:int=0) -> torch.nn.Module:
     return model
 
 # %% ../nbs/11_distributed.ipynb #5a5f3171
-def _group_error(e:BaseException) -> BaseException:
+def group_error(e:BaseException, # an exception raised alike on every rank
+               ) -> BaseException:
     "Mark `e` as raised identically on every rank (no rank needs to tell the others)."
     e._tmw_on_every_rank = True
     return e
@@ -102,7 +106,7 @@ def on_main(fn, *args, **kwargs):
         try: res = fn(*args, **kwargs)
         except Exception as e: own, err = e, _portable(e)
     res, err = broadcast_object((res, err))
-    if err is not None: raise _group_error(own or err)  # rank 0 keeps its traceback
+    if err is not None: raise group_error(own or err)  # rank 0 keeps its traceback
     return res
 
 # %% ../nbs/11_distributed.ipynb #fd9a00bd
@@ -145,7 +149,7 @@ class DistributedXAAE(Callback):
                                  "the processes; use an average-type metric (`AvgMetric`, `LossAttrMetric`).")
         r, w = rank(), world_size()
         self.target = self.learn  # fastai detaches a callback from its learner when a fit raises: `restore` needs it then
-        self.module, self.loaders = _unwrap(self.learn.model), list(self.learn.dls.loaders)
+        self.module, self.loaders = unwrap_model(self.learn.model), list(self.learn.dls.loaders)
         self.learn.dls.loaders[0] = shard_train_dl(self.loaders[0], self.shuffle_rng, r, w)
         self.learn.dls.loaders[1] = shard_valid_dl(self.loaders[1], r, w)
         dev = next(self.module.parameters()).device

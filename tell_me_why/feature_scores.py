@@ -27,8 +27,8 @@ from .data import read_levels
 from .callbacks import atomic_write
 
 # %% auto #0
-__all__ = ['CUE_VERSION', 'DecodedImage', 'available_feature_scores', 'compute_feature_score_table', 'cue_version', 'PixelImage',
-           'score_pixels']
+__all__ = ['FFT_SIZE', 'CUE_VERSION', 'DecodedImage', 'resize_matrix', 'fft_weights', 'available_feature_scores',
+           'using_torch_threads', 'compute_feature_score_table', 'cue_version', 'PixelImage', 'score_pixels']
 
 # %% ../nbs/05_feature_scores.ipynb #a71c6bd9
 def _as_grey(img:torch.Tensor) -> torch.Tensor:
@@ -164,34 +164,37 @@ def _jaw_texture(img):
             + _mean_or_nan((jaw[1:] - jaw[:-1]).abs_()))
 
 # %% ../nbs/05_feature_scores.ipynb #76390e47
-_FFT_SIZE, _FFT_RADIUS = 200, 30
+FFT_SIZE, _FFT_RADIUS = 200, 30 # side the grey image is resized to for `fft_high_frequency_ratio`, and the radius of its low-frequency disk
 _SPARSE_RESIZE_MAX_SIDE = 1024
 
 @lru_cache(maxsize=1024)  # one small sparse matrix per distinct side; photo sets have many sides
-def _resize_matrix(n_in:int) -> torch.Tensor:
+def resize_matrix(n_in:int, # length of the axis to resize
+                 ) -> torch.Tensor:
     "(200, n_in) sparse (COO) matrix of torch's antialiased bilinear resize n_in → 200 along one axis (CPU, float32)."
     eye = torch.eye(n_in)[None, None]  # (1, 1, n_in, n_in): resizing rows maps basis vector k to column k of A
-    a = F.interpolate(eye, size=[_FFT_SIZE, n_in], mode='bilinear', align_corners=False, antialias=True)[0, 0]
+    a = F.interpolate(eye, size=[FFT_SIZE, n_in], mode='bilinear', align_corners=False, antialias=True)[0, 0]
     return a.to_sparse()  # COO: as fast as CSR here, and not flagged as beta
 
 def _resize_for_fft(grey:torch.Tensor) -> torch.Tensor:
     "(H, W) → (200, 200) as torchvision's `v2.functional.resize(..., antialias=True)` does for float images."
     h, w = grey.shape
-    if (h, w) == (_FFT_SIZE, _FFT_SIZE): return grey  # torchvision returns a same-size input unchanged
+    if (h, w) == (FFT_SIZE, FFT_SIZE): return grey  # torchvision returns a same-size input unchanged
     if grey.device.type == 'cpu' and grey.dtype == torch.float32 and max(h, w) <= _SPARSE_RESIZE_MAX_SIDE:
-        rows = _resize_matrix(h) @ grey if h != _FFT_SIZE else grey                 # (200, w)
-        return (_resize_matrix(w) @ rows.T).T if w != _FFT_SIZE else rows         # (200, 200)
-    return F.interpolate(grey[None, None], size=[_FFT_SIZE, _FFT_SIZE], mode='bilinear',
+        rows = resize_matrix(h) @ grey if h != FFT_SIZE else grey                 # (200, w)
+        return (resize_matrix(w) @ rows.T).T if w != FFT_SIZE else rows         # (200, 200)
+    return F.interpolate(grey[None, None], size=[FFT_SIZE, FFT_SIZE], mode='bilinear',
                          align_corners=False, antialias=True)[0, 0]
 
 # %% ../nbs/05_feature_scores.ipynb #e8bf5b34
 _fft_weight_cache = {}
 
-def _fft_weights(device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def fft_weights(device, # where the weights live
+                dtype=torch.float32, # their dtype
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     "Flat (200*101,) weights for an `rfft2` magnitude: (outside the disk, all)."
     key = (str(device), dtype)
     if key not in _fft_weight_cache:
-        n = _FFT_SIZE
+        n = FFT_SIZE
         ky = torch.fft.fftfreq(n, 1 / n, dtype=torch.float64)[:, None]  # 0..99, -100..-1
         kx = torch.arange(n // 2 + 1, dtype=torch.float64)[None]
         col_w = torch.full((n // 2 + 1,), 2., dtype=torch.float64)
@@ -207,7 +210,7 @@ def _fft_high_frequency_ratio_of(grey:torch.Tensor) -> float:
     re_im = torch.view_as_real(torch.fft.rfft2(_resize_for_fft(grey)))
     sq = re_im * re_im
     mag = (sq[..., 0] + sq[..., 1]).sqrt_().reshape(-1)  # |F|; complex .abs() is ~3x slower on CPU
-    w_out, w_all = _fft_weights(mag.device, mag.dtype)
+    w_out, w_all = fft_weights(mag.device, mag.dtype)
     total = torch.dot(mag, w_all).item()
     return torch.dot(mag, w_out).item() / total if total > 0 else 0.
 
@@ -289,7 +292,8 @@ def _score_image(path, plan, data:bytes|None=None):
         return None, err
 
 @contextmanager
-def _torch_threads(n):
+def using_torch_threads(n:int|None, # intra-op threads for the duration; None = leave as is
+                       ):
     "Temporarily set torch's intra-op thread count (None leaves it alone)."
     old = torch.get_num_threads()
     if n is None or n == old: yield; return
@@ -346,7 +350,7 @@ def compute_feature_score_table(
     n_workers = min((os.cpu_count() or 1) if n_workers == -1 else n_workers, len(paths))
     cache = None if cache_dir is None else _ScoreCache(cache_dir)
     try:
-        with _torch_threads(torch_threads):
+        with using_torch_threads(torch_threads):
             rows, failed = _score_all(paths, plan, _score_image if cache is None else cache.score, n_workers, on_error, progress)
     finally:
         if cache is not None: cache.save()  # also after an error or an interrupt: what was computed is kept

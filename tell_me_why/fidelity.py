@@ -20,7 +20,7 @@ from scipy import stats
 
 from .data import two_class_dataloaders
 from .feature_scores import compute_feature_score_table
-from .feature_scores import _fft_weights as _score_fft_weights, _FFT_SIZE as _SCORE_FFT_SIZE
+from .feature_scores import fft_weights, FFT_SIZE
 from .training import train_xaaenet, extract_latent_space, split_items, quiet_training, predict_from_codes
 from .interventions import cue_values
 from .statistics import standardised_mean_difference
@@ -35,7 +35,6 @@ PLANTED_CUES = {'brightness': 'brightness', 'redness': 'redness_dominance', 'sym
                 'center_texture': 'center_texture', 'high_frequency': 'fft_high_frequency_ratio'}
 CUE_FEATURES = list(PLANTED_CUES.values()) # the five features `fidelity_check` ranks by default
 _GREY_W = np.array([0.299, 0.587, 0.114])  # the PNG decoder's RGB -> grey weights
-_FFT_SIZE = _SCORE_FFT_SIZE  # `fft_high_frequency_ratio`: grey resized to 200 px (feature_scores' constant)
 
 def _grey(x:np.ndarray) -> np.ndarray: return np.einsum('c,nchw->nhw', _GREY_W, x)
 
@@ -73,15 +72,15 @@ _PIXEL_NOISE = 0.01  # sensor-like noise, added after the planted change so the 
 def _spectrum(grey:np.ndarray) -> torch.Tensor:
     "rfft2 of the grey images resized to 200×200 (antialiased bilinear), (n, 200, 101) complex."
     t = torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))[:, None]
-    return torch.fft.rfft2(F.interpolate(t, size=(_FFT_SIZE, _FFT_SIZE), mode='bilinear',
+    return torch.fft.rfft2(F.interpolate(t, size=(FFT_SIZE, FFT_SIZE), mode='bilinear',
                                          align_corners=False, antialias=True)[:, 0])
 
-def _fft_weights():
+def _fft_weights_2d():
     "The feature module's rfft2 weights (outside the disk, all), shaped (200, 101): one definition of the cue."
-    return tuple(w.view(_FFT_SIZE, _FFT_SIZE // 2 + 1) for w in _score_fft_weights('cpu'))
+    return tuple(w.view(FFT_SIZE, FFT_SIZE // 2 + 1) for w in fft_weights('cpu'))
 
 def _fft_ratio_of_spectrum(s:torch.Tensor) -> np.ndarray:
-    mag, (w_out, w_all) = s.abs(), _fft_weights()
+    mag, (w_out, w_all) = s.abs(), _fft_weights_2d()
     return ((mag * w_out).sum((1, 2)) / (mag * w_all).sum((1, 2))).double().numpy()
 
 def _cue_values(x:np.ndarray, names:Sequence[str]=CUE_FEATURES) -> dict:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from .feature_scores import available_feature_scores, _FFT_SIZE, _fft_weights, _resize_matrix, _torch_threads
+from .feature_scores import available_feature_scores, FFT_SIZE, fft_weights, resize_matrix, using_torch_threads
 from .model_aae import XAAEBase, XAAEOutput
 
 # %% auto #0
@@ -72,11 +72,11 @@ def _unbiased_var(t:torch.Tensor) -> torch.Tensor: return t.reshape(len(t), -1).
 def _fft_ratio(g:torch.Tensor) -> torch.Tensor:
     "`fft_high_frequency_ratio` of (n, H, W) grey images: resized to 200² as the cue table does, rfft2 magnitude outside the disk ÷ all."
     n, h, w = g.shape
-    r = g if h == _FFT_SIZE else _resize_matrix(h).to_dense().to(g) @ g
-    r = r if w == _FFT_SIZE else r @ _resize_matrix(w).to_dense().to(g).T
+    r = g if h == FFT_SIZE else resize_matrix(h).to_dense().to(g) @ g
+    r = r if w == FFT_SIZE else r @ resize_matrix(w).to_dense().to(g).T
     sq = torch.view_as_real(torch.fft.rfft2(r)).square()
     mag = (sq[..., 0] + sq[..., 1]).sqrt_().reshape(n, -1)  # |F|: complex .abs() is several times slower on the CPU
-    w_out, w_all = _fft_weights(g.device, g.dtype)
+    w_out, w_all = fft_weights(g.device, g.dtype)
     total = mag @ w_all
     return torch.where(total > 0, (mag @ w_out) / total.where(total > 0, torch.ones_like(total)), torch.zeros_like(total))
 
@@ -292,7 +292,7 @@ def edit_off_target(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the
                     torch_threads:int|None=1, # torch intra-op threads during the call (restored after); None = leave as is
                    ) -> pd.DataFrame: # rows: the edited cue; columns: every built-in cue; mean |change| in its SDs
     "How far each cue's edit moves every built-in cue, measured with `score_pixels` (the cue table's functions)."
-    with _torch_threads(torch_threads): return _edit_off_target(images, cues, dose, sd)
+    with using_torch_threads(torch_threads): return _edit_off_target(images, cues, dose, sd)
 
 def _edit_off_target(images, cues, dose, sd):
     from tell_me_why.feature_scores import score_pixels
@@ -524,7 +524,7 @@ def cue_interventions(
     torch_threads:int|None=1, # torch intra-op threads during the call (restored after); None = leave as is
 ) -> pd.DataFrame: # one row per cue; metadata in `.attrs` (see below)
     "Edit each cue by calibrated doses, measure the model's decision score, and say which cues drive the decision."
-    with _torch_threads(torch_threads):
+    with using_torch_threads(torch_threads):
         return _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs, progress, dls, labels, alpha,
                                   min_effect, max_off_target, n_off_target, train_items)
 

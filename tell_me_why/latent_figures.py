@@ -20,8 +20,8 @@ from threadpoolctl import threadpool_limits
 
 # %% auto #0
 __all__ = ['TSNE_MAX_ITER', 'TSNE_SINGLE_THREAD_BELOW', 'AXIS_DEFAULT', 'in_notebook', 'show_figure', 'latent_to_numpy',
-           'subsample_indices', 'latent_tsne_embedding', 'save_latent_tsne_figure', 'binary_target', 'fit_oriented_pls',
-           'save_latent_pls_figure']
+           'subsample_indices', 'save_png', 'latent_tsne_embedding', 'save_latent_tsne_figure', 'binary_target',
+           'fit_oriented_pls', 'pls1_gradient', 'check_axis', 'save_latent_pls_figure']
 
 # %% ../nbs/03_latent_figures.ipynb #247dfd99
 def in_notebook() -> bool:
@@ -71,7 +71,10 @@ def subsample_indices(n:int, # number of rows available
     return np.sort(np.random.default_rng(random_state).choice(n, size=max_points, replace=False))
 
 # %% ../nbs/03_latent_figures.ipynb #18f895b8
-def _save_png(fig, save_path) -> Path:
+def save_png(fig, # a matplotlib figure
+             save_path, # PNG file to write (parent folders are created)
+            ) -> Path:
+    "Save `fig` as a 150-dpi PNG, cropped to its content, and return the path."
     save_path = Path(save_path)
     save_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(save_path, dpi=150, bbox_inches='tight', facecolor=fig.get_facecolor())
@@ -149,7 +152,7 @@ def save_latent_tsne_figure(
     ax.set_xlabel('t-SNE 1'); ax.set_ylabel('t-SNE 2')
     ax.set_xticks([]); ax.set_yticks([])
     try:
-        path = _save_png(fig, save_path)
+        path = save_png(fig, save_path)
         show_figure(fig, show)
     finally: plt.close(fig)
     return path
@@ -203,13 +206,18 @@ def fit_oriented_pls(z:np.ndarray, # latent codes (n, d), already checked
 # %% ../nbs/03_latent_figures.ipynb #32d91577
 AXIS_DEFAULT = 'pls1' # the seed's decision axis: PLS1 fitted to the labels
 
-def _pls1_gradient(pls, signs, d:int) -> np.ndarray:
+def pls1_gradient(pls, # a `PLSRegression` from `fit_oriented_pls`
+                  signs, # its orientation signs
+                  d:int, # dimensions of the codes
+                 ) -> np.ndarray:
     "Unit gradient in z (d dims) of the oriented PLS1 score of a `fit_oriented_pls` fit: higher = target class."
     t1 = pls.transform(np.vstack([np.zeros(d), np.eye(d)]))[:, 0]  # the score is affine in z: differences give its gradient
     g = signs[0] * (t1[1:] - t1[0])
     return g / np.linalg.norm(g)
 
-def _check_axis(axis, d:int):
+def check_axis(axis, # 'pls1', or the model's axis (`model_axis(learn, target_idx)`)
+               d:int, # dimensions of the codes it will score
+              ):
     "None for the PLS1 axis, else the model's axis (weight, bias, target_idx, score), checked against d-dimensional codes."
     if isinstance(axis, str) and axis == AXIS_DEFAULT: return None
     if not all(hasattr(axis, a) for a in ('weight', 'bias', 'target_idx', 'score')):
@@ -274,7 +282,7 @@ def _biplot_title(names, tclass, dims, phase, n_drawn, n_fit, r2, dec, pls, sign
     title = (f"Supervised PLS of latent z ({dims}-d) on {vs}" + (f" — phase: {phase}" if phase else "") + f"\n{n_drawn} points, {fit}; {arrows}")
     if dec is not None:
         w = np.asarray(dec.weight, float)
-        cos = float(w @ _pls1_gradient(pls, signs, len(w)) / np.linalg.norm(w))
+        cos = float(w @ pls1_gradient(pls, signs, len(w)) / np.linalg.norm(w))
         title += (f"\nmodel's axis w({tclass}) − w({other[0] if other else 'other'}): cosine with PLS1 = {cos:+.2f}; "
                   f"r(s, PLS1 score) = {np.corrcoef(s, scores[:, 0])[0, 1]:+.2f}")
     if r2[1] > r2[0]:
@@ -291,7 +299,7 @@ def _pls_figure_inputs(z, targets, class_names, target_class, color_by, axis) ->
         raise ValueError(f"`z` has {len(zn)} rows but `targets` has {len(tt)} values; they must match row by row.")
     y, names, tclass = binary_target(tt, class_names, target_class)
     if zn.shape[1] < 2: raise ValueError(f"`z` needs at least 2 dimensions for a 2-component PLS, got {zn.shape[1]}.")
-    dec = _check_axis(axis, zn.shape[1])
+    dec = check_axis(axis, zn.shape[1])
     if dec is not None and class_names is not None and names[dec.target_idx] != tclass:
         raise ValueError(f"`axis` points to {names[dec.target_idx]!r} but the figure's target class is {tclass!r}: "
                          f"pass `model_axis(learn, {names.index(tclass)})`.")
@@ -342,7 +350,7 @@ def save_latent_pls_figure(
     fig = _draw_biplot(scores, ys, names, tclass, color_by, s, dec, r2, _biplot_title(names, tclass, dims, phase, len(zs),
                        len(zf) if fit_z is not None else None, r2, dec, pls, signs, scores, s))
     try:
-        path = _save_png(fig, save_path)
+        path = save_png(fig, save_path)
         show_figure(fig, show)
     finally: plt.close(fig)
     return path

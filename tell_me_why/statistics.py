@@ -18,11 +18,11 @@ import torch
 from scipy import stats
 from sklearn.preprocessing import StandardScaler
 
-from .latent_figures import latent_to_numpy, fit_oriented_pls, _check_axis
+from .latent_figures import latent_to_numpy, fit_oriented_pls, check_axis
 from .counterfactuals import compare_axes
 
 # %% auto #0
-__all__ = ['MIN_POINTS', 'binary_target', 'check_codes', 'fit_set', 'select_feature_matrix', 'check_same_images',
+__all__ = ['MIN_POINTS', 'check_binary_target', 'check_codes', 'fit_set', 'select_feature_matrix', 'check_same_images',
            'standardise_fit', 'permutation_pvalues', 'pls_feature_alignment', 'synthetic_codes',
            'bootstrap_rank_stability', 'separation_summary', 'format_p', 'standardised_mean_difference']
 
@@ -30,7 +30,7 @@ __all__ = ['MIN_POINTS', 'binary_target', 'check_codes', 'fit_set', 'select_feat
 MIN_POINTS = 10 # fewer rows than this cannot support a PLS plus correlations
 
 # %% ../nbs/16_statistics.ipynb #71c94312
-def binary_target(target, # 0/1 class per row: array, list or tensor (1 = the positive class)
+def check_binary_target(target, # 0/1 class per row: array, list or tensor (1 = the positive class)
                   n:int, # rows it must have (those of the codes)
                   name:str, # the argument's name, for the error messages
                  ) -> np.ndarray: # float 0/1 vector
@@ -70,7 +70,7 @@ def fit_set(zr:np.ndarray, # codes of the report set
     zf = latent_to_numpy(fit_z, 'fit_z')
     check_codes(zf, 'fit_z')
     if zf.shape[1] != zr.shape[1]: raise ValueError(f"`fit_z` has {zf.shape[1]} dimensions but `z` has {zr.shape[1]}.")
-    return zf, binary_target(fit_target, len(zf), 'fit_target')
+    return zf, check_binary_target(fit_target, len(zf), 'fit_target')
 
 # %% ../nbs/16_statistics.ipynb #61963ce4
 def select_feature_matrix(feature_table:pd.DataFrame, # table from `compute_feature_score_table`
@@ -229,14 +229,14 @@ def pls_feature_alignment(
     "PLS of z on the target, then each feature's Pearson r with the decision axis (PLS1, or the model's score s) and PLS2 or PLS1 (numbers only, no figure)."
     zr = latent_to_numpy(z, 'z')
     check_codes(zr, 'z')
-    y = binary_target(target_score, len(zr), 'target_score')
+    y = check_binary_target(target_score, len(zr), 'target_score')
     features, cols = select_feature_matrix(feature_table, feature_columns, len(zr))
     check_same_images(image_paths, feature_table)
     zf, yf = fit_set(zr, y, fit_z, fit_target)
     held_out = fit_z is not None
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
         raise ValueError(f"`n_permutations` must be a non-negative integer, got {n_permutations!r}.")
-    ax = _axis_scores(_check_axis(axis, zr.shape[1]), zr, y, zf, yf)
+    ax = _axis_scores(check_axis(axis, zr.shape[1]), zr, y, zf, yf)
     scores = ax['scores']
     fs = StandardScaler().fit_transform(features)
     const = [c for c, s in zip(cols, features.std(0)) if s == 0]

@@ -36,7 +36,7 @@ from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, Unf
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
 from .counterfactuals import model_axis
 from .distributed import (init_distributed, is_distributed, is_main_process, rank, world_size, local_device, on_main,
-                                     broadcast_object, broadcast_state, shard_train_dl, shard_valid_dl, all_gather, DistributedXAAE, fail_together, _group_error)
+                                     broadcast_object, broadcast_state, shard_train_dl, shard_valid_dl, all_gather, DistributedXAAE, fail_together, group_error)
 
 # %% auto #0
 __all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'DIVERGED_MEAN', 'split_items', 'extract_latent_space',
@@ -478,7 +478,7 @@ def _raise_if_nan(nan_cb, ckpt, phase, step):
     if nan_cb.nan_at is None: return
     # rank 0 holds the checkpoints; every rank saw the same (averaged) loss and raises the same error
     kept = on_main(lambda: f"the last good checkpoint {str(ckpt)!r} is kept" if ckpt.exists() else "no checkpoint of this phase was written")
-    raise _group_error(FloatingPointError(f"Phase {step} ({phase.name}): the training loss became NaN/inf at epoch {nan_cb.nan_at[0]}, "
+    raise group_error(FloatingPointError(f"Phase {step} ({phase.name}): the training loss became NaN/inf at epoch {nan_cb.nan_at[0]}, "
                                           f"batch {nan_cb.nan_at[1]}; {kept}. Lower `lr_max` or check the images."))
 
 def _phase_record(learn, phase:Phase, roles:dict, start:float) -> dict:

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 from scipy import stats
 from sklearn.preprocessing import StandardScaler
 
-from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, _save_png, _check_axis
-from .statistics import (MIN_POINTS, binary_target, check_codes, fit_set, standardise_fit, format_p,
+from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, save_png, check_axis
+from .statistics import (MIN_POINTS, check_binary_target, check_codes, fit_set, standardise_fit, format_p,
                                     select_feature_matrix, check_same_images, permutation_pvalues,  # noqa: F401 (seed import path)
                                     pls_feature_alignment, bootstrap_rank_stability)
 
@@ -163,7 +163,7 @@ def _save_and_show(figs:dict, save_dir, axis:str, show) -> dict:
     paths, tail = {}, '_model_axis' if axis == 'model' else ''  # both axes' figures can share a folder
     try:
         if save_dir is not None:
-            for k, f in figs.items(): paths[k] = _save_png(f, Path(save_dir)/f'{_FIGURE_NAMES[k]}{tail}.png')
+            for k, f in figs.items(): paths[k] = save_png(f, Path(save_dir)/f'{_FIGURE_NAMES[k]}{tail}.png')
         for f in figs.values(): show_figure(f, show)
     finally:
         for f in figs.values(): plt.close(f)
@@ -305,16 +305,16 @@ def latent_traversal_figure(
     if n_steps < 2: raise ValueError(f"`n_steps` must be at least 2, got {n_steps}.")
     if extend < 0: raise ValueError(f"`extend` must be >= 0, got {extend}.")
     zr = latent_to_numpy(z, 'z'); check_codes(zr, 'z')
-    y = binary_target(target_score, len(zr), 'target_score')
+    y = check_binary_target(target_score, len(zr), 'target_score')
     zf, yf = fit_set(zr, y, fit_z, fit_target)
-    dec = _check_axis(axis, zr.shape[1])
+    dec = check_axis(axis, zr.shape[1])
     z_path, steps, gap = _traversal_path(dec, zr, y, zf, yf, n_steps, extend)
     imgs = _decode_path(decode, z_path, torch.device(device) if device is not None else _decode_device(decode, z), n_steps)
     fig = _strip_figure(imgs, steps, 'PLS1' if dec is None else 's', positive_label, negative_label,
                         _traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap))
     fig.tight_layout()
     try:
-        path = _save_png(fig, save_path) if save_path is not None else None
+        path = save_png(fig, save_path) if save_path is not None else None
         show_figure(fig, show)
     finally: plt.close(fig)
     out = dict(fig=fig, save_path=path, images=imgs, z_path=z_path, axis_scores=steps, axis='pls1' if dec is None else 'model')
