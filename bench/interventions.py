@@ -39,14 +39,14 @@ def _best(fn, repeats):
 
 def run(size:int, arch:str, n_images:int=128, repeats:int=3, bs:int=64) -> dict:
     from tell_me_why.data import two_class_dataloaders
-    from tell_me_why.fidelity import make_planted_cue_dataset, small_encoder
-    from tell_me_why.model_aae import XAAEBase, AAE
+    from tell_me_why.fidelity import make_planted_cue_dataset, small_xaaenet
+    from tell_me_why.model_aae import AAE
     from tell_me_why.interventions import cue_interventions, model_image_batches, BUILTIN_CUES
     with tempfile.TemporaryDirectory() as tmp:
         make_planted_cue_dataset(Path(tmp)/'images', 'brightness', 2.0, n_per_class=n_images, size=size, seed=0)
         dls = two_class_dataloaders(Path(tmp)/'images', size=size, valid_pct=0.5, seed=0, bs=16, progress=False)
         torch.manual_seed(0)
-        if arch == 'small': model = XAAEBase(small_encoder(), input_size=size, encoding_dims=32)
+        if arch == 'small': model = small_xaaenet(size, 32)
         else:
             from torchvision.models import resnet18
             model = AAE(input_size=size, encoding_dims=128, arch=resnet18, pretrained=False)
@@ -134,10 +134,9 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
     torch.set_num_threads(1)
     import numpy as np
     from tell_me_why.data import two_class_dataloaders
-    from tell_me_why.fidelity import (make_planted_cue_dataset, small_encoder, reinitialised_copy, PLANTED_CUES,
+    from tell_me_why.fidelity import (make_planted_cue_dataset, small_xaaenet, reinitialised_copy, PLANTED_CUES,
                                       CUE_FEATURES, _shuffled_label_dls)
     from tell_me_why.feature_scores import compute_feature_score_table
-    from tell_me_why.model_aae import XAAEBase
     from tell_me_why.training import train_xaaenet, split_items, quiet_training
     from tell_me_why.interventions import cue_interventions, describe_interventions
     feature = PLANTED_CUES[cue]
@@ -150,7 +149,7 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
         dls = two_class_dataloaders(Path(tmp)/'images', size=size, valid_pct=0.4, seed=seed, bs=16, progress=False)
         torch.manual_seed(seed)
         with quiet_training():
-            learn = train_xaaenet(XAAEBase(small_encoder(), input_size=size, encoding_dims=32), dls, *epochs,
+            learn = train_xaaenet(small_xaaenet(size, 32), dls, *epochs,
                                   models_dir=Path(tmp)/'models', **kw)
         valid = split_items(dls, 1)
         rank, axis_p = _ranking(learn.model, dls, lambda: compute_feature_score_table(valid, score_names=CUE_FEATURES, progress=False),

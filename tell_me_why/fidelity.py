@@ -27,8 +27,8 @@ from .statistics import standardised_mean_difference
 from .visualization import pls_feature_alignment, bootstrap_rank_stability
 
 # %% auto #0
-__all__ = ['PLANTED_CUES', 'CUE_FEATURES', 'make_planted_cue_dataset', 'small_encoder', 'fidelity_check', 'reinitialised_copy',
-           'sanity_check']
+__all__ = ['PLANTED_CUES', 'CUE_FEATURES', 'make_planted_cue_dataset', 'small_encoder', 'small_xaaenet', 'fidelity_check',
+           'reinitialised_copy', 'sanity_check']
 
 # %% ../nbs/07_fidelity.ipynb #47364176
 PLANTED_CUES = {'brightness': 'brightness', 'redness': 'redness_dominance', 'symmetry': 'symmetry_error',
@@ -309,12 +309,19 @@ def small_encoder(input_channels:int=3, # channels of the input images
         ni = nf
     return torch.nn.Sequential(*layers)
 
+def small_xaaenet(input_size:int=48, # side of the square input images, in pixels
+                  encoding_dims:int=32, # size of the code z
+                 ):
+    "An xAAEnet on `small_encoder()`: the model of these checks and of `tmw-explain --arch small`."
+    from tell_me_why.model_aae import XAAEBase
+    return XAAEBase(small_encoder(), input_size=input_size, encoding_dims=encoding_dims)
+
 # %% ../nbs/07_fidelity.ipynb #3e12625e
 def _train_small(dls, size:int, root:Path, seed:int, arch, encoding_dims:int, epochs, quiet:bool, train_kwargs, **kw):
     "Train the checks' xAAEnet (`small_encoder`, or `arch` with random weights) on `dls`, quietly; its checkpoints go to `root/models`."
-    from tell_me_why.model_aae import AAE, XAAEBase
+    from tell_me_why.model_aae import AAE
     torch.manual_seed(seed)
-    if arch is None: model = XAAEBase(small_encoder(), input_size=size, encoding_dims=encoding_dims)
+    if arch is None: model = small_xaaenet(size, encoding_dims)
     else: model = AAE(input_size=size, encoding_dims=encoding_dims, arch=arch, pretrained=False)
     with quiet_training(quiet):
         kw = dict(kw, grad_accum=1, save_tsne=False, save_pls=False, extract_latent=False, show_latent_figures=False, seed=seed)

@@ -19,7 +19,7 @@ from .model_aae import AAE, XAAEBase, default_device
 from .training import train_xaaenet, load_latent, XAAELearner, predict_from_codes, optimizer_steps_of
 from .feature_scores import compute_feature_score_table
 from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
-from .fidelity import small_encoder
+from .fidelity import small_xaaenet
 from .explanation import gather_evidence
 from .counterfactuals import model_axis
 from .callbacks import atomic_write
@@ -142,7 +142,7 @@ def build_model(arch:str='resnet18', # 'resnet18', 'resnet34', 'resnet50' or 'sm
                ) -> XAAEBase:
     "The xAAEnet the main job trains."
     torch.manual_seed(seed)
-    if arch == 'small': return XAAEBase(small_encoder(), input_size=size, encoding_dims=encoding_dims)
+    if arch == 'small': return small_xaaenet(size, encoding_dims)
     return AAE(input_size=size, encoding_dims=encoding_dims, arch=getattr(torchvision.models, arch), pretrained=weights or pretrained)
 
 # %% ../nbs/15_pipeline.ipynb #13cf8215
@@ -155,7 +155,7 @@ class TrainedModel:
 
 def _json_record(rec:dict) -> dict:
     "A phase record without what run.json does not keep (the epoch table, the prior (kept apart), the codes, local paths)."
-    return {k: v for k, v in rec.items() if k not in ('log', 'prior', 'train_codes', 'checkpoint', 'latent_path')}
+    return {k: v for k, v in rec.items() if k not in ('log', 'prior', 'train_codes', 'checkpoint', 'latent_path', 'figure')}
 
 # %% ../nbs/15_pipeline.ipynb #43663b3d
 def train_model(model:XAAEBase, # from `build_model`
@@ -209,7 +209,7 @@ class Explanation:
     ranking:pd.DataFrame # the correlational cue ranking (`importance_rank`)
     evidence:dict # `gather_evidence`: interventions, walk, axes, verdicts
     model_ranking:pd.DataFrame|None = None # the same ranking against the model's own score s (`model_axis`)
-    figures:dict = field(default_factory=dict) # title -> path of every figure written
+    figures:dict = field(default_factory=dict) # key of `FIGURES` -> path of each figure written
 
 # %% ../nbs/15_pipeline.ipynb #5e272b3c
 def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permutations, seed, show, caution):
@@ -223,8 +223,8 @@ def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permuta
     res['model_axis'] = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, fit_z=codes.z_train,
                                                 fit_target=fit_y, n_permutations=n_permutations, random_state=seed, caution=caution,
                                                 axis=model_axis(learn, a))
-    latent_traversal_figure(learn.model.decode, codes.z_valid, y, **names, fit_z=codes.z_train, fit_target=fit_y,
-                            save_path=Path(save_dir)/'latent_traversal.png', show=show)
+    res['traversal'] = latent_traversal_figure(learn.model.decode, codes.z_valid, y, **names, fit_z=codes.z_train, fit_target=fit_y,
+                                               save_path=Path(save_dir)/'latent_traversal.png', show=show)['save_path']
     return res
 
 # %% ../nbs/15_pipeline.ipynb #39ec375d
@@ -248,15 +248,22 @@ def explain_model(learn:XAAELearner, # from `train_model`
                          res['importance_rank'], target_idx=a, fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed,
                          progress=progress, show=show)
     summary = separation_summary(preds, codes.y_valid, res.get('target_perm_p_value'))
-    return Explanation(summary, res['importance_rank'], ev, res['model_axis']['importance_rank'])
+    figs = dict(effects=ev['paths'].get('effects'), walk=ev['paths'].get('walk'), importance=res['paths'].get('importance'),
+                importance_model_axis=res['model_axis']['paths'].get('importance'), alignment=res['paths'].get('alignment'), traversal=res['traversal'])
+    return Explanation(summary, res['importance_rank'], ev, res['model_axis']['importance_rank'], {k: p for k, p in figs.items() if p is not None})
 
 # %% ../nbs/15_pipeline.ipynb #3e98fd0c
-FIGURES = {'effect of each cue on the decision (interventions)': 'interpretation/cue_effects.png',
-           'latent counterfactuals of four validation images': 'interpretation/counterfactuals.png',
-           'cue ranking': 'interpretation/feature_importance_ranking.png',
-           'cue ranking against the model\'s own score': 'interpretation/feature_importance_ranking_model_axis.png', 'alignment panels': 'interpretation/feature_alignment_panels.png',
-           'walk along the decision axis': 'interpretation/latent_traversal.png', 'PLS biplot of validation codes': 'models/pls_xaaenet_classif.png',
-           't-SNE after the adversarial phase': 'models/tsne_xaaenet_adv.png', 't-SNE after the autoencoder phase': 'models/tsne_xaaenet_ae.png'} # the figures a report links, when written
+FIGURES = {'effects': 'effect of each cue on the decision (interventions)', 'walk': 'latent counterfactuals of four validation images',
+           'importance': 'cue ranking', 'importance_model_axis': "cue ranking against the model's own score", 'alignment': 'alignment panels',
+           'traversal': 'walk along the decision axis', 'pls': 'PLS biplot of validation codes',
+           'tsne_adversarial': 't-SNE after the adversarial phase', 'tsne_autoencoder': 't-SNE after the autoencoder phase'} # the report's titles of the figures a run writes, in its order
+
+def _figure_links(work:Path, trained:TrainedModel, ex:Explanation) -> dict:
+    "Title -> path relative to the report of every figure the stages wrote (their paths come back from the functions that drew them)."
+    recs = trained.learn.records
+    paths = {**ex.figures, 'pls': recs.get('classifier', {}).get('figure'),
+             **{f'tsne_{ph}': recs.get(ph, {}).get('figure') for ph in ('adversarial', 'autoencoder')}}
+    return {title: _rel(paths[k], work, Path('.')) for k, title in FIGURES.items() if paths.get(k) is not None and Path(paths[k]).exists()}
 
 def _rel(p, root:Path, shown:Path) -> str:
     "`p` as a path under `shown` when it lies under `root` (the folder the run wrote to), else unchanged."
@@ -291,7 +298,7 @@ def write_outputs(work, # the folder the run writes to
     "Write the cue tables, `report.md` and `run.json` of a run."
     work, out = Path(work), Path(out)
     _write_tables(work, out, table, ex)
-    figures = {k: v for k, v in FIGURES.items() if (work/v).exists()}
+    figures = _figure_links(work, trained, ex)
     skipped = [(_rel(p, work, out), why) for p, why in data.dls.skipped_images]
     report = write_report(work/'report.md', ex.summary, ex.ranking, data.class_a, data.class_b, settings, figures,
                           training=trained.training, prior=trained.prior, skipped=skipped, evidence=ex.evidence)

@@ -571,11 +571,10 @@ def _tsne_after(learn:XAAELearner, phase:Phase, a:dict):
     start, dls, model = time.perf_counter(), learn.dls, learn.model
     z, y = encode_split(model, dls, 1)
     def draw():  # rank 0 draws
-        save_latent_tsne_figure(z, Path(learn.path)/learn.model_dir/f'tsne_{phase.fname}.png', phase=phase.name, encoding_dims=model.encoding_dims,
+        return save_latent_tsne_figure(z, Path(learn.path)/learn.model_dir/f'tsne_{phase.fname}.png', phase=phase.name, encoding_dims=model.encoding_dims,
                                 max_points=a['tsne_max_points'], perplexity=a['tsne_perplexity'], show=a['show_latent_figures'], targets=y,
                                 class_names=list(dls.vocab), color_by='class' if a['color_by_class'] else None)
-    on_main(draw)
-    learn.records[phase.name]['figure_s'] = time.perf_counter() - start
+    learn.records[phase.name].update(figure=on_main(draw), figure_s=time.perf_counter() - start)
 
 # %% ../nbs/04_training.ipynb #97ee167a
 def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
@@ -587,8 +586,9 @@ def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
         z_valid, y_valid = encode_split(learn.model, learn.dls, 1)
         if z_train is None: z_train, y_train = encode_split(learn.model, learn.dls, 0)
     def draw_and_save():  # rank 0 only
+        fig = None
         if a['save_pls']:
-            _pls_validation_latent_after_phase(learn, a['classif_fname'], 'classifier', a['pls_target_class'], a['pls_max_points'],
+            fig = _pls_validation_latent_after_phase(learn, a['classif_fname'], 'classifier', a['pls_target_class'], a['pls_max_points'],
                                                a['show_latent_figures'], z_valid, y_valid, z_train, y_train,
                                                color_by='class' if a['color_by_class'] else 'pls1',
                                                axis=model_axis(learn, _target_index(learn.dls.vocab, a['pls_target_class'])))
@@ -596,8 +596,9 @@ def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
             path = Path(a['latent_path']) if a['latent_path'] is not None else Path(learn.path)/learn.model_dir/f"{a['classif_fname']}_latent.pt"
             path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
             print(f"Latent codes saved to {path}")
-            return path
-    path = on_main(draw_and_save)
+            return fig, path
+        return fig, None
+    rec['figure'], path = on_main(draw_and_save)
     if a['extract_latent']: rec['latent_path'] = path
     rec['figures_and_latent_s'] = time.perf_counter() - start
 
