@@ -77,13 +77,12 @@ def _finish_swap(out:Path):
     if out.is_dir(): shutil.rmtree(old, ignore_errors=True)
 
 def _check_out(out:Path, resume:bool, overwrite:bool) -> list[str]:
+    "Refuse an OUT that is a file, or that holds a run the user did not say what to do with; return what it holds."
+    from tell_me_why.training import check_run_folder
     _finish_swap(out)
-    if resume and overwrite: raise ValueError("pass --resume (continue the run in OUT) or --overwrite (replace it), not both")
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {str(out)!r} is a file; give a folder")
     prev = previous_run_outputs(out)
-    if prev and not (resume or overwrite):
-        raise FileExistsError(f"--out {str(out)!r} already holds a run ({', '.join(prev)}); pass --resume to continue it, "
-                              "--overwrite to replace it, or choose another folder")
+    check_run_folder(prev, resume, overwrite, f"--out {str(out)!r}", ('--resume', '--overwrite'))
     return prev
 
 

@@ -43,7 +43,7 @@ __all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'DIVERGED_MEAN', 
            'latent_and_targets_from_split', 'encode_split', 'predict_from_codes', 'latent_prior_report',
            'format_prior_report', 'check_training_inputs', 'plot_validation_pls', 'save_latent', 'load_latent',
            'optimizer_steps_of', 'planned_optimizer_steps', 'progress_bars', 'quiet_training', 'Phase', 'XAAELearner',
-           'train_xaaenet']
+           'check_run_folder', 'train_xaaenet']
 
 # %% ../nbs/04_training.ipynb #3df12b93
 ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` or `EncoderWithAAEBlocks`
@@ -516,15 +516,24 @@ def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False)
         print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase.name)}")
 
 # %% ../nbs/04_training.ipynb #59c75461
+def check_run_folder(found:list, # what the folder holds of an earlier run (file names); empty = nothing
+                     resume:bool, overwrite:bool, # what the caller asked for
+                     where:str, # the folder, as the message names it
+                     flags:tuple=('`resume=True`', '`overwrite=True`'), # how the caller spells the two choices
+                    ):
+    "The rule of a folder that may hold another run: never both choices, and a folder holding a run only with one of them."
+    r, o = flags
+    if resume and overwrite: raise ValueError(f"pass {r} (continue the run in {where}) or {o} (replace it), not both")
+    if found and not (resume or overwrite):
+        raise FileExistsError(f"{where} already holds a run ({', '.join(found)}); pass {r} to continue it, {o} to replace it, "
+                              "or choose another folder")
+
 def _check_run(a:dict):
     "Refuse, before anything is written, a run that cannot train or would mix with another run in `models_dir`."
     models_dir, resume, overwrite = a['models_dir'], a['resume'], a['overwrite']
     check_training_inputs(a['model'], a['dls'], models_dir, **{k: a[k] for k in _WEIGHT_ARGS})
-    if resume and overwrite: raise ValueError("pass `resume=True` (continue the run in `models_dir`) or `overwrite=True` (replace it), not both")
     records = sorted(Path(models_dir).glob('*.done.json'))
-    if records and not (resume or overwrite):
-        raise FileExistsError(f"`models_dir` {str(models_dir)!r} holds finished phases of an earlier run ({', '.join(r.name for r in records)}): "
-                              "pass `resume=True` to continue that run, or `overwrite=True` to replace it.")
+    check_run_folder([r.name for r in records], resume, overwrite, f"`models_dir` {str(models_dir)!r}")
     if overwrite:
         for r in records: r.unlink()
     dls = a['dls']
