@@ -105,39 +105,18 @@ def _plant_redness(x, a, rng):
     return x + np.stack([alpha, -kappa * alpha, -kappa * alpha], 1)[:, :, None, None]
 
 # %% ../nbs/07_fidelity.ipynb #378d7795
-def _symmetrise(x, keep):
-    "Blend `x` with its mirror so that x − mirror(x) is multiplied by `keep`, then restore each image's grey variance."
-    g = _grey(x); gc = g - g.mean((1, 2), keepdims=True)
-    rho = (gc * gc[:, :, ::-1]).sum((1, 2)) / np.maximum((gc**2).sum((1, 2)), 1e-12)  # image vs mirror correlation
-    # blend weight t, u = 1 − 2t: difference × u, grey variance × ((1+ρ) + u²(1−ρ))/2; rescaling by k restores the variance
-    u = np.sqrt(keep**2 * (1 + rho) / (2 - keep**2 * (1 - rho)))
-    t = ((1 - u) / 2)[:, None, None, None]
-    k = np.sqrt(2 / ((1 + rho) + u**2 * (1 - rho)))[:, None, None, None]
-    xb = (1 - t) * x + t * x[..., ::-1]
-    mu = xb.mean((2, 3), keepdims=True)
-    return mu + k * (xb - mu)
+def _mirror_pattern(size:int, odd:bool) -> np.ndarray:
+    "(size, size) pattern of two cycles across the width under a horizontal band, zero mean, unit std: a sine (mirror-odd) or a cosine (mirror-even)."
+    j = (np.arange(size) + 0.5) / size - 0.5
+    p = (np.sin if odd else np.cos)(4 * np.pi * j)[None, :] * np.exp(-(j[:, None] / 0.35) ** 2)
+    return p / p.std()
 
-def _gain_for_ratio(s_base:torch.Tensor, s_add:torch.Tensor, target:np.ndarray, hi:float=0.5, iters:int=25) -> np.ndarray:
-    "Per image c in [0, `hi`] for which the FFT ratio of spectrum `s_base` + c·`s_add` is `target` (bisection; `hi` if out of reach)."
-    lo, hi = np.zeros(len(target)), np.full(len(target), hi)
-    for _ in range(iters):
-        c = (lo + hi) / 2
-        low = _fft_ratio_of_spectrum(s_base + torch.from_numpy(c).float()[:, None, None] * s_add) < target
-        lo, hi = np.where(low, c, lo), np.where(low, hi, c)
-    return (lo + hi) / 2
-
-def _plant_symmetry(x, a, rng, keep_fft=None):
-    """Multiply each image's symmetry_error by (1 − a), band by band (smooth part, fine detail) so each band keeps its variance.
-    `keep_fft` = (target FFT ratios, mirror-symmetric grain, its spectrum, the noise added later): add grain so each image keeps its ratio."""
-    keep = 1 - min(a, 1.0)
-    smooth = _blur(x)
-    out = _symmetrise(smooth, keep) + _symmetrise(x - smooth, keep)
-    if keep_fft is None or keep == 1: return out
-    # averaging an image with its mirror lowers fft_high_frequency_ratio (d ≈ −1.2 between the classes at strength 2);
-    # grain that is its own mirror image, outside the centre box, raises it back without touching symmetry_error
-    target, grain, s_grain, noise = keep_fft
-    c = _gain_for_ratio(_spectrum(_grey(out + noise)), s_grain, target)
-    return out + c[:, None, None, None] * grain[:, None]
+def _plant_symmetry(x, a, rng, odd:bool=False):
+    """Add `a` × a mirror-even (planted) or mirror-odd (control) pattern, equal in R, G and B, with a random sign per image.
+    The two patterns have the same spectrum, mean and spread, and the same share in the centre box, eye rows and jaw rows:
+    they differ only in being their own mirror image or its negative, so only `symmetry_error` tells the classes apart."""
+    s = rng.choice([-1., 1.], len(x))[:, None, None, None]
+    return x + a * s * _mirror_pattern(x.shape[-1], odd)[None, None]
 
 # %% ../nbs/07_fidelity.ipynb #e8b2b374
 def _hp(z):
@@ -161,12 +140,10 @@ def _plant_center_texture(x, a, rng, grain_share:float=0.25):
     return x + a * (t / t.std((1, 2), keepdims=True))[:, None]
 
 # %% ../nbs/07_fidelity.ipynb #09df2199
-def _peripheral_grain(rng, n, size, spare_bands:bool=False):
-    """(n, size, size) high-pass, mirror-symmetric grain outside the central box, zero mean, unit std.
-    `spare_bands`: none in the eye rows (30–50 %) and the jaw rows (bottom 30 %) either."""
+def _peripheral_grain(rng, n, size):
+    "(n, size, size) high-pass, mirror-symmetric grain outside the central box, zero mean, unit std."
     z = rng.normal(size=(n, size, size))
     outside = np.ones((size, size)); outside[size // 4:3 * size // 4, size // 4:3 * size // 4] = 0
-    if spare_bands: outside[int(0.3 * size):int(0.5 * size)] = outside[int(0.7 * size):] = 0
     hp = _hp(z + z[:, :, ::-1]) * outside
     hp = hp - hp.mean((1, 2), keepdims=True)
     return hp / hp.std((1, 2), keepdims=True)
@@ -175,7 +152,7 @@ def _plant_high_frequency(x, a, rng): return x + a * _peripheral_grain(rng, len(
 
 # %% ../nbs/07_fidelity.ipynb #9e77fb28
 _CUE_SIGN = {'brightness': 1, 'redness': 1, 'symmetry': -1, 'center_texture': 1, 'high_frequency': 1}
-_PLANT = {'brightness': (_plant_brightness, 0.4), 'redness': (_plant_redness, 0.6), 'symmetry': (_plant_symmetry, 1.0),
+_PLANT = {'brightness': (_plant_brightness, 0.4), 'redness': (_plant_redness, 0.6), 'symmetry': (_plant_symmetry, 0.15),
           'center_texture': (_plant_center_texture, 0.4), 'high_frequency': (_plant_high_frequency, 0.3)}
 
 # %% ../nbs/07_fidelity.ipynb #56e67cfe
@@ -195,32 +172,30 @@ def _balance_grain(planted:np.ndarray, noisy:np.ndarray, a:float, seed:int, iter
 # %% ../nbs/07_fidelity.ipynb #428df544
 def _calibrate(control:np.ndarray, planted:np.ndarray, noise:np.ndarray, cue:str, strength:float, seed:int,
                iters:int=30, grain_share:float|None=None):
-    "Amount `a` and changed, noisy `planted` images whose feature is `strength` pooled SDs from the noisy `control`'s."
+    "Amount `a`, the noisy control images and the changed, noisy `planted` images, whose feature is `strength` pooled SDs from the control's."
     plant, a_max = _PLANT[cue]
     if cue == 'center_texture' and strength > 0:
         if grain_share is None:  # amount, then the grain share that keeps the FFT ratio, then the amount again
-            a0, _ = _calibrate(control, planted, noise, cue, strength, seed, iters=15, grain_share=0.25)
+            a0 = _calibrate(control, planted, noise, cue, strength, seed, iters=15, grain_share=0.25)[0]
             grain_share = _balance_grain(planted, planted + noise[len(control):], a0, seed)
         plant = lambda x, a, rng: _plant_center_texture(x, a, rng, grain_share)
-    if cue == 'symmetry' and strength > 0:  # what keeps each image's FFT ratio, computed once for all amounts
-        noisy = planted + noise[len(control):]
-        grain = _peripheral_grain(np.random.default_rng([seed, 2]), len(planted), planted.shape[-1], spare_bands=True)
-        keep_fft = (_fft_ratio_of_spectrum(_spectrum(_grey(noisy))), grain, _spectrum(grain), noise[len(control):])
-        plant = lambda x, a, rng: _plant_symmetry(x, a, rng, keep_fft)
-    feature = PLANTED_CUES[cue]
-    control = control + noise[:len(control)]
-    base = _cue_values(control, [feature])[feature]
+    feature, n = PLANTED_CUES[cue], len(control)
+    def control_at(a):  # the control images: unchanged, except for symmetry, where they carry the mirror-odd pattern
+        if cue != 'symmetry': return control + noise[:n]
+        return _plant_symmetry(control, a, np.random.default_rng([seed, 3]), odd=True) + noise[:n]
+    fixed = None if cue == 'symmetry' else _cue_values(control_at(0.), [feature])[feature]
     def apply(a): return plant(planted, a, np.random.default_rng([seed, 1])) + noise[len(control):]
     sign = _CUE_SIGN[cue]
     def effect(a):  # d in the direction the change moves the feature: increasing in a
         if cue == 'high_frequency':  # linear in a: reuse the spectra
             v = _fft_ratio_of_spectrum(s_plain + a * s_grain)
         else: v = _cue_values(apply(a), [feature])[feature]
+        base = fixed if fixed is not None else _cue_values(control_at(a), [feature])[feature]
         return sign * standardised_mean_difference(base, v)
     if cue == 'high_frequency':
         s_plain = _spectrum(_grey(planted + noise[len(control):]))
         s_grain = _spectrum(_peripheral_grain(np.random.default_rng([seed, 1]), len(planted), planted.shape[-1]))
-    if strength == 0: return 0.0, apply(0.0)
+    if strength == 0: return 0.0, control_at(0.), apply(0.0)
     reachable = effect(a_max)
     if reachable < strength:
         raise ValueError(f"`strength`={strength} is out of reach for cue {cue!r} on these images (at most {reachable:.2f}); "
@@ -230,7 +205,7 @@ def _calibrate(control:np.ndarray, planted:np.ndarray, noise:np.ndarray, cue:str
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if effect(mid) < strength else (lo, mid)
     a = (lo + hi) / 2
-    return a, apply(a)
+    return a, control_at(a), apply(a)
 
 # %% ../nbs/07_fidelity.ipynb #b8275447
 def _check_planted_args(cue, strength, n_per_class, size):
@@ -279,8 +254,7 @@ def make_planted_cue_dataset(
     rng = np.random.default_rng([seed, 0])
     scenes = _random_scenes(2 * n_per_class, size, rng)
     noise = _PIXEL_NOISE * rng.normal(size=scenes.shape)
-    amount, changed = _calibrate(scenes[:n_per_class], scenes[n_per_class:], noise, cue, float(strength), seed)
-    control = scenes[:n_per_class] + noise[:n_per_class]
+    amount, control, changed = _calibrate(scenes[:n_per_class], scenes[n_per_class:], noise, cue, float(strength), seed)
 
     images = np.clip(np.concatenate([control, changed]), 0, 1)
     pixels = np.round(images.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
