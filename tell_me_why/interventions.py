@@ -21,8 +21,9 @@ from .feature_scores import available_feature_scores, FFT_SIZE, fft_weights, res
 from .model_aae import XAAEBase, XAAEOutput
 
 # %% auto #0
-__all__ = ['BUILTIN_CUES', 'CUE_EDITS', 'decision_scores', 'cue_values', 'cues_without_edit', 'edit_cue', 'calibrate_edit',
-           'edit_off_target', 'model_image_batches', 'cue_interventions', 'plot_cue_effects', 'describe_interventions']
+__all__ = ['BUILTIN_CUES', 'CUE_EDITS', 'MIN_TRAIN_SHARE', 'decision_scores', 'cue_values', 'cues_without_edit', 'edit_cue',
+           'calibrate_edit', 'edit_off_target', 'model_image_batches', 'cue_interventions', 'plot_cue_effects',
+           'describe_interventions']
 
 # %% ../nbs/12_interventions.ipynb #41641b43
 def _as_module(model) -> torch.nn.Module:
@@ -379,13 +380,17 @@ def _edit_pass(batches, model, to_model, t_idx, bs, s0, cues, doses, sd_cue, n_o
     return ds, reached, off
 
 # %% ../nbs/12_interventions.ipynb #c719a029
+MIN_TRAIN_SHARE = 0.1 # a learned reason accounts for at least this share of the model's class gap with the cue's training class gap
+
 def _verdict(effect, ci_low, ci_high, off_target, off_cue, gate_msg, labels_known, min_effect, max_off_target,
-             train_p=math.nan, share=math.nan, alpha=0.05) -> str:
+             train_p=math.nan, share=math.nan, alpha=0.05, train_share=math.nan) -> str:
     if not np.isfinite(effect): return "not tested: the edit could not move the cue"
     if gate_msg: return gate_msg
     if not (ci_low > 0 or ci_high < 0): v = "no link found"
     elif abs(effect) < min_effect: v = "small effect"
     elif train_p >= alpha: v = "sensitive, but not a learned reason: the cue did not differ between the classes in training"
+    elif train_share < MIN_TRAIN_SHARE: v = ("sensitive, but not a learned reason: in training the cue differed too little between the "
+                                            "classes, or the other way, to account for the decision")
     elif share < 0: v = "sensitive, but not a learned reason: the effect works against the cue's class difference here"
     else:
         v = "drives the decision"
@@ -462,8 +467,8 @@ def _target_idx(target_class, vocab) -> int:
     raise ValueError(f"`target_class` {target_class!r} is neither 0, 1 nor a class of {vocab}")
 
 # %% ../nbs/12_interventions.ipynb #bdb5a131
-def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, float]:
-    "Welch p of every built-in cue between the classes of the training images ({} when they or their labels are unknown)."
+def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, tuple]:
+    "Welch p and class gap (`_class_gap`) of every built-in cue in the training images ({} when they or their labels are unknown)."
     if dls is None or train_items is None: return {}
     items = (list(dls.train.items) if hasattr(dls, 'train') else []) if isinstance(train_items, str) and train_items == 'auto' else list(train_items)
     if not items: return {}
@@ -472,11 +477,11 @@ def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, float]:
         if y is None: return {}
         values.append(pd.DataFrame({k: v.double().numpy() for k, v in cue_values(x).items()})); ys.append(y)
     table, y = pd.concat(values, ignore_index=True), torch.cat(ys).numpy()
-    return {c: _welch_p(table[c].values, y, t_idx) for c in table.columns}
+    return {c: (_welch_p(table[c].values, y, t_idx), _class_gap(table[c].values, y, t_idx)) for c in table.columns}
 
 # %% ../nbs/12_interventions.ipynb #2c6ef809
 _COLUMNS = ['cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'off_target', 'off_target_cue', 'share_of_gap',
-            'cue_class_gap', 'train_gap_p', 'dose_reached', 'verdict', 'edit']
+            'cue_class_gap', 'train_gap_p', 'train_share', 'dose_reached', 'verdict', 'edit']
 
 def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot, seed, gate_msg, min_effect, max_off_target,
                train_p, alpha):
@@ -494,12 +499,14 @@ def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot,
         off_cue = max(others, key=others.get) if others else None
         gap = _class_gap(table[c].values, y, t_idx)
         share = effect * gap / s_gap if s_gap and np.isfinite(s_gap) else math.nan
+        tp, tg = train_p.get(c, (math.nan, math.nan))
+        t_share = effect * tg / s_gap if s_gap and np.isfinite(s_gap) else math.nan
         rows.append(dict(cue=c, effect=effect, ci_low=lo, ci_high=hi, flip_rate=float(flips),
                          off_target=others.get(off_cue, math.nan), off_target_cue=off_cue, share_of_gap=share,
-                         cue_class_gap=gap, train_gap_p=train_p.get(c, math.nan),
+                         cue_class_gap=gap, train_gap_p=tp, train_share=t_share,
                          dose_reached=float(np.mean(reached[c] / np.asarray(doses))),
                          verdict=_verdict(effect, lo, hi, others.get(off_cue, 0.), off_cue, gate_msg, y is not None, min_effect,
-                                          max_off_target, train_p.get(c, math.nan), share, alpha),
+                                          max_off_target, tp, share, alpha, t_share),
                          edit=CUE_EDITS[c][2]))
     return sorted(rows, key=lambda r: -abs(r['effect']) if np.isfinite(r['effect']) else 0)
 
