@@ -154,6 +154,7 @@ def _plant_high_frequency(x, a, rng): return x + a * _peripheral_grain(rng, len(
 _CUE_SIGN = {'brightness': 1, 'redness': 1, 'symmetry': -1, 'center_texture': 1, 'high_frequency': 1}
 _PLANT = {'brightness': (_plant_brightness, 0.4), 'redness': (_plant_redness, 0.6), 'symmetry': (_plant_symmetry, 0.15),
           'center_texture': (_plant_center_texture, 0.4), 'high_frequency': (_plant_high_frequency, 0.3)}
+_PLANT_CONTROL = {'symmetry': lambda x, a, rng: _plant_symmetry(x, a, rng, odd=True)} # cues whose control images change too, by the same amount
 
 # %% ../nbs/07_fidelity.ipynb #56e67cfe
 def _balance_grain(planted:np.ndarray, noisy:np.ndarray, a:float, seed:int, iters:int=20) -> float:
@@ -180,10 +181,10 @@ def _calibrate(control:np.ndarray, planted:np.ndarray, noise:np.ndarray, cue:str
             grain_share = _balance_grain(planted, planted + noise[len(control):], a0, seed)
         plant = lambda x, a, rng: _plant_center_texture(x, a, rng, grain_share)
     feature, n = PLANTED_CUES[cue], len(control)
-    def control_at(a):  # the control images: unchanged, except for symmetry, where they carry the mirror-odd pattern
-        if cue != 'symmetry': return control + noise[:n]
-        return _plant_symmetry(control, a, np.random.default_rng([seed, 3]), odd=True) + noise[:n]
-    fixed = None if cue == 'symmetry' else _cue_values(control_at(0.), [feature])[feature]
+    plant_control = _PLANT_CONTROL.get(cue)
+    def control_at(a):  # the noisy control images, changed too where the cue needs both classes changed
+        return (control if plant_control is None else plant_control(control, a, np.random.default_rng([seed, 3]))) + noise[:n]
+    fixed = _cue_values(control_at(0.), [feature])[feature] if plant_control is None else None
     def apply(a): return plant(planted, a, np.random.default_rng([seed, 1])) + noise[len(control):]
     sign = _CUE_SIGN[cue]
     def effect(a):  # d in the direction the change moves the feature: increasing in a

@@ -24,16 +24,16 @@ from .explanation import gather_evidence
 from .counterfactuals import model_axis
 from .callbacks import atomic_write
 from .distributed import world_size
-from .training import KEEP_CRITERIA
+from .training import KEEP_CRITERIA, PHASES
 from .statistics import separation_summary, format_p
 from .report import write_report
 
-PHASES = tuple(KEEP_CRITERIA) # the three phases, in training order
+
 
 # %% auto #0
-__all__ = ['PHASES', 'MIN_STEPS_PER_EPOCH', 'FIGURES', 'plan_optimizer_steps', 'PreparedData', 'prepare_data', 'plan_line',
-           'build_model', 'TrainedModel', 'train_model', 'Codes', 'encode_splits', 'score_cues', 'Explanation',
-           'explain_model', 'write_outputs']
+__all__ = ['MIN_STEPS_PER_EPOCH', 'FIGURES', 'plan_optimizer_steps', 'PreparedData', 'prepare_data', 'plan_line', 'build_model',
+           'TrainedModel', 'train_model', 'Codes', 'encode_splits', 'score_cues', 'Explanation', 'explain_model',
+           'write_outputs']
 
 # %% ../nbs/15_pipeline.ipynb #f349de3c
 MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
@@ -59,7 +59,7 @@ def plan_optimizer_steps(n_train:int, # images in the training split
                 f"{f', {k} accumulated per step' if k > 1 else ''}); "
                 + ("add training images" if auto_bs and auto_k else f"lower {'--bs' if not auto_bs else '--grad-accum'} "
                    f"to get {min_steps}"))
-    phases = dict(zip(('adversarial', 'autoencoder', 'classifier'), epochs))
+    phases = dict(zip(PHASES, epochs))
     return dict(bs=bs, grad_accum=k, batches_per_epoch=batches, steps_per_epoch=per_epoch, auto_bs=auto_bs,
                 auto_grad_accum=auto_k, steps_per_phase={p: optimizer_steps_of(batches, e, k) for p, e in phases.items()}, note=note)
 

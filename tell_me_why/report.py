@@ -13,13 +13,12 @@ import numpy as np
 import pandas as pd
 
 from .statistics import format_p
+from .training import PHASES
 
 # %% auto #0
-__all__ = ['PHASES', 'training_status', 'kept_weights_line', 'write_report']
+__all__ = ['training_status', 'kept_weights_line', 'write_report']
 
 # %% ../nbs/17_report.ipynb #b134baa7
-PHASES = ('adversarial', 'autoencoder', 'classifier') # the curriculum's phases, in the order they run
-
 def training_status(ph:str, # phase name
                     r:dict, # its record (`XAAELearner.fit_phase`)
                    ) -> str:

@@ -39,7 +39,7 @@ from .distributed import (init_distributed, is_distributed, is_main_process, ran
                                      broadcast_object, broadcast_state, shard_train_dl, shard_valid_dl, all_gather, DistributedXAAE, fail_together, group_error)
 
 # %% auto #0
-__all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'DIVERGED_MEAN', 'split_items', 'extract_latent_space',
+__all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'PHASES', 'DIVERGED_MEAN', 'split_items', 'extract_latent_space',
            'latent_and_targets_from_split', 'encode_split', 'predict_from_codes', 'latent_prior_report',
            'format_prior_report', 'check_training_inputs', 'plot_validation_pls', 'save_latent', 'load_latent',
            'optimizer_steps_of', 'planned_optimizer_steps', 'progress_bars', 'quiet_training', 'Phase', 'XAAELearner',
@@ -360,6 +360,7 @@ def _resume_phase(model, ckpt, settings) -> dict|None:
 KEEP_CRITERIA = {'adversarial': None,
                  'autoencoder': dict(monitor='recons_loss'),
                  'classifier': dict(monitor='classif_loss', bounds={'recons_loss': 1.5})} # kept-epoch rule of each phase
+PHASES = tuple(KEEP_CRITERIA) # the curriculum's phases, in the order they run
 
 DIVERGED_MEAN = 10. # codes whose mean abs(mean of z_j) exceeds this have left the N(0, I) prior by orders of magnitude
 
