@@ -152,6 +152,7 @@ class TrainedModel:
     learn:XAAELearner # the learner, holding the kept epoch of every phase
     training:dict # `plan_line`, batch plan and each phase's record (as run.json keeps it)
     prior:dict # `latent_prior_report` after each phase
+    reconstruction:dict|None=None # `reconstruction_report` of the validation images after the last measured phase, with `encoding_dims` and `phase`
 
 def _json_record(rec:dict) -> dict:
     "A phase record without what run.json does not keep (the epoch table, the prior (kept apart), the codes, local paths)."
@@ -167,7 +168,7 @@ def train_model(model:XAAEBase, # from `build_model`
                 cbs:list|None=None, # console callbacks (the job's epoch lines or table columns)
                 show:bool=False, # show the latent figures inline
                ) -> TrainedModel:
-    "Train the three phases on the plan's batches; return the learner with its phase records and prior checks."
+    "Train the three phases on the plan's batches; return the learner with its phase records, prior checks and reconstruction check."
     learn = train_xaaenet(model, data.dls, *epochs, lr_max=lr_max, lr_max_factor=lr_max_factor, classif_class_weight=classif_class_weight,
                           grad_accum=data.plan['grad_accum'], models_dir=models_dir, pls_target_class=data.class_a, show_latent_figures=show,
                           seed=seed, resume=resume, patience=max(3, epochs[2]), extract_latent=True, cbs=cbs, precision=precision)
@@ -175,7 +176,10 @@ def train_model(model:XAAEBase, # from `build_model`
     training = dict(plan_line=plan_line(data), grad_accum=p['grad_accum'], bs=p['bs'], batches_per_epoch=p['batches_per_epoch'],
                     phases={ph: dict(_json_record(learn.records[ph]), epochs=e) for ph, e in zip(PHASES, epochs)})
     prior = {ph: {k: int(v) if isinstance(v, (int, np.integer)) else float(v) for k, v in r.items()} for ph, r in learn.prior_reports.items()}
-    return TrainedModel(learn, training, prior)
+    measured = [ph for ph in PHASES if (learn.records.get(ph) or {}).get('reconstruction')]  # the classifier's, or the last one
+    reconstruction = (dict(learn.records[measured[-1]]['reconstruction'], encoding_dims=int(model.encoding_dims), phase=measured[-1])
+                      if measured else None)
+    return TrainedModel(learn, training, prior, reconstruction)
 
 # %% ../nbs/15_pipeline.ipynb #effaa2f3
 @dataclass
@@ -301,11 +305,13 @@ def write_outputs(work, # the folder the run writes to
     figures = _figure_links(work, trained, ex)
     skipped = [(_rel(p, work, out), why) for p, why in data.dls.skipped_images]
     report = write_report(work/'report.md', ex.summary, ex.ranking, data.class_a, data.class_b, settings, figures,
-                          training=trained.training, prior=trained.prior, skipped=skipped, evidence=ex.evidence)
+                          training=trained.training, prior=trained.prior, skipped=skipped, evidence=ex.evidence,
+                          reconstruction=trained.reconstruction)
     record = dict(tmw_xai=tell_me_why.__version__, torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(),
                   finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), seconds=round(seconds, 1),
                   data=dict(fingerprint=data_fingerprint(data.dls), images=data.images, label=data.label, classes=data.vocab,
                             n_train=data.n_train, n_valid=data.n_valid, skipped_images=skipped),
-                  settings=settings, training=trained.training, prior=trained.prior, result=_result_record(ex))
+                  settings=settings, training=trained.training, prior=trained.prior,
+                  result=dict(_result_record(ex), reconstruction=trained.reconstruction))
     dump = lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o)))
     return dict(report=report, record=atomic_write(work/'run.json', dump), figures=figures)

@@ -75,6 +75,23 @@ def _prior_lines(prior:dict) -> list[str]:
     return L + [""]
 
 
+# %% ../nbs/17_report.ipynb #29ff1a20
+def _than(d:float, what:str) -> str:
+    "'x dB better than `what`' or 'worse', from the PSNR difference `d`."
+    return f"{abs(d):.1f} dB {'better' if d >= 0 else 'worse'} than {what}"
+
+def _reconstruction_lines(r:dict|None, # `reconstruction_report` numbers, with the model's `encoding_dims` when known; None = no line
+                         ) -> list[str]:
+    "One sentence on the decoder: its PSNR on the report images against the average training image and PCA of the code's size."
+    if not r: return []
+    k, dims = r['pca_components'], r.get('encoding_dims')
+    pca = (f"PCA with the same code size ({k} components)" if dims == k else f"PCA with {k} components" if dims is None
+           else f"PCA with {k} components (the code has {dims} dimensions; PCA has at most one per training image)")
+    d_mean = r['psnr'] - r['psnr_mean_image']
+    s = (f"The decoder draws the report images at {r['psnr']:.1f} dB PSNR (SSIM {r['ssim']:.2f}), "
+         f"{_than(d_mean, 'the average training image')} and {_than(r['psnr'] - r['psnr_pca'], pca)}")
+    return [s + (": it draws nothing the average image does not; its walk figures are no evidence." if d_mean < 0 else "."), ""]
+
 # %% ../nbs/17_report.ipynb #f2d1df0c
 def _num(v, fmt='+.2f') -> str:
     "`v` formatted, 'n/a' when missing; a value that rounds to zero prints as zero, without a minus sign."
@@ -177,6 +194,7 @@ def write_report(path, # Markdown file to write
                  prior:dict|None=None, # `{phase: latent_prior_report(z)}`; None = section left out
                  skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
                  evidence:dict|None=None, # from `gather_evidence`: leads the report when given
+                 reconstruction:dict|None=None, # `reconstruction_report` of the report images (with `encoding_dims`): one sentence under the training table
                 ) -> Path:
     "Write a plain-language Markdown report of a tell_me_why run."
     path = Path(path)
@@ -185,6 +203,7 @@ def write_report(path, # Markdown file to write
     if evidence is not None: L += [""] + _evidence_lines(evidence, class_a)
     L += _ranking_lines(ranking, summary, class_a, class_b, alpha, top, untrained, evidence is not None)
     if training is not None: L += _training_lines(training)
+    L += _reconstruction_lines(reconstruction)
     if prior is not None: L += _prior_lines(prior)
     if skipped:
         L += ["## Images left out", "", f"{len(skipped)} file(s) could not be read and were skipped:", ""]

@@ -27,6 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.decomposition import PCA
+from pytorch_msssim import ssim
 
 import tell_me_why
 from .data import data_fingerprint
@@ -39,9 +41,10 @@ from .distributed import (init_distributed, is_distributed, is_main_process, ran
                                      broadcast_object, broadcast_state, shard_train_dl, shard_valid_dl, all_gather, DistributedXAAE, fail_together, group_error)
 
 # %% auto #0
-__all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'PHASES', 'DIVERGED_MEAN', 'split_items', 'extract_latent_space',
-           'latent_and_targets_from_split', 'encode_split', 'predict_from_codes', 'latent_prior_report',
-           'format_prior_report', 'check_training_inputs', 'plot_validation_pls', 'save_latent', 'load_latent',
+__all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'PHASES', 'DIVERGED_MEAN', 'RECONSTRUCTION_IMAGES', 'split_items',
+           'extract_latent_space', 'latent_and_targets_from_split', 'encode_split', 'predict_from_codes',
+           'latent_prior_report', 'format_prior_report', 'split_images', 'reconstruction_report',
+           'format_reconstruction_report', 'check_training_inputs', 'plot_validation_pls', 'save_latent', 'load_latent',
            'optimizer_steps_of', 'planned_optimizer_steps', 'progress_bars', 'quiet_training', 'Phase', 'XAAELearner',
            'check_run_folder', 'train_xaaenet']
 
@@ -131,6 +134,114 @@ def format_prior_report(r:dict) -> str:
     "One line of `latent_prior_report` numbers."
     return (f"mean |mean_j| {r['mean_abs_mean']:.2f}, mean |sd_j − 1| {r['mean_abs_sd_error']:.2f}, "
             f"two-sample AUC {r['two_sample_auc']:.2f} (0.5 = indistinguishable; {r['n']} codes)")
+
+# %% ../nbs/04_training.ipynb #bcd95582
+@contextmanager
+def _random_state_kept():
+    "Leave Python's, NumPy's and torch's global generators as they were, whatever the block draws from them."
+    py, nps, tc = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try: yield
+    finally: random.setstate(py); np.random.set_state(nps); torch.set_rng_state(tc)
+
+def split_images(dls:DataLoaders, # fastai `DataLoaders` (or a `Learner`, whose `dls` is used)
+                 ds_idx:int=1, # 0 = train, 1 = valid
+                 max_images:int|None=None, # keep only the first `max_images` images, to bound memory (the check after each phase keeps 512)
+                ) -> torch.Tensor: # float images (n, C, H, W) on the CPU, as the model receives them; empty for an empty split
+    "Images of split `ds_idx` in `split_items` order, without shuffling, dropping or training-time transforms."
+    dls = getattr(dls, 'dls', dls)
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, numbers.Integral) or max_images < 1):
+        raise ValueError(f"split_images: `max_images` must be a whole number >= 1 or None, got {max_images!r}.")
+    xs, n = [], 0
+    with _random_state_kept(), _ordered_dl(dls, ds_idx) as dl:
+        for b in dl:
+            xs.append(b[0].float().cpu().as_subclass(torch.Tensor)); n += len(b[0])
+            if max_images is not None and n >= max_images: break
+    return torch.cat(xs)[:max_images] if xs else torch.zeros(0)
+
+# %% ../nbs/04_training.ipynb #7ab08b36
+_MSE_FLOOR = 1e-10 # smallest MSE a PSNR is computed from: at most 100 dB
+
+def _ssim_window(side:int) -> int:
+    "pytorch-msssim's 11-pixel window, or the largest odd window that fits on a smaller image."
+    return min(11, side if side % 2 else side - 1)
+
+def _psnr_ssim(x:torch.Tensor, r:torch.Tensor, win:int) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per-image PSNR (dB, for images in [0, 1]) and SSIM of the reconstructions `r` of images `x`."
+    x, r = x.float(), r.float()
+    mse = (x - r).pow(2).flatten(1).mean(1).clamp_min(_MSE_FLOOR)
+    return 10 * torch.log10(1 / mse), ssim(r, x, data_range=1., size_average=False, win_size=win)
+
+def _check_images(x, name:str, shape:tuple):
+    "Raise a clear error naming `name` unless `x` is a non-empty float tensor of images (n, *shape) in [0, 1]."
+    if torch.is_tensor(x) and x.numel() == 0: raise ValueError(f"reconstruction_report: `{name}` is empty: there is nothing to measure.")
+    if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
+        got = f"{tuple(x.shape)} {x.dtype}" if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"reconstruction_report: `{name}` must be a float tensor of images (n, C, H, W), got {got}.")
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(f"reconstruction_report: `{name}` holds {tuple(x.shape[1:])} (C, H, W) images, but the model takes {shape}.")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"reconstruction_report: `{name}` holds values from {lo:.3g} to {hi:.3g}; PSNR and SSIM here are for images "
+                         "in [0, 1], as the model receives them (this library does not normalise).")
+
+def _check_reconstruction_inputs(model, images, train_images, n_components, batch_size):
+    if not all(callable(getattr(model, f, None)) for f in ('encode', 'decode')):
+        raise ValueError(f"reconstruction_report: `model` ({type(model).__name__}) has no decoder: it needs `encode` and `decode`, as an xAAEnet has.")
+    shape = (model.input_channels, model.input_size, model.input_size)
+    _check_images(images, 'images', shape)
+    _check_images(train_images, 'train_images', shape)
+    if len(train_images) < 2:
+        raise ValueError(f"reconstruction_report: `train_images` holds {len(train_images)} image; the PCA baseline needs at least 2.")
+    for name, v in (('n_components', n_components), ('batch_size', batch_size)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1):
+            raise ValueError(f"reconstruction_report: `{name}` must be a whole number >= 1, got {v!r}.")
+
+# %% ../nbs/04_training.ipynb #694bfa31
+def _baseline_scores(images:torch.Tensor, train_images:torch.Tensor, n_components:int, batch_size:int) -> dict:
+    "Mean PSNR and SSIM of two reconstructions of `images` fitted on `train_images`: their mean image, and PCA (clipped to [0, 1])."
+    flat = train_images.flatten(1).float().cpu().numpy()
+    k = int(min(n_components, *flat.shape))
+    pca, mean = PCA(k, random_state=0).fit(flat), train_images.float().cpu().mean(0, keepdim=True)
+    win, sums = _ssim_window(min(images.shape[-2:])), np.zeros(4)
+    for xb in images.float().cpu().split(batch_size):
+        by_pca = torch.from_numpy(pca.inverse_transform(pca.transform(xb.flatten(1).numpy()))).float().clamp(0, 1).view_as(xb)
+        sums += [float(s.sum()) for s in (*_psnr_ssim(xb, mean.expand_as(xb), win), *_psnr_ssim(xb, by_pca, win))]
+    psnr_mean, ssim_mean, psnr_pca, ssim_pca = (sums / len(images)).tolist()
+    return dict(psnr_mean_image=psnr_mean, ssim_mean_image=ssim_mean, psnr_pca=psnr_pca, ssim_pca=ssim_pca, pca_components=k)
+
+@torch.no_grad()
+def _decoder_scores(model:XAAEBase, images:torch.Tensor, batch_size:int) -> dict:
+    "Mean PSNR and SSIM of the decoder's reconstructions of `images` in eval mode; every module's mode is restored."
+    modes, p = {m: m.training for m in model.modules()}, next(model.parameters())
+    model.eval()
+    win, sums = _ssim_window(min(images.shape[-2:])), np.zeros(2)
+    try:
+        for xb in images.split(batch_size):
+            r = model.decode(model.encode(xb.to(p.device, p.dtype))).float().cpu()
+            sums += [float(s.sum()) for s in _psnr_ssim(xb.float().cpu(), r, win)]
+    finally:
+        for m, mode in modes.items(): m.training = mode
+    psnr, ssim_ = (sums / len(images)).tolist()
+    return dict(psnr=psnr, ssim=ssim_)
+
+# %% ../nbs/04_training.ipynb #d8ceea77
+def reconstruction_report(model:XAAEBase, # the xAAEnet whose decoder is measured (its train/eval mode is restored)
+                          images:torch.Tensor, # images to reconstruct, floats (n, C, H, W) in [0, 1], e.g. `split_images(dls, 1)`
+                          train_images:torch.Tensor, # images the baselines are fitted on (at least 2), e.g. `split_images(dls, 0)`
+                          n_components:int|None=None, # PCA components; default `model.encoding_dims`, at most one per training image
+                          batch_size:int=64, # images per pass
+                         ) -> dict: # `psnr`, `ssim`, `psnr_mean_image`, `ssim_mean_image`, `psnr_pca`, `ssim_pca`, `pca_components`, `n`
+    "PSNR and SSIM of the decoder's eval-mode reconstructions of `images`, beside the mean training image and PCA as reconstructions."
+    _check_reconstruction_inputs(model, images, train_images, n_components, batch_size)
+    k = model.encoding_dims if n_components is None else n_components
+    return dict(_decoder_scores(model, images, batch_size), **_baseline_scores(images, train_images, k, batch_size), n=len(images))
+
+def format_reconstruction_report(r:dict, # from `reconstruction_report`
+                                ) -> str:
+    "One line of `reconstruction_report` numbers: the decoder, then the two baselines."
+    return (f"decoder {r['psnr']:.1f} dB PSNR (SSIM {r['ssim']:.2f}); mean training image {r['psnr_mean_image']:.1f} dB "
+            f"(SSIM {r['ssim_mean_image']:.2f}); PCA with {r['pca_components']} components {r['psnr_pca']:.1f} dB "
+            f"(SSIM {r['ssim_pca']:.2f}); {r['n']} images")
 
 # %% ../nbs/04_training.ipynb #edfab77e
 _WEIGHT_ARGS = ('ae_recons_weight', 'ae_adv_weight', 'classif_recons_weight', 'classif_class_weight', 'classif_adv_weight')
@@ -394,11 +505,15 @@ class XAAELearner(Learner):
     phase_status = property(lambda self: self._view('status'))
     phase_logs = property(lambda self: self._view('log'))
     prior_reports = property(lambda self: {p: r for p, r in self._view('prior').items() if r is not None})
+    reconstruction_reports = property(lambda self: {p: r for p, r in self._view('reconstruction').items() if r is not None})
     optimizer_steps = property(lambda self: self._view('optimizer_steps', True))
     discriminator_steps = property(lambda self: self._view('discriminator_steps', True))
     phase_timings = property(lambda self: {p: {k: r[k] for k in ('train_s', 'figure_s', 'figures_and_latent_s') if k in r}
                                            for p, r in self.records.items()})
     latent_path = property(lambda self: self.records.get('classifier', {}).get('latent_path')) # the latent file `train_xaaenet` saved
+
+    def __getstate__(self): # an exported learner leaves out the images the reconstruction check keeps
+        return {k: v for k, v in super().__getstate__().items() if k != '_reconstruction_cache'}
 
 
 # %% ../nbs/04_training.ipynb #a54b6384
@@ -409,6 +524,7 @@ def fit_phase(self:XAAELearner,
               step:str='', # position shown in the header, e.g. '2/3'
               cbs:list|None=None, # extra callbacks for this fit (e.g. the user's)
               keep_codes:bool=False, # also return the training codes of the prior check under 'train_codes'
+              check_reconstruction:bool=True, # measure the decoder on the validation images after the phase (`reconstruction_report`)
              ) -> dict: # the phase's record
     "Fit one `phase` (or resume or skip it); return its record, also kept in `self.records`."
     ckpt = Path(self.path)/self.model_dir/f'{phase.fname}.pth'
@@ -419,8 +535,10 @@ def fit_phase(self:XAAELearner,
         print("  0 epochs: phase skipped")
         rec = dict(status='skipped', epochs=0, optimizer_steps=0, discriminator_steps=0)
     if rec is None: rec = self._train(phase, ckpt, settings, step, cbs)
-    rec.update(checkpoint=str(ckpt), prior=None)
-    if rec['status'] != 'skipped': self._check_prior(phase, rec, keep_codes)
+    rec.update(checkpoint=str(ckpt), prior=None, reconstruction=None)
+    if rec['status'] != 'skipped':
+        self._check_prior(phase, rec, keep_codes)
+        if check_reconstruction: self._check_reconstruction(rec)
     self.records[phase.name] = rec
     return rec
 
@@ -515,6 +633,31 @@ def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False)
     if r is not None and r['mean_abs_mean'] > DIVERGED_MEAN and not rec.get('diverged'):
         rec['diverged'] = f"the codes left the N(0, I) prior (mean abs(mean of z_j) {r['mean_abs_mean']:.3g} > {DIVERGED_MEAN:g})"
         print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase.name)}")
+
+# %% ../nbs/04_training.ipynb #1fc2f9bc
+RECONSTRUCTION_IMAGES = 512 # images of each split the check after every phase reads at most (the first, in `split_items` order)
+
+@patch
+def _reconstruction_baselines(self:XAAELearner) -> dict:
+    "The validation images and the baselines' scores on them: computed on first use and kept while the learner's data stay the same."
+    cache = self.__dict__.setdefault('_reconstruction_cache', {})
+    if cache.get('dls') is not self.dls:
+        cache.clear()
+        images, train = split_images(self.dls, 1, RECONSTRUCTION_IMAGES), split_images(self.dls, 0, RECONSTRUCTION_IMAGES)
+        _check_reconstruction_inputs(self.model, images, train, None, 64)
+        cache.update(dls=self.dls, images=images, baselines=_baseline_scores(images, train, self.model.encoding_dims, 64))
+    return cache
+
+@patch
+def _check_reconstruction(self:XAAELearner, rec:dict):
+    "The decoder's reconstructions of the validation images against the baselines, printed and kept in `rec['reconstruction']`."
+    def check():  # rank 0 measures and prints
+        try: c = self._reconstruction_baselines()
+        except ValueError as e: print(f"  reconstructions: not measured ({e})"); return None
+        r = dict(_decoder_scores(self.model, c['images'], 64), **c['baselines'], n=len(c['images']))
+        print(f"  reconstructions of the validation images (eval mode): {format_reconstruction_report(r)}")
+        return r
+    rec['reconstruction'] = on_main(check)
 
 # %% ../nbs/04_training.ipynb #59c75461
 def check_run_folder(found:list, # what the folder holds of an earlier run (file names); empty = nothing
@@ -623,7 +766,8 @@ def _run_curriculum(a:dict) -> XAAELearner:
         if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
         learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
         for i, phase in enumerate(_curriculum(a), 1):
-            rec = learn.fit_phase(phase, a['resume'], f'{i}/3', a['cbs'], keep_codes=phase.name == 'classifier')
+            rec = learn.fit_phase(phase, a['resume'], f'{i}/3', a['cbs'], keep_codes=phase.name == 'classifier',
+                                  check_reconstruction=a['check_reconstruction'])
             if a['save_tsne'] and phase.name != 'classifier' and rec['status'] != 'skipped': _tsne_after(learn, phase, a)
         _figures_and_latent(learn, rec.pop('train_codes', None), a)
         return learn
@@ -660,6 +804,7 @@ def train_xaaenet(
     color_by_class:bool=False, # Colour the t-SNE and PLS figures by class (the default colours by nothing / by PLS1 score)
     disc_lr_factor:float=100., # The discriminator learns at `disc_lr_factor` × each phase's peak rate (at most `MAX_DISC_LR`), with its own optimiser
     precision:str='fp32', # 'fp32', or mixed precision 'bf16' or 'fp16' on the model's device (`precision_callbacks`)
+    check_reconstruction:bool=True, # After each phase, measure the decoder on the validation images against the mean training image and PCA (`reconstruction_report`); False saves that time
 ) -> XAAELearner:
     "Train an explainable xAAEnet model: adversarial, then autoencoder, then classifier."
     a = dict(locals())
