@@ -22,7 +22,7 @@ from fastcore.basics import patch
 from fastai.callback.schedule import fit_one_cycle
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.callback.training import GradientAccumulation
-from fastai.torch_core import set_seed, TensorImage, TensorCategory
+from fastai.torch_core import set_seed, no_random, TensorImage, TensorCategory
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -136,13 +136,6 @@ def format_prior_report(r:dict) -> str:
             f"two-sample AUC {r['two_sample_auc']:.2f} (0.5 = indistinguishable; {r['n']} codes)")
 
 # %% ../nbs/04_training.ipynb #bcd95582
-@contextmanager
-def _random_state_kept():
-    "Leave Python's, NumPy's and torch's global generators as they were, whatever the block draws from them."
-    py, nps, tc = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try: yield
-    finally: random.setstate(py); np.random.set_state(nps); torch.set_rng_state(tc)
-
 def split_images(dls:DataLoaders, # fastai `DataLoaders` (or a `Learner`, whose `dls` is used)
                  ds_idx:int=1, # 0 = train, 1 = valid
                  max_images:int|None=None, # keep only the first `max_images` images, to bound memory (the check after each phase keeps 512)
@@ -152,7 +145,7 @@ def split_images(dls:DataLoaders, # fastai `DataLoaders` (or a `Learner`, whose 
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, numbers.Integral) or max_images < 1):
         raise ValueError(f"split_images: `max_images` must be a whole number >= 1 or None, got {max_images!r}.")
     xs, n = [], 0
-    with _random_state_kept(), _ordered_dl(dls, ds_idx) as dl:
+    with no_random(), _ordered_dl(dls, ds_idx) as dl:  # fastai's: the global generators are put back
         for b in dl:
             xs.append(b[0].float().cpu().as_subclass(torch.Tensor)); n += len(b[0])
             if max_images is not None and n >= max_images: break
