@@ -252,8 +252,8 @@ def _job_callbacks():
 # %% ../nbs/09_cli.ipynb #92d6ef9b
 FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
                        valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001, lr_max_factor=1.) # the main job's settings for a folder of images
-PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=5, epochs_classif=15, lr_max=1e-3,
-                        valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=3.) # ... for `planted=CUE` (the fidelity page's set-up)
+PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=20, epochs_classif=15, lr_max=3e-3,
+                        valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=1/3) # ... for `planted=CUE` (the showcase)
 
 
 def _settings(planted, **given) -> dict:
@@ -280,8 +280,8 @@ def explain_image_folder(
     pretrained:bool=False, # Use ImageNet weights (downloads them: needs a network)
     weights:str|None=None, # Local ImageNet state-dict file for `arch` (offline alternative to `pretrained`)
     encoding_dims:int|None=None, # Size of the latent code z, >= 2; None = 128 (32 with `planted`)
-    epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 5, 10 (4, 5, 15 with `planted`)
-    lr_max:float|None=None, # Peak learning rate in (0, 1]; None = 0.001 (the classifier phase peaks at 3 × this with `planted`)
+    epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 5, 10 (4, 20, 15 with `planted`)
+    lr_max:float|None=None, # Peak learning rate in (0, 1]; None = 0.001 (0.003 with `planted`, and 0.001 in its classifier phase)
     valid_pct:float|None=None, # Share of images held out for validation, in (0, 1); None = 0.25 (0.4 with `planted`)
     n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000 (999 with `planted`)
     classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (1.0 with `planted`)
@@ -426,7 +426,7 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
         m.add_argument(f'--epochs-{ph}', type=int, metavar='N', help=f"epochs of the {name} phase, >= 0 (default: {F['epochs_' + ph]}; {P['epochs_' + ph]} with --planted); all 0 = an untrained model, and the report says so")
     m.add_argument('--bs', type=int, metavar='N', help=f"batch size, >= 2 and <= the training images (default: 16, or smaller so that an epoch makes {HELP_MIN_STEPS} batches)")
     m.add_argument('--grad-accum', type=int, metavar='K', help=f"batches per optimiser step, >= 1 (default: the largest K <= 4 that leaves {HELP_MIN_STEPS} steps an epoch)")
-    m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; with --planted the classifier phase peaks at {P['lr_max_factor']:g} x this)")
+    m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; {P['lr_max']} with --planted, {P['lr_max'] * P['lr_max_factor']:.3g} in its classifier phase)")
     m.add_argument('--classif-class-weight', type=float, metavar='W', help=f"weight of the cross-entropy term in the classifier phase, >= 0 (default: {F['classif_class_weight']}; {P['classif_class_weight']} with --planted)")
     m.add_argument('--precision', choices=list(PRECISION_CHOICES), default='fp32', help="training precision: fp32, or mixed precision bf16 / fp16 on the model's device (default: fp32)")
     m.add_argument('--seed', type=int, default=42, metavar='N', help="seed of the split, the weights and the permutations, >= 0 (default: 42)")

@@ -24,8 +24,9 @@ from pytorch_msssim.ssim import _ssim, _fspecial_gauss_1d
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['default_device', 'ms_ssim_scales', 'adaptive_ms_ssim', 'reconstruction_loss', 'adversarial_loss',
-           'adversarial_loss_from_logits', 'default_linear', 'LatentCritic', 'XAAEOutput', 'XAAEBase', 'AAE',
+__all__ = ['RECONSTRUCTION_LOSSES', 'default_device', 'ms_ssim_scales', 'adaptive_ms_ssim', 'reconstruction_loss',
+           'mse_reconstruction_loss', 'get_reconstruction_loss', 'adversarial_loss', 'adversarial_loss_from_logits',
+           'default_linear', 'LatentCritic', 'XAAEOutput', 'split_gradient_at', 'XAAEBase', 'AAE',
            'EncoderWithAAEBlocks', 'add_xaae_blocks', 'XAAELoss']
 
 # %% ../nbs/01_model_aae.ipynb #c5b32a0a
@@ -79,16 +80,37 @@ def adaptive_ms_ssim(x:torch.Tensor, # images (bs, C, H, W)
     return _ms_ssim_from_scales(x, y, scales, data_range)
 
 # %% ../nbs/01_model_aae.ipynb #dc9c027d
+def _check_same_shape(pred, target, who):
+    if pred.shape != target.shape:
+        raise ValueError(f"{who}: prediction {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape.")
+
 def reconstruction_loss(pred:torch.Tensor, # reconstructions in [0, 1], (bs, C, H, W)
                         target:torch.Tensor, # clean images in [0, 1], same shape
                        ) -> torch.Tensor:
     "0.84·(1 − MS-SSIM) + 0.16·mean L1 between `pred` and `target` (MS-SSIM adapts to the image size)."
-    if pred.shape != target.shape:
-        raise ValueError(f"reconstruction_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape.")
+    _check_same_shape(pred, target, 'reconstruction_loss')
     # SSIM statistics (E[x²] − E[x]²) are unreliable in half precision: float32, with autocast off
     with torch.autocast(device_type=pred.device.type, enabled=False):
         pred, target = pred.float(), target.float()
         return 0.84 * (1 - adaptive_ms_ssim(pred, target, data_range=1.0)) + 0.16 * F.l1_loss(pred, target)
+
+# %% ../nbs/01_model_aae.ipynb #0ca4d4b9
+def mse_reconstruction_loss(pred:torch.Tensor, # reconstructions in [0, 1], (bs, C, H, W)
+                            target:torch.Tensor, # clean images in [0, 1], same shape
+                           ) -> torch.Tensor:
+    "10 × the mean squared error between `pred` and `target`, in float32 (×10 keeps it on the scale the loss weights were tuned for)."
+    _check_same_shape(pred, target, 'mse_reconstruction_loss')
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        return 10 * F.mse_loss(pred.float(), target.float())
+
+RECONSTRUCTION_LOSSES = {'ms-ssim': reconstruction_loss, 'mse': mse_reconstruction_loss} # the reconstruction losses by name
+
+def get_reconstruction_loss(recons_func:str|callable, # a name in `RECONSTRUCTION_LOSSES`, or a function (pred, target) -> scalar loss
+                           ) -> callable:
+    "The reconstruction loss function `recons_func` names (a function is returned as it is)."
+    if callable(recons_func): return recons_func
+    if isinstance(recons_func, str) and recons_func in RECONSTRUCTION_LOSSES: return RECONSTRUCTION_LOSSES[recons_func]
+    raise ValueError(f"`recons_func` must be one of {list(RECONSTRUCTION_LOSSES)} or a function (pred, target) -> loss, got {recons_func!r}.")
 
 # %% ../nbs/01_model_aae.ipynb #44b5c361
 def _bce(x, target_value, from_logits=False):
@@ -239,8 +261,12 @@ class _UpStage(nn.Module):
         return self.conv(x)
 
 # %% ../nbs/01_model_aae.ipynb #fbeaddf4
+_COARSE_MAX_SIDE = 32 # the coarse linear path draws at most a 32 × 32 image
+
+def _coarse_side(input_size): return max(2, min(_COARSE_MAX_SIDE, input_size // 4))
+
 class _XAAEDecoder(nn.Module):
-    "z → Linear → ReLU → feature map → upsampling stages (channels halve as the side doubles; optional skips) → 1×1 conv → sigmoid."
+    "z → Linear → ReLU → feature map → upsampling stages (optional skips) → 1×1 conv, plus a linear coarse image of z → sigmoid."
     def __init__(self, encoding_dims, feature_shape, skip_shapes, input_size, input_channels, skip_dropout, with_skips):
         super().__init__()
         self.feature_shape, self.input_size = tuple(feature_shape), input_size
@@ -257,6 +283,14 @@ class _XAAEDecoder(nn.Module):
             ni, side = nf, side * 2
         self.stages = nn.ModuleList(stages)
         self.head = ConvLayer(ni, input_channels, ks=1, act_cls=None, norm_type=None)
+        self.coarse_side = _coarse_side(input_size)
+        self.coarse = nn.Linear(encoding_dims, input_channels * self.coarse_side ** 2)
+        nn.init.zeros_(self.coarse.weight); nn.init.zeros_(self.coarse.bias)  # starts as the plain convolutional decoder
+
+    def coarse_logits(self, z):
+        "The linear path's image (logits) at full size: a `coarse_side`² image per channel, bilinearly upsampled."
+        c = self.coarse(z).view(z.shape[0], -1, self.coarse_side, self.coarse_side)
+        return F.interpolate(c, (self.input_size, self.input_size), mode='bilinear', align_corners=False)
 
     def forward(self, z, skips=None):
         if skips is not None and len(skips) != self.n_skips:
@@ -266,7 +300,12 @@ class _XAAEDecoder(nn.Module):
         for stage, skip in zip(self.stages, skips): x = stage(x, skip)
         if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             x = F.interpolate(x, (self.input_size, self.input_size), mode='nearest')
-        return torch.sigmoid(self.head(x))
+        return torch.sigmoid(self.head(x) + self.coarse_logits(z))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the coarse path existed: a zero path is exactly the decoder they were trained as
+        for name, p in self.coarse.named_parameters(): state_dict.setdefault(f'{prefix}coarse.{name}', torch.zeros_like(p))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 # %% ../nbs/01_model_aae.ipynb #d3f809d2
 def default_linear(n_features:int, # width of the flattened feature map
@@ -314,6 +353,30 @@ class XAAEOutput(tuple):
 
 for _i, _f in enumerate(XAAEOutput._fields): setattr(XAAEOutput, _f, property(itemgetter(_i)))
 
+# %% ../nbs/01_model_aae.ipynb #00a44645
+class _CapSecondGradient(torch.autograd.Function):
+    "Two views of `z`; backward, the second view's gradient is scaled to at most `ratio` × the first's norm, then both are summed."
+    @staticmethod
+    def forward(ctx, z, ratio):
+        ctx.ratio = ratio
+        return z.view_as(z), z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, g_first, g_second):
+        n_first, n_second = g_first.norm(), g_second.norm()
+        scale = (ctx.ratio * n_first / n_second.clamp_min(1e-12)).clamp(max=1.)
+        scale = torch.where(n_first > 0, scale, torch.ones_like(scale))  # no first gradient to compare with: plain sum
+        return g_first + g_second * scale, None
+
+def split_gradient_at(z:torch.Tensor, # the tensor two losses read (the codes)
+                      ratio:float|None, # cap on ‖second view's gradient‖ / ‖first view's gradient‖; None = plain sum
+                     ) -> tuple: # (first view, second view): the same values as `z`
+    "Two views of `z` whose gradients are summed into `z`'s, the second's norm capped at `ratio` × the first's (per batch)."
+    if ratio is None: return z, z
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating, np.integer)) or not 0 <= ratio < float('inf'):
+        raise ValueError(f"`ratio` must be a finite number >= 0 or None, got {ratio!r}.")
+    return _CapSecondGradient.apply(z, float(ratio))
+
 # %% ../nbs/01_model_aae.ipynb #7dd2558d
 def _check_linear(self):
     "Refuse a `linear` that does not map the flattened feature map to (bs, `encoding_dims`) codes."
@@ -360,6 +423,7 @@ class XAAEBase(nn.Module):
         self.input_size, self.input_channels = int(input_size), int(input_channels)
         self.encoding_dims, self.classes = int(encoding_dims), int(classes)
         self.gen_train, self.run_decoder, self.clean_input, self.return_parts = bool(gen_train), True, None, False
+        self.adv_grad_ratio = None  # set per phase by the training: see `split_gradient_at`
         self.input = self.z = self.decoder_output = self.crit_gen = self.crit_fake = self.crit_real = self.parts = None
         self.encoder = encoder
         child_shapes, self.feature_shape = _probe_encoder(encoder, self.input_size, self.input_channels)
@@ -436,12 +500,14 @@ def forward(self:XAAEBase,
            ) -> torch.Tensor|XAAEOutput: # class logits (bs, classes), or an `XAAEOutput` when `return_parts` is set
     "Class logits; also stores `input`, `z`, `decoder_output` (None unless `run_decoder`), `crit_fake`, `crit_real` (probabilities) and `parts` on the model."
     z = self.encode(x)
-    recons = self.decode(z) if self.run_decoder else z.new_zeros(0)
+    # the decoder's and the discriminator's views of z: the adversary's gradient is capped at `adv_grad_ratio` × the decoder's
+    z_dec, z_adv = split_gradient_at(z, self.adv_grad_ratio if self.run_decoder else None)
+    recons = self.decode(z_dec) if self.run_decoder else z.new_zeros(0)
     self._skips = None  # free the activations
     # The generator's term must not train the discriminator: it sees D through detached weights.
     # The losses use D's logits: BCE on probabilities stops giving gradients once the sigmoid saturates.
     frozen_critic = {name: p.detach() for name, p in self.fc_crit.named_parameters()}
-    gen_logit = functional_call(self.fc_crit, frozen_critic, (z,), {'logits': True})
+    gen_logit = functional_call(self.fc_crit, frozen_critic, (z_adv,), {'logits': True})
     fake_logit, real_logit = self.fc_crit(z.detach(), logits=True), self.fc_crit(torch.randn_like(z), logits=True)
     out = XAAEOutput(self.classifier(z), z, recons, gen_logit, fake_logit, real_logit)
     self.input, self.z, self.decoder_output, self.parts = x, z, recons if self.run_decoder else None, out
@@ -499,11 +565,13 @@ class XAAELoss:
     "Weighted reconstruction, adversarial (generator) and cross-entropy losses of an xAAEnet `model`; also the discriminator's own loss."
     def __init__(self,
                  model:XAAEBase, # the model whose forward pass is scored
-                 recons_weight:float=0., # weight of `reconstruction_loss(reconstruction, clean_input or input)`
+                 recons_weight:float=0., # weight of `recons_func(reconstruction, clean_input or input)`
                  adv_weight:float=0., # weight of the generator's term BCE(D(z), 1); > 0 also computes D's own loss
                  classif_weight:float=0., # weight of the cross-entropy on the logits
+                 recons_func:str|callable='ms-ssim', # reconstruction loss: 'ms-ssim' (the seed's `reconstruction_loss`), 'mse', or a function (pred, target)
                 ):
         self.model, self.recons_weight, self.adv_weight, self.classif_weight = model, recons_weight, adv_weight, classif_weight
+        self.recons_func = get_reconstruction_loss(recons_func)
         self.recons_loss = self.adv_loss = self.disc_loss = self.classif_loss = None # the last call's terms
         self._check_weights()
 
@@ -539,7 +607,7 @@ def __call__(self:XAAELoss,
         if not out.has_recons:
             raise RuntimeError("XAAELoss: `recons_weight` > 0 but the decoder did not run (model.run_decoder is False); "
                                "set `model.run_decoder = True` or `recons_weight=0`.")
-        recons = reconstruction_loss(out.recons, m.input if m.clean_input is None else m.clean_input)
+        recons = self.recons_func(out.recons, m.input if m.clean_input is None else m.clean_input)
         total = total + self.recons_weight * recons
     if self.adv_weight > 0:
         adv = adversarial_loss_from_logits(out.gen_logit, out.real_logit, gen_train=True)

@@ -32,7 +32,7 @@ from pytorch_msssim import ssim
 
 import tell_me_why
 from .data import data_fingerprint
-from .model_aae import XAAEBase, XAAELoss
+from .model_aae import XAAEBase, XAAELoss, get_reconstruction_loss
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
                                    AdversarialGame, xaae_splitter, LossAttrMetric, PRECISIONS, precision_callbacks, AtomicSaveModelCallback, StopOnNaN, StopOnDivergence, atomic_write, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
@@ -398,8 +398,10 @@ class Phase:
     patience:int=10 # early-stopping patience of phases that keep their best epoch
     cbs:list=field(default_factory=list) # callbacks of this phase alone (e.g. the corruption of the autoencoder phase)
     precision:str='fp32' # 'fp32', 'bf16' or 'fp16' (see `precision_callbacks`)
+    recons_func:str|callable='ms-ssim' # the reconstruction loss (`get_reconstruction_loss`)
+    adv_grad_ratio:float|None=None # cap on the adversary's gradient at z relative to the decoder's (`split_gradient_at`); None = plain sum
 
-    def loss(self, model) -> XAAELoss: return XAAELoss(model, self.recons_weight, self.adv_weight, self.classif_weight)
+    def loss(self, model) -> XAAELoss: return XAAELoss(model, self.recons_weight, self.adv_weight, self.classif_weight, self.recons_func)
     @property
     def terms(self) -> list:
         "Loss terms this phase computes, logged as metrics."
@@ -407,7 +409,9 @@ class Phase:
         return [t for t, w in ws.items() if w > 0]
 
 # %% ../nbs/04_training.ipynb #ea0e5ea0
-_SETTING_DEFAULTS = {'precision': 'fp32'} # value of a setting that records written before it existed stand for
+_SETTING_DEFAULTS = {'precision': 'fp32', 'recons_func': 'ms-ssim', 'adv_grad_ratio': None} # value of a setting that records written before it existed stand for
+
+def _func_name(f): return f if isinstance(f, str) else getattr(f, '__qualname__', repr(f))
 
 def _phase_settings(learn, phase:Phase) -> dict:
     "What a phase was trained on and with: compared on resume."
@@ -416,7 +420,8 @@ def _phase_settings(learn, phase:Phase) -> dict:
                 arch=getattr(m, 'arch_name', type(m.encoder).__name__), input_size=m.input_size, input_channels=m.input_channels,
                 encoding_dims=m.encoding_dims, recons_weight=float(phase.recons_weight), adv_weight=float(phase.adv_weight),
                 classif_weight=float(phase.classif_weight), epochs=int(phase.epochs), lr_max=float(phase.lr_max),
-                grad_accum=int(phase.grad_accum), precision=phase.precision)
+                grad_accum=int(phase.grad_accum), precision=phase.precision, recons_func=_func_name(phase.recons_func),
+                adv_grad_ratio=None if phase.adv_grad_ratio is None else float(phase.adv_grad_ratio))
 
 def _record_path(ckpt): return ckpt.with_name(f'{ckpt.stem}.done.json')
 
@@ -572,10 +577,11 @@ def _train(self:XAAELearner, phase:Phase, ckpt:Path, settings:dict, step:str, cb
     self.loss_func = phase.loss(self.model)
     self.metrics = [LossAttrMetric(t) for t in phase.terms] + ([accuracy] if phase.classif_weight > 0 else [])  # read from the loss
     self.model.run_decoder, roles = phase.recons_weight > 0, self._phase_callbacks(phase, cbs)
+    self.model.adv_grad_ratio = phase.adv_grad_ratio
     start = time.perf_counter()
     try: self.fit_one_cycle(phase.epochs, phase.lr_max, cbs=roles['all'], reset_opt=True)
     finally:
-        self.model.run_decoder = True
+        self.model.run_decoder, self.model.adv_grad_ratio = True, None
         if roles['dist'] is not None: roles['dist'].restore()
     _raise_if_nan(roles['nan'], ckpt, phase, step)
     rec = _phase_record(self, phase, roles, start)
@@ -691,19 +697,25 @@ def _check_numbers(a:dict):
         if not _is_number(e) or int(e) != e or e < (1 if name == 'grad_accum' else 0):
             raise ValueError(f"`{name}` must be a whole number >= {int(name == 'grad_accum')}, got {e!r}")
     if a['precision'] not in PRECISIONS: raise ValueError(f"`precision` must be one of {PRECISIONS}, got {a['precision']!r}")
+    b = a['adv_balance']
+    if b is not None and (not _is_number(b) or not np.isfinite(b) or b < 0):
+        raise ValueError(f"`adv_balance` must be a finite number >= 0, or None for the plain sum of the gradients, got {b!r}")
+    get_reconstruction_loss(a['recons_func'])
 
 # %% ../nbs/04_training.ipynb #ec6bb67f
 def _curriculum(a:dict) -> list[Phase]:
     "The three phases that `train_xaaenet`'s arguments `a` describe."
-    lr, lr_c, f = a['lr_max'], a['lr_max'] * a['lr_max_factor'], a['disc_lr_factor']
-    common = dict(grad_accum=a['grad_accum'], patience=a['patience'], precision=a['precision'])
+    lr, lr_c, f, balance = a['lr_max'], a['lr_max'] * a['lr_max_factor'], a['disc_lr_factor'], a['adv_balance']
+    common = dict(grad_accum=a['grad_accum'], patience=a['patience'], precision=a['precision'], recons_func=a['recons_func'])
+    ratio = lambda rw, aw: None if balance is None or rw == 0 or aw == 0 else balance * aw / rw  # the cap, in units of the weights' ratio
     players = UnfreezeFcCritAdaptative(low_threshold=a['adv_low_threshold'], high_threshold=a['adv_high_threshold'])
     corruption = CorruptionCallback([AddGaussianNoise(std=a['noise_std']), RandomMasking(mask_ratio=a['mask_ratio'], patch_size=a['patch_size'])])
     return [Phase('adversarial', a['epochs_adv'], a['adv_fname'], adv_weight=1., lr_max=lr, disc_lr=_disc_lr(lr, f), cbs=[players], **common),
             Phase('autoencoder', a['epochs_ae'], a['ae_fname'], recons_weight=a['ae_recons_weight'], adv_weight=a['ae_adv_weight'],
-                  lr_max=lr, disc_lr=_disc_lr(lr, f), cbs=[corruption], **common),
+                  lr_max=lr, disc_lr=_disc_lr(lr, f), cbs=[corruption], adv_grad_ratio=ratio(a['ae_recons_weight'], a['ae_adv_weight']), **common),
             Phase('classifier', a['epochs_classif'], a['classif_fname'], recons_weight=a['classif_recons_weight'],
-                  adv_weight=a['classif_adv_weight'], classif_weight=a['classif_class_weight'], lr_max=lr_c, disc_lr=_disc_lr(lr_c, f), **common)]
+                  adv_weight=a['classif_adv_weight'], classif_weight=a['classif_class_weight'], lr_max=lr_c, disc_lr=_disc_lr(lr_c, f),
+                  adv_grad_ratio=ratio(a['classif_recons_weight'], a['classif_adv_weight']), **common)]
 
 def _shared_shuffle_rng(seed, dls) -> random.Random|None:
     "Data-parallel runs: every rank walks the training items in the same order (and, on CUDA, uses its own GPU)."
@@ -797,6 +809,8 @@ def train_xaaenet(
     color_by_class:bool=False, # Colour the t-SNE and PLS figures by class (the default colours by nothing / by PLS1 score)
     disc_lr_factor:float=100., # The discriminator learns at `disc_lr_factor` × each phase's peak rate (at most `MAX_DISC_LR`), with its own optimiser
     precision:str='fp32', # 'fp32', or mixed precision 'bf16' or 'fp16' on the model's device (`precision_callbacks`)
+    recons_func:str|callable='mse', # Reconstruction loss: 'mse', 'ms-ssim' (the seed's MS-SSIM and L1 mix) or a function (pred, target) -> loss
+    adv_balance:float|None=1/3, # Cap on the adversary's gradient at z, × (adv weight / recons weight) × the decoder's (`split_gradient_at`); None = plain sum
     check_reconstruction:bool=True, # After each phase, measure the decoder on the validation images against the mean training image and PCA (`reconstruction_report`); False saves that time
 ) -> XAAELearner:
     "Train an explainable xAAEnet model: adversarial, then autoencoder, then classifier."
