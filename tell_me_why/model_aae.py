@@ -98,7 +98,7 @@ def reconstruction_loss(pred:torch.Tensor, # reconstructions in [0, 1], (bs, C, 
 def mse_reconstruction_loss(pred:torch.Tensor, # reconstructions in [0, 1], (bs, C, H, W)
                             target:torch.Tensor, # clean images in [0, 1], same shape
                            ) -> torch.Tensor:
-    "10 × the mean squared error between `pred` and `target`, in float32 (×10 keeps it on the scale the loss weights were tuned for)."
+    "10 × the mean squared error between `pred` and `target`, in float32 (the scale the training defaults were measured with)."
     _check_same_shape(pred, target, 'mse_reconstruction_loss')
     with torch.autocast(device_type=pred.device.type, enabled=False):
         return 10 * F.mse_loss(pred.float(), target.float())
