@@ -186,7 +186,7 @@ def _number(name, v, lo=None, hi=None, whole=False, lo_open=False):
 
 
 # %% ../nbs/09_cli.ipynb #fc2f5e3a
-def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10,
+def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128, epochs_adv=3, epochs_ae=10, epochs_classif=10,
                            lr_max=1e-3, valid_pct=0.25, n_permutations=1000, seed=42, classif_class_weight=0.001,
                            arch='resnet18', pretrained=False, weights=None, planted=None, planted_strength=2.0,
                            images=None, out='tmw_output', label=None, on_bad_image='skip', precision='fp32', **_):
@@ -250,7 +250,7 @@ def _job_callbacks():
     return EpochLines, TableColumns
 
 # %% ../nbs/09_cli.ipynb #92d6ef9b
-FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=5, epochs_classif=10, lr_max=1e-3,
+FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=10, epochs_classif=10, lr_max=1e-3,
                        valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001, lr_max_factor=1.) # the main job's settings for a folder of images
 PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=20, epochs_classif=15, lr_max=3e-3,
                         valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=1/3) # ... for `planted=CUE` (the showcase)
@@ -280,7 +280,7 @@ def explain_image_folder(
     pretrained:bool=False, # Use ImageNet weights (downloads them: needs a network)
     weights:str|None=None, # Local ImageNet state-dict file for `arch` (offline alternative to `pretrained`)
     encoding_dims:int|None=None, # Size of the latent code z, >= 2; None = 128 (32 with `planted`)
-    epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 5, 10 (4, 20, 15 with `planted`)
+    epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 10, 10 (4, 20, 15 with `planted`)
     lr_max:float|None=None, # Peak learning rate in (0, 1]; None = 0.001 (0.003 with `planted`, and 0.001 in its classifier phase)
     valid_pct:float|None=None, # Share of images held out for validation, in (0, 1); None = 0.25 (0.4 with `planted`)
     n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000 (999 with `planted`)

@@ -162,7 +162,7 @@ def _json_record(rec:dict) -> dict:
 def train_model(model:XAAEBase, # from `build_model`
                 data:PreparedData, # from `prepare_data`
                 models_dir, # folder of checkpoints, records and latent file
-                epochs:tuple=(3, 5, 10), # epochs of the three phases
+                epochs:tuple=(3, 10, 10), # epochs of the three phases
                 lr_max:float=1e-3, lr_max_factor:float=1., classif_class_weight:float=0.001, # `train_xaaenet`'s
                 seed:int=42, resume:bool=False, precision:str='fp32', # `train_xaaenet`'s
                 cbs:list|None=None, # console callbacks (the job's epoch lines or table columns)
