@@ -25,9 +25,9 @@ from .distributed import unwrap_model, is_main_process, broadcast_state
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter',
-           'AdversarialGame', 'DeviceMixedPrecision', 'precision_callbacks', 'adversarial_schedule',
-           'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_write', 'atomic_save_state',
-           'load_state', 'AtomicSaveModelCallback', 'StopOnNaN', 'StopOnDivergence']
+           'AdversarialGame', 'DeviceMixedPrecision', 'precision_callbacks', 'discriminator_warmup',
+           'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_write',
+           'atomic_save_state', 'load_state', 'AtomicSaveModelCallback', 'StopOnNaN', 'StopOnDivergence']
 
 # %% ../nbs/02_callbacks.ipynb #5dcb950f
 class AddGaussianNoise:
@@ -179,16 +179,24 @@ def precision_callbacks(precision:str='fp32', # 'fp32', 'bf16' or 'fp16'
     if precision not in PRECISIONS: raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}")
     return [] if precision == 'fp32' else [DeviceMixedPrecision(amp_mode=precision)]
 
+# %% ../nbs/02_callbacks.ipynb #a7d3c2e1
+def discriminator_warmup(n_epochs:int|None=None, # epochs of the adversarial phase; None = unknown (the seed's fixed warm-up)
+                        ) -> int: # epochs the discriminator trains alone at the start of the phase
+    "The discriminator's warm-up: 3 epochs (the seed's), but at most all of a phase's epochs but the last, and at least 1."
+    return 3 if n_epochs is None else max(1, min(3, int(n_epochs) - 1))
+
 # %% ../nbs/02_callbacks.ipynb #b84aa840
 def adversarial_schedule(
     epoch:int, # Epoch about to start (0-based)
     valid_losses:list, # Validation losses of the epochs so far
     modes:list, # Modes ("disc"/"gen") of the epochs so far
     switch_every:int=3, low_threshold:float=0.15, high_threshold:float=0.6, window_size:int=3,
+    n_epochs:int|None=None, # epochs of the phase, for the warm-up's length (`discriminator_warmup`); None = the seed's 3
 ) -> str: # "disc" or "gen"
     "Which player, discriminator or generator, trains during `epoch`."
-    if epoch < 3: return "disc"
-    if epoch < 6: return "gen"
+    warmup = discriminator_warmup(n_epochs)
+    if epoch < warmup: return "disc"
+    if epoch < warmup + 3: return "gen"
     if len(modes) >= 3 and all(m == "gen" for m in modes[-3:]): return "disc"
     recent = [v for v in valid_losses[-window_size:] if v is not None and np.isfinite(v)]
     mean = float(np.mean(recent)) if recent else None
@@ -219,7 +227,7 @@ class UnfreezeFcCritAdaptative(Callback):
 
     def before_epoch(self):
         mode = adversarial_schedule(self.epoch, self.valid_losses, self.modes, self.switch_every,
-                                    self.low_threshold, self.high_threshold, self.window_size)
+                                    self.low_threshold, self.high_threshold, self.window_size, n_epochs=self.n_epoch)
         self.modes.append(mode)
         self.xaae.gen_train = mode == 'gen'
 
