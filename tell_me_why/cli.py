@@ -435,6 +435,8 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     e.add_argument('--out', default='tmw_output', metavar='FOLDER', help="output folder (default: tmw_output); a folder holding a previous run is refused unless --resume or --overwrite")
     e.add_argument('--resume', action='store_true', help="continue the run in OUT, reusing its finished phases")
     e.add_argument('--overwrite', action='store_true', help="replace the run in OUT (the old one stays until the new one has finished)")
+    e.add_argument('--explain-image', metavar='FILE', help="explain one more image with the model of the finished run in --out, "
+                   "without training: its counterfactual, the difference and the cues that change most, in OUT/interpretation/image_NAME.png and .md")
     e.add_argument('--no-progress', action='store_true', help="no progress bars (for logs)")
     e.add_argument('--debug', action='store_true', help="show the Python traceback of an error (or set TMW_DEBUG=1)")
     return p
@@ -454,13 +456,24 @@ def _write_problem(e:BaseException, out) -> str|None:
     return (f"cannot write to --out {str(out)!r}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else '')
             + ". Outputs already there are kept: free some space or make the folder writable, then run again with --resume")
 
+def _explain_one_image(parser, args:dict, image:str):
+    "`--explain-image`: refuse training options (nothing is trained), then explain the image with the run in `--out`."
+    given = [_opt(k) for k, v in args.items() if k != 'out' and v != parser.get_default(k)]
+    if given: raise ValueError(f"--explain-image uses the model of the finished run in --out and trains nothing: drop {', '.join(given)}")
+    _job_modules()  # the environment check, and no jit notice
+    from tell_me_why.pipeline import explain_run_image
+    res = explain_run_image(args['out'], image)
+    print(res['text'])
+    print(f"Figure: {res['figure'].as_posix()}; text and cue table: {res['markdown'].as_posix()}")
+
 def tmw_explain(argv:list|None=None) -> int: # exit status: 0 done, 2 user error, 130 interrupted, 1 bug
     "Entry point of `tmw-explain`: parse `argv` (default `sys.argv[1:]`), run `explain_image_folder`, report errors in one line."
     parser = tmw_explain_parser()
     args = vars(parser.parse_args(argv))
     debug = args.pop('debug') or os.environ.get('TMW_DEBUG', '') not in ('', '0')
     progress = not args.pop('no_progress')
-    try: explain_image_folder(**args, progress=progress)
+    image = args.pop('explain_image')
+    try: _explain_one_image(parser, args, image) if image is not None else explain_image_folder(**args, progress=progress)
     except KeyboardInterrupt:
         if debug: raise
         print("\ntmw-explain: interrupted. A previous run in --out is unchanged; in a new output folder the phases that "

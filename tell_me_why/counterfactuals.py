@@ -1,4 +1,4 @@
-"""The classifier's own decision axis in z, how it compares with PLS1, and what the decoded images change when a code is walked across the decision boundary.
+"""The classifier's own decision axis in z, how it compares with PLS1, and what changes — in the decoded frames and in the real images — when a code is walked across the decision boundary.
 
 Docs: https://tell-me-why.github.io/tell_me_why/counterfactuals.html.md"""
 
@@ -7,7 +7,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/counterfactuals.html.md"""
 # %% ../nbs/13_counterfactuals.ipynb #c15d1b41
 from __future__ import annotations
 
-import math, warnings
+import math, tempfile, warnings
 from pathlib import Path
 from typing import NamedTuple, Sequence, Iterable, Mapping, Callable
 
@@ -19,10 +19,13 @@ from scipy import stats
 
 from .latent_figures import latent_to_numpy, fit_oriented_pls, show_figure, save_png, pls1_gradient
 from .feature_scores import score_pixels, using_torch_threads
+from .interventions import cue_values, model_image_batches
 
 # %% auto #0
 __all__ = ['WALK_DIRECTIONS', 'FLAT', 'DecisionAxis', 'model_axis', 'decision_score_of_codes', 'pls1_direction', 'compare_axes',
-           'walk_direction', 'walk_codes', 'latent_counterfactuals', 'walk_verdict', 'counterfactual_figure']
+           'walk_direction', 'walk_codes', 'latent_counterfactuals', 'walk_verdict', 'counterfactual_figure',
+           'image_counterfactuals', 'image_counterfactual_figure', 'learner_counterfactuals', 'explain_image',
+           'image_figure']
 
 # %% ../nbs/13_counterfactuals.ipynb #54982f5c
 def _xaae_of(model):
@@ -146,12 +149,20 @@ def walk_codes(z, # codes (n, d)
     return codes, s0[:, None] * (1 - (1 + beyond) * frac)[None]
 
 # %% ../nbs/13_counterfactuals.ipynb #2933f50f
-def _decode_and_score(model, axis:DecisionAxis, codes:np.ndarray, keep:Sequence[int], batch_size:int, score_names, custom_scores):
-    "Decode the walks (n, steps, d) `batch_size` walks at a time (eval, no_grad), score every frame and re-encode it."
+def _decoder_on_z(model):
+    "The xAAEnet of `model`, checked to have a decoder that depends on the code z alone."
     m = _xaae_of(model)
-    if m.skip_dropout < 1 and m.decoder.n_skips:
+    if not callable(getattr(m, 'decode', None)) or not callable(getattr(m, 'encode', None)):
+        raise TypeError(f"`model` must be an xAAEnet with an encoder and a decoder (or a `Learner` holding one); {type(m).__name__} "
+                        "has no `decode`: counterfactuals and reconstructions need an xAAEnet (`train_xaaenet`).")
+    if getattr(m, 'skip_dropout', 1) < 1 and m.decoder.n_skips:
         raise ValueError("latent counterfactuals need a decoder that depends on z alone; this model's decoder uses skip "
                          f"activations (skip_dropout={m.skip_dropout}): set `model.skip_dropout = 1`.")
+    return m
+
+def _decode_and_score(model, axis:DecisionAxis, codes:np.ndarray, keep:Sequence[int], batch_size:int, score_names, custom_scores):
+    "Decode the walks (n, steps, d) `batch_size` walks at a time (eval, no_grad), score every frame and re-encode it."
+    m = _decoder_on_z(model)
     n, steps, d = codes.shape
     p = next(m.parameters())
     tables, seen, kept, change, recon_sum, recon_sq = [], [], {}, [], 0., 0.
@@ -186,6 +197,13 @@ def _walk_rho(values:np.ndarray, s:np.ndarray) -> np.ndarray:
     den = np.sqrt((rv**2).sum(1) * (rs**2).sum(1))
     with np.errstate(invalid='ignore', divide='ignore'): return np.where((den > 0) & ~flat, (rv * rs).sum(1) / den, np.nan)
 
+def _quiet(f, *args):
+    "`f(*args)` without numpy's notice about an all-NaN column (one image, or a cue the walk never moved): the answer is NaN."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        out = f(*args)
+    return float(out) if np.ndim(out) == 0 else out
+
 def _sign_p(rho:np.ndarray) -> float:
     "Two-sided sign test: are positive and negative ρ equally likely across images?"
     pos, neg = int((rho > 0).sum()), int((rho < 0).sum())
@@ -199,7 +217,7 @@ def _cue_summary(cues:list, rho:np.ndarray, change:np.ndarray, recon_r:np.ndarra
         r = rho[:, k][~np.isnan(rho[:, k])]
         med = float(np.median(r)) if len(r) else math.nan
         rows.append(dict(cue=cue, median_rho=med, sign_share=float((np.sign(r) == np.sign(med)).mean()) if len(r) and med != 0 else math.nan,
-                         sign_p=_sign_p(r), change_sd=float(np.nanmedian(change[:, k])), n_images=len(r)))
+                         sign_p=_sign_p(r), change_sd=_quiet(np.nanmedian, change[:, k]), n_images=len(r)))
     out = pd.DataFrame(rows)
     keys = ['_mono', '_size']
     out['_mono'], out['_size'] = -out.median_rho.abs().fillna(-1), -out.change_sd.abs().fillna(-1)
@@ -264,23 +282,24 @@ def latent_counterfactuals(
                 direction=direction, beyond=float(beyond), pixel_change=float(np.median(pixel_change) / spread) if spread > 0 else math.nan)
 
 # %% ../nbs/13_counterfactuals.ipynb #7cecdf64
-def walk_verdict(cf:dict, # output of `latent_counterfactuals`
+def walk_verdict(cf:dict, # output of `image_counterfactuals` or `latent_counterfactuals`
                  class_names:Sequence[str]=('class 0', 'class 1'), # names of the two classes, e.g. `dls.vocab`
-                 min_flip_rate:float=0.5, # share of walks whose last frame must flip the model's decision for the frames to count
+                 min_flip_rate:float=0.5, # share of walks that must flip the model's decision (`validity`, or `flip_rate` of latent walks)
                  max_sign_p:float=0.01, # sign-test p below which a cue's direction counts as consistent across images
                 ) -> dict: # `faithful` (bool), `cue` (str or None), `text` (plain words)
-    "Plain-words reading of a walk: do its frames carry the decision, and which rendered cue changes most consistently with s?"
-    t, a, flips = cf['table'], cf['axis'].target_idx, cf['flip_rate']
+    "Plain-words reading of a walk: does it carry the decision, and which rendered cue changes most consistently with s?"
+    t, a = cf['table'], cf['axis'].target_idx
+    flips, what = (cf['validity'], 'counterfactual images') if 'validity' in cf else (cf['flip_rate'], "walks' last frames")
     if not flips >= min_flip_rate:
-        return dict(faithful=False, cue=None, text=f"Fed back to the model, only {flips:.0%} of the walks' last frames get the other "
-                    "decision: the decoded frames do not show what moves the decision, so this walk is no evidence about cues.")
+        return dict(faithful=False, cue=None, text=f"Fed back to the model, only {flips:.0%} of the {what} get the other "
+                    "decision: the decoder's change does not carry what moves the decision, so this walk is no evidence about cues.")
     rendered = t.rendered if 'rendered' in t else pd.Series(True, index=t.index)
     usable = t[rendered & (t.sign_p <= max_sign_p)]
     if not len(usable):
-        return dict(faithful=True, cue=None, text=f"The frames carry the decision ({flips:.0%} of the walks flip it), but no cue the "
+        return dict(faithful=True, cue=None, text=f"The walk carries the decision ({flips:.0%} of the {what} get the other decision), but no cue the "
                     "decoder renders changes consistently along them.")
     top = usable.iloc[0]
-    return dict(faithful=True, cue=top.cue, text=f"The frames carry the decision ({flips:.0%} of the walks flip it). {top.cue} "
+    return dict(faithful=True, cue=top.cue, text=f"The walk carries the decision ({flips:.0%} of the {what} get the other decision). {top.cue} "
                 f"{'rises' if top.median_rho > 0 else 'falls'} as the decision moves towards {class_names[a]} (median ρ = "
                 f"{top.median_rho:+.2f}, same direction in {top.sign_share:.0%} of the images, change {top.change_sd:+.2f} SD).")
 
@@ -348,3 +367,296 @@ def counterfactual_figure(
         show_figure(fig, show)
     finally: plt.close(fig)
     return dict(fig=fig, save_path=path)
+
+# %% ../nbs/13_counterfactuals.ipynb #4e121ebb
+def _real_images(images, name:str='images') -> torch.Tensor:
+    "`images` checked to be a float batch (n, 1 or 3, H, W) in [0, 1], on the CPU."
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"`{name}` must be a tensor (n, 1 or 3, H, W); got {tuple(getattr(images, 'shape', ())) or type(images).__name__}.")
+    x = images.detach().float().cpu()
+    if not len(x): raise ValueError(f"`{name}` holds no images.")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1 or not math.isfinite(lo + hi):
+        raise ValueError(f"`{name}` must be in [0, 1], as the model receives them before normalisation; got values from {lo:.3g} to {hi:.3g}.")
+    return x
+
+
+# %% ../nbs/13_counterfactuals.ipynb #0cef5df9
+def _encode_all(m, x:torch.Tensor, to_model:Callable, batch_size:int) -> torch.Tensor:
+    "Codes of images `x` (eval mode, no gradients), on the CPU."
+    p = next(m.parameters())
+    with torch.no_grad():
+        return torch.cat([m.encode(to_model(x[i:i + batch_size]).to(p.device, p.dtype)).float().cpu() for i in range(0, len(x), batch_size)])
+
+def _counterfactual_walks(m, x:torch.Tensor, to_model:Callable, axis:DecisionAxis, unit:np.ndarray, steps:int, beyond:float):
+    "For real images `x` (b, C, H, W): the decoded frames D(z_t), the candidates clip(x + D(z_t) − D(z)) and the model's score of each."
+    p = next(m.parameters())
+    z = _encode_all(m, x, to_model, len(x))
+    codes, _ = walk_codes(z, axis, unit, steps, beyond)
+    with torch.no_grad():
+        decoded = m.decode(torch.as_tensor(codes.reshape(-1, codes.shape[-1]), dtype=p.dtype, device=p.device))
+    decoded = decoded.float().cpu().view(len(x), steps, *x.shape[1:])
+    cand = (x[:, None] + decoded - decoded[:, :1]).clamp(0, 1)
+    s = axis.score(_encode_all(m, cand.flatten(0, 1), to_model, len(cand.flatten(0, 1)))).reshape(len(x), steps)  # = the model's s of each image
+    return decoded, cand, s
+
+
+# %% ../nbs/13_counterfactuals.ipynb #e29aad0f
+def _first_flip(s:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "For image scores along walks (n, steps), frame 0 the real image: the first frame decided the other way (else the last), and whether there is one."
+    undecided = np.flatnonzero(s[:, 0] == 0)
+    if len(undecided): raise ValueError(f"the model cannot decide image(s) {undecided[:5].tolist()} (s = 0): they have no counterfactual.")
+    flipped = np.sign(s) * np.sign(s[:, :1]) < 0
+    valid = flipped.any(1)
+    return np.where(valid, flipped.argmax(1), s.shape[1] - 1), valid
+
+
+# %% ../nbs/13_counterfactuals.ipynb #e7d5b2ae
+def _cue_changes(values:np.ndarray, s:np.ndarray, at:np.ndarray) -> np.ndarray:
+    "Change of each cue from the image to its counterfactual, in SD of the cue over the images, signed so that > 0 = rises towards the target."
+    after = values[np.arange(len(values)), at]
+    sd = values[:, 0].std(0, ddof=1) if len(values) > 1 else np.full(values.shape[-1], np.nan)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return -np.sign(s[:, :1]) * (after - values[:, 0]) / np.where(sd > 0, sd, np.nan)
+
+def _rises_share(change:np.ndarray) -> np.ndarray:
+    "Per cue: share of the images whose cue rises towards the target class at the counterfactual (NaN changes left out)."
+    return _quiet(np.nanmean, np.where(np.isnan(change), np.nan, change > 0), 0)
+
+
+# %% ../nbs/13_counterfactuals.ipynb #618ffcdb
+def image_counterfactuals(
+    model, # an xAAEnet (decoder on z alone: `skip_dropout=1`) or a `Learner` holding one
+    images:torch.Tensor, # real images (n, C, H, W) in [0, 1], as the model receives them before normalisation
+    target_idx:int=1, # the class s points to
+    *,
+    fit_z=None, # codes whose covariance gives the 'data' direction (e.g. the training split's); None = the codes of `images`
+    direction:str='data', # 'data': Σw, the code change that goes with s in `fit_z`; 'model': the classifier's axis w/|w|
+    steps:int=13, # frames per walk, the real image included (at least 3)
+    beyond:float=3.0, # the walk's length: from the code's s to −`beyond`·s; the counterfactual is its first frame decided the other way
+    cues:Sequence[str]|None=None, # built-in cues followed along the walks (`cue_values` names; None = all)
+    to_model:Callable|None=None, # images in [0, 1] → model input (e.g. normalisation, from `model_image_batches`); None = as they are
+    keep:int|Sequence[int]=4, # images whose decoded frames and candidates are returned for a figure: the first `keep`, or these indices
+    batch_size:int=8, # images walked at a time (`batch_size` × `steps` frames in memory)
+) -> dict: # `counterfactuals` (n, C, H, W), `valid`, `validity`, `sizes`, `size`, `s_before`, `s_after`, `flip_at`, `scores` (n, steps), `table`, `change_sd`, `rho`, `cue_values`, `frames`/`walks` of the `kept` images
+    "Each real image plus the decoder's change along the decision axis, up to where the model decides the other way: x + D(z') − D(z)."
+    m, x = _decoder_on_z(model), _real_images(images)
+    if int(steps) != steps or steps < 3: raise ValueError(f"`steps` must be a whole number >= 3, got {steps!r}.")
+    if not beyond > 0: raise ValueError(f"`beyond` must be > 0, got {beyond!r}.")
+    to_model, axis = to_model or (lambda t: t), model_axis(model, target_idx)
+    keep = list(range(min(keep, len(x)))) if isinstance(keep, (int, np.integer)) else [int(i) for i in keep]
+    was_training = m.training
+    m.eval()  # BatchNorm must not learn from the walks
+    try:
+        unit = walk_direction(axis, direction, _encode_all(m, x, to_model, batch_size) if fit_z is None else fit_z)
+        out = [_counterfactual_walks(m, x[i:i + batch_size], to_model, axis, unit, int(steps), float(beyond)) for i in range(0, len(x), batch_size)]
+    finally: m.train(was_training)
+    return _summarise_counterfactuals(x, out, cues, keep, axis, unit, direction, float(beyond))
+
+
+# %% ../nbs/13_counterfactuals.ipynb #0dfe431b
+def _summarise_counterfactuals(x, out, cues, keep, axis, unit, direction, beyond) -> dict:
+    "The counterfactual of every image, its validity and size, and how each cue changes along the walks."
+    s = np.concatenate([o[2] for o in out])
+    at, valid = _first_flip(s)
+    cands = [o[1] for o in out]
+    pick = lambda j: cands[j // len(cands[0])][j % len(cands[0]), at[j]]
+    cf = torch.stack([pick(j) for j in range(len(x))])
+    with using_torch_threads(1):  # per-image cue values are small ops
+        named = [cue_values(c.flatten(0, 1), cues) for c in cands]
+    names = list(named[0])
+    values = np.concatenate([np.stack([v[k].double().numpy() for k in names], -1).reshape(len(c), c.shape[1], -1) for v, c in zip(named, cands)])
+    change, rho = _cue_changes(values, s, at), _walk_rho(values, s)
+    table = _cue_summary(names, rho, change, None, 0.).merge(pd.DataFrame(dict(cue=names, rises_share=_rises_share(change))), on='cue')
+    sizes = (cf - x).abs().mean((1, 2, 3)).double().numpy()
+    frames = lambda k: torch.stack([out[j // len(cands[0])][k][j % len(cands[0])] for j in keep]) if keep else None
+    return dict(counterfactuals=cf, valid=valid, validity=float(valid.mean()), sizes=sizes, size=float(sizes.mean()), flip_at=at,
+                s_before=s[:, 0], s_after=s[np.arange(len(s)), at], scores=s, table=table, change_sd=pd.DataFrame(change, columns=names),
+                rho=pd.DataFrame(rho, columns=names), cue_values=values, cues=names, frames=frames(0), walks=frames(1), kept=keep,
+                axis=axis, unit=unit, direction=direction, beyond=beyond)
+
+
+# %% ../nbs/13_counterfactuals.ipynb #ac94b68c
+_LUMA = torch.tensor([0.2989, 0.587, 0.114])  # grey level of a colour change, as torchvision's rgb_to_grayscale
+
+def _grey_change(d:torch.Tensor) -> torch.Tensor:
+    "Grey-level change (k, H, W) of colour or grey changes (k, C, H, W)."
+    return d[:, 0] if d.shape[1] == 1 else torch.einsum('kchw,c->khw', d, _LUMA.to(d))
+
+def _decision_title(label:str, s:float, class_names, a:int) -> str:
+    return f"{label}\nmodel: {class_names[a] if s > 0 else class_names[1 - a]} (s = {s:+.2f})"
+
+
+# %% ../nbs/13_counterfactuals.ipynb #e8309ecf
+def _draw_counterfactual_row(row, x, c, s0, s1, valid, grey, lim, gain, class_names, a):
+    "One row: the image, its counterfactual, the signed grey-level change and the amplified change in colour; returns the change's image."
+    _show_image(row[0], x); row[0].set_title(_decision_title('image', s0, class_names, a), fontsize=8)
+    _show_image(row[1], c)
+    row[1].set_title(_decision_title('counterfactual' if valid else 'no flip on the walk', s1, class_names, a), fontsize=8)
+    im = row[2].imshow(grey.numpy(), cmap='RdBu_r', vmin=-lim, vmax=lim)
+    row[2].set_xticks([]); row[2].set_yticks([]); row[2].set_title('grey-level change', fontsize=8)
+    _show_image(row[3], (0.5 + gain * (c - x)).clamp(0, 1)); row[3].set_title(f'change in colour (×{gain:.1f})', fontsize=8)
+    return im
+
+
+# %% ../nbs/13_counterfactuals.ipynb #8cfb8ffe
+def image_counterfactual_figure(
+    cf:dict, # output of `image_counterfactuals` with kept images
+    class_names:Sequence[str]=('class 0', 'class 1'), # names of the two classes, e.g. `dls.vocab`
+    true_classes:Sequence[int]|None=None, # class index of each kept image, shown beside its row
+    save_path:str|Path|None=None, # PNG to write (parent folders are created); None = do not save
+    show:bool|None=None, # display inline; None = only under IPython
+) -> dict: # `fig`, `save_path`
+    "Rows of real images: the image and its counterfactual with the model's decision on each, the signed change with a colour bar, and the change in colour."
+    kept = cf['kept']
+    if cf.get('walks') is None or not len(kept): raise ValueError("`cf` holds no kept images: run `image_counterfactuals` with `keep` > 0.")
+    if true_classes is not None and len(true_classes) != len(kept):
+        raise ValueError(f"`true_classes` has {len(true_classes)} entries but `cf` kept {len(kept)} images.")
+    x, c, a = cf['walks'][:, 0], cf['counterfactuals'][kept], cf['axis'].target_idx
+    grey = _grey_change(c - x)
+    lim, gain = max(float(grey.abs().max()), 1e-3), 0.5 / max(float((c - x).abs().max()), 1e-3)
+    fig, axes = plt.subplots(len(kept), 4, figsize=(8.4, 2.2 * len(kept) + 1.1), squeeze=False, layout='constrained')
+    for r, (row, j) in enumerate(zip(axes, kept)):
+        im = _draw_counterfactual_row(row, x[r], c[r], cf['s_before'][j], cf['s_after'][j], cf['valid'][j], grey[r], lim, gain, class_names, a)
+        row[0].set_ylabel(f"image {j}" + (f"\ntrue: {class_names[int(true_classes[r])]}" if true_classes is not None else ''), fontsize=8)
+    fig.colorbar(im, ax=axes[:, 2].tolist(), shrink=0.6, label='counterfactual − image (grey level)', pad=0.02)
+    fig.suptitle(f"Counterfactuals: each image plus the decoder's change along the decision axis, up to where the model decides the other "
+                 f"way\n(s = logit({class_names[a]}) − logit({class_names[1 - a]})); {cf['validity']:.0%} of the {len(cf['valid'])} images get the "
+                 f"other decision; mean absolute pixel change {cf['size']:.3f}", fontsize=9)
+    try:
+        path = save_png(fig, save_path) if save_path is not None else None
+        show_figure(fig, show)
+    finally: plt.close(fig)
+    return dict(fig=fig, save_path=path)
+
+
+# %% ../nbs/13_counterfactuals.ipynb #77aef710
+def _learner_images(learn, items=None) -> tuple[torch.Tensor, np.ndarray|None, Callable]:
+    "Images of `items` (None = the validation items) as the model receives them, their class indices (None if unknown), and the map to model input."
+    batches, to_model, _ = model_image_batches(learn.dls, items, bs=64)
+    images, labels = zip(*batches)
+    return torch.cat(images), None if any(l is None for l in labels) else torch.cat(labels).numpy(), to_model
+
+def _training_codes(learn, to_model:Callable) -> torch.Tensor:
+    "Eval-mode codes of the learner's training items, for the walk's 'data' direction."
+    m, (x, _, _) = _decoder_on_z(learn), _learner_images(learn, list(learn.dls.train.items))
+    was_training = m.training
+    m.eval()
+    try: return _encode_all(m, x, to_model, 64)
+    finally: m.train(was_training)
+
+def learner_counterfactuals(learn, # a `Learner` holding an xAAEnet (from `train_xaaenet`)
+                            items:Sequence|None=None, # image files; None = the validation items
+                            target_idx:int=1, # the class s points to
+                            fit_z=None, # codes for the walk's 'data' direction; None = the codes of the training items
+                            **kwargs, # passed to `image_counterfactuals` (`steps`, `beyond`, `keep`, `cues`, …)
+                           ) -> dict: # `image_counterfactuals`' result, with `labels` (class index per image, or None)
+    "`image_counterfactuals` of a learner's images, loaded as the model receives them, walked along its training codes' direction."
+    images, labels, to_model = _learner_images(learn, items)
+    if fit_z is None and kwargs.get('direction', 'data') == 'data': fit_z = _training_codes(learn, to_model)
+    return dict(image_counterfactuals(learn, images, target_idx, fit_z=fit_z, to_model=to_model, **kwargs), labels=labels)
+
+
+# %% ../nbs/13_counterfactuals.ipynb #7d6a0eb8
+def _one_image(learn, image) -> tuple[torch.Tensor, Callable]:
+    "`image` as a (1, C, H, W) batch in [0, 1], as the model receives it, and the map to model input."
+    from PIL import Image as PILImage
+    if isinstance(image, PILImage.Image):
+        with tempfile.TemporaryDirectory() as d:
+            image.save(Path(d)/'image.png')
+            return _one_image(learn, Path(d)/'image.png')
+    if isinstance(image, (str, Path)):
+        if not Path(image).is_file(): raise FileNotFoundError(f"`image`: no such file {str(image)!r}")
+        x, _, to_model = _learner_images(learn, [Path(image)])
+        return x, to_model
+    x = _real_images(image[None] if torch.is_tensor(image) and image.ndim == 3 else image, 'image')
+    m, (_, _, to_model) = _decoder_on_z(learn), _learner_images(learn, list(learn.dls.valid.items)[:1])
+    want = (1, m.input_channels, m.input_size, m.input_size)
+    if tuple(x.shape) != want:
+        raise ValueError(f"`image` must be one image of shape {want[1:]} as the model receives it, got {tuple(image.shape)}; "
+                         "pass the file (or a PIL image) to have it resized and converted as in training.")
+    return x, to_model
+
+
+# %% ../nbs/13_counterfactuals.ipynb #7fcf78f4
+def _cue_sd(learn, items) -> pd.Series:
+    "SD of each built-in cue over the report images (`items`; None = the validation items), as the model receives them."
+    x, _, _ = _learner_images(learn, items)
+    with using_torch_threads(1): v = cue_values(x)
+    return pd.Series({k: float(t.double().std()) for k, t in v.items()})
+
+def _image_cue_table(cf:dict, sd:pd.Series) -> pd.DataFrame:
+    "The cues of the image and of its counterfactual, and the change in SD of each cue over the report images, largest first."
+    before, after = cf['cue_values'][0, 0], cf['cue_values'][0, cf['flip_at'][0]]
+    t = pd.DataFrame(dict(cue=cf['cues'], image=before, counterfactual=after))
+    sd = sd.reindex(t.cue).to_numpy()
+    with np.errstate(invalid='ignore', divide='ignore'): t['change_sd'] = (t.counterfactual - t.image) / np.where(sd > 0, sd, np.nan)
+    return t.sort_values('change_sd', key=lambda c: -c.abs().fillna(-1), kind='stable').reset_index(drop=True)
+
+
+# %% ../nbs/13_counterfactuals.ipynb #3a109969
+def _image_text(cf:dict, cues:pd.DataFrame, class_names, top:int) -> str:
+    "A few sentences on one image: the decision, the counterfactual's decision and size, the cues that change most."
+    a, s0, s1 = cf['axis'].target_idx, cf['s_before'][0], cf['s_after'][0]
+    name = lambda s: class_names[a] if s > 0 else class_names[1 - a]
+    moved = '; '.join(f"{r.cue} {r.change_sd:+.2f} SD" for r in cues.head(top).itertuples() if np.isfinite(r.change_sd))
+    head = f"The model decides {name(s0)} (s = {s0:+.2f}). "
+    if not cf['valid'][0]:
+        return head + (f"Adding the decoder's change along the decision axis up to s = {-cf['beyond'] * s0:+.2f} of the code does not "
+                       f"change the decision (s = {s1:+.2f} at the end): this image has no counterfactual on the walk, and the cue changes "
+                       f"below are those of its last frame: {moved}.")
+    return head + (f"Adding the decoder's change along the decision axis makes it decide {name(s1)} (s = {s1:+.2f}), with a mean "
+                   f"absolute pixel change of {cf['size']:.3f} (0–1 scale). The cues that change most, in SD over the report images: {moved}.")
+
+
+# %% ../nbs/13_counterfactuals.ipynb #6c73c778
+def explain_image(learn, # a `Learner` holding an xAAEnet (from `train_xaaenet`, or `load_run` of a finished `tmw-explain` folder)
+                  image, # an image file, a PIL image, or a (C, H, W) tensor in [0, 1] at the model's size
+                  target_idx:int=1, # the class s points to
+                  *,
+                  report_items:Sequence|None=None, # images whose cue SDs scale the changes; None = the validation items
+                  fit_z=None, # codes for the walk's 'data' direction; None = the codes of the training items
+                  top:int=3, # cues named in the text
+                  save_path:str|Path|None=None, # PNG of the figure; None = do not save
+                  show:bool|None=None, # display the figure inline; None = only under IPython
+                  **kwargs, # passed to `image_counterfactuals` (`steps`, `beyond`, `direction`)
+                 ) -> dict: # `image`, `reconstruction`, `counterfactual`, `difference`, `s_before`, `s_after`, `valid`, `cues`, `text`, `fig`, `save_path`
+    "One image explained: the model's decision, its reconstruction, its counterfactual, the difference, and the cues that change most."
+    x, to_model = _one_image(learn, image)
+    if fit_z is None and kwargs.get('direction', 'data') == 'data': fit_z = _training_codes(learn, to_model)
+    cf = image_counterfactuals(learn, x, target_idx, fit_z=fit_z, to_model=to_model, keep=[0], **kwargs)
+    cues = _image_cue_table(cf, _cue_sd(learn, report_items))
+    names = list(getattr(learn.dls, 'vocab', ('class 0', 'class 1')))
+    out = dict(image=x[0], reconstruction=cf['frames'][0, 0], counterfactual=cf['counterfactuals'][0], s_before=float(cf['s_before'][0]),
+               s_after=float(cf['s_after'][0]), valid=bool(cf['valid'][0]), size=cf['size'], cues=cues, text=_image_text(cf, cues, names, top))
+    out['difference'] = out['counterfactual'] - out['image']
+    return dict(out, **image_figure(out, names, target_idx, top=max(top, 5), save_path=save_path, show=show))
+
+
+# %% ../nbs/13_counterfactuals.ipynb #0a79602b
+def image_figure(res:dict, # `explain_image`'s images, scores and `cues`
+                 class_names:Sequence[str]=('class 0', 'class 1'), target_idx:int=1,
+                 top:int=5, # cues drawn as bars
+                 save_path:str|Path|None=None, show:bool|None=None,
+                ) -> dict: # `fig`, `save_path`
+    "One image: the image, its reconstruction, its counterfactual (with the model's decision on each), the signed change, and the cues that change most."
+    a = target_idx
+    fig, ax = plt.subplots(1, 5, figsize=(14, 3.4), layout='constrained', gridspec_kw=dict(width_ratios=[1, 1, 1, 1, 1.4]))
+    _show_image(ax[0], res['image']); ax[0].set_title(_decision_title('image', res['s_before'], class_names, a), fontsize=9)
+    _show_image(ax[1], res['reconstruction'].clamp(0, 1)); ax[1].set_title('reconstruction\n(the decoder)', fontsize=9)
+    _show_image(ax[2], res['counterfactual'])
+    ax[2].set_title(_decision_title('counterfactual' if res['valid'] else 'no flip on the walk', res['s_after'], class_names, a), fontsize=9)
+    grey = _grey_change(res['difference'][None])[0]
+    lim = max(float(grey.abs().max()), 1e-3)
+    im = ax[3].imshow(grey.numpy(), cmap='RdBu_r', vmin=-lim, vmax=lim); ax[3].set_xticks([]); ax[3].set_yticks([])
+    ax[3].set_title('grey-level change', fontsize=9); fig.colorbar(im, ax=ax[3], shrink=0.8)
+    t = res['cues'].head(top).iloc[::-1]
+    ax[4].barh(t.cue, t.change_sd, color=['#b2182b' if v > 0 else '#2166ac' for v in t.change_sd])
+    ax[4].axvline(0, color='k', lw=0.8); ax[4].tick_params(labelsize=8)
+    ax[4].set_xlabel('change, in SD over the report images', fontsize=8); ax[4].set_title('cues that change most', fontsize=9)
+    try:
+        path = save_png(fig, save_path) if save_path is not None else None
+        show_figure(fig, show)
+    finally: plt.close(fig)
+    return dict(fig=fig, save_path=path)
+

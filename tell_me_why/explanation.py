@@ -78,30 +78,34 @@ def cue_verdicts(interventions:pd.DataFrame|None=None, # `cue_interventions` res
     return out.assign(_o=order, _s=-size.fillna(0)).sort_values(['_o', '_s'], kind='stable').drop(columns=['_o', '_s']).reset_index(drop=True)
 
 # %% ../nbs/14_explanation.ipynb #8635299e
-def _walk(learn, items, z, cue_table, target_idx, fit_z, save_dir, show, keep=4):
-    "Counterfactual walks of the report codes, and their figure on the first `keep` images."
-    from .counterfactuals import latent_counterfactuals, counterfactual_figure
-    from .interventions import model_image_batches
-    cf = latent_counterfactuals(learn.model, z, target_idx, fit_z=fit_z, cue_table=cue_table, keep=keep)
-    batches, _, _ = model_image_batches(learn.dls, [items[i] for i in cf['kept']], bs=keep)
-    originals, truth = next(iter(batches))
+def _keep_per_class(y, k:int=2) -> list[int]:
+    "The first `k` report images of each class, for the figure."
+    y = np.asarray(y).reshape(-1)
+    return sorted(int(j) for c in np.unique(y) for j in np.flatnonzero(y == c)[:k])
+
+def _walk(learn, items, y, target_idx, fit_z, save_dir, show):
+    "Counterfactual images of the report images, and their figure on two images of each class."
+    from .counterfactuals import learner_counterfactuals, image_counterfactual_figure
+    keep = _keep_per_class(y)
+    cf = learner_counterfactuals(learn, items, target_idx, fit_z=fit_z, keep=keep)
     path = None if save_dir is None else Path(save_dir)/'counterfactuals.png'
-    counterfactual_figure(cf, originals, list(learn.dls.vocab), truth, save_path=path, show=show)
+    image_counterfactual_figure(cf, list(learn.dls.vocab), [int(np.asarray(y)[j]) for j in keep], save_path=path, show=show)
     return cf, path
+
 
 # %% ../nbs/14_explanation.ipynb #271fda83
 def gather_evidence(learn, # a `Learner` from `train_xaaenet`
                     items:list, # the report images (e.g. the validation items), in the row order of `z`
                     z, # their codes (n, d)
                     y, # their class indices
-                    cue_table:pd.DataFrame, # their cue table (same rows; `Source_File_Path` allowed)
+                    cue_table:pd.DataFrame|None=None, # their cue table: no longer read (the counterfactuals score their own images); kept for earlier calls
                     ranking:pd.DataFrame|None=None, # the correlational ranking (`importance_rank`), if computed
                     target_idx:int=1, # the class the decision score points to
                     fit_z=None, fit_y=None, # training codes and classes (PLS1 for the axis comparison; the walk's 'data' direction)
                     save_dir=None, # folder for `cue_effects.png` and `counterfactuals.png`; None = no files
                     seed:int=0, progress:bool=True, show:bool|None=False,
                    ) -> dict: # `interventions`, `counterfactuals`, `axes`, `verdicts`, `paths`
-    "Interventions, latent counterfactuals and the axis comparison for a trained xAAEnet, read into one verdict per cue."
+    "Interventions, counterfactual images and the axis comparison for a trained xAAEnet, read into one verdict per cue."
     items = [Path(i) for i in items]  # fastai's image loader takes paths, not strings
     from .interventions import cue_interventions, plot_cue_effects
     from .counterfactuals import compare_axes, walk_verdict
@@ -111,8 +115,7 @@ def gather_evidence(learn, # a `Learner` from `train_xaaenet`
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         paths['effects'] = Path(save_dir)/'cue_effects.png'
         plt.close(plot_cue_effects(iv, fname=paths['effects']))
-    cues = cue_table.drop(columns=[c for c in ('Source_File_Path', 'split') if c in cue_table]).reset_index(drop=True)
-    cf, paths['walk'] = _walk(learn, items, z, cues, target_idx, fit_z, save_dir, show)
+    cf, paths['walk'] = _walk(learn, items, y, target_idx, fit_z, save_dir, show)
     axes = compare_axes(learn.model, z, y, target_idx, fit_z=fit_z, fit_y=fit_y)
     walk = walk_verdict(cf, list(learn.dls.vocab))  # a walk whose frames do not carry the decision is no evidence
     return dict(interventions=iv, counterfactuals=cf, walk=walk, axes=axes, paths={k: v for k, v in paths.items() if v is not None},

@@ -8,6 +8,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/interventions.html.md"""
 from __future__ import annotations
 
 import math, time
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -328,7 +329,7 @@ def model_image_batches(dls, # fastai `DataLoaders` the model was trained with (
                         bs:int=64, # images per batch
                        ) -> tuple: # (iterable of (images in [0, 1], labels or None)), images → model input, number of items
     "Batches of images in [0, 1] exactly as the model receives them before normalisation, and the map to model input."
-    items = list(dls.valid.items) if items is None else list(items)
+    items = list(dls.valid.items) if items is None else [Path(i) if isinstance(i, str) else i for i in items]  # fastai's loader takes paths
     if not items: raise ValueError("no items to explain")
     dl, labelled = _labelled_test_dl(dls, items, bs)
     norm = _normalize_stats(dl)

@@ -20,9 +20,9 @@ from .training import train_xaaenet, load_latent, XAAELearner, predict_from_code
 from .feature_scores import compute_feature_score_table
 from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
 from .fidelity import small_xaaenet
-from .explanation import gather_evidence
-from .counterfactuals import model_axis
-from .callbacks import atomic_write
+from .explanation import gather_evidence, _keep_per_class
+from .counterfactuals import model_axis, explain_image, _learner_images
+from .callbacks import atomic_write, load_state
 from .distributed import world_size
 from .training import KEEP_CRITERIA, PHASES
 from .statistics import separation_summary, format_p
@@ -33,7 +33,7 @@ from .report import write_report
 # %% auto #0
 __all__ = ['MIN_STEPS_PER_EPOCH', 'FIGURES', 'plan_optimizer_steps', 'PreparedData', 'prepare_data', 'plan_line', 'build_model',
            'TrainedModel', 'train_model', 'Codes', 'encode_splits', 'score_cues', 'Explanation', 'explain_model',
-           'write_outputs']
+           'write_outputs', 'FinishedRun', 'load_run', 'explain_run_image']
 
 # %% ../nbs/15_pipeline.ipynb #f349de3c
 MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
@@ -73,6 +73,7 @@ class PreparedData:
     label:str # the labelling rule
     class_a:str # the class the decision axis points to
     class_b:str # the other class
+    folder:str|None=None # the folder the images were read from, absolute (run.json keeps it, for `load_run`)
     @property
     def n_train(self) -> int: return len(self.dls.train.items)
     @property
@@ -120,7 +121,7 @@ def prepare_data(folder, # folder of images, searched recursively
     dls.train.bs = dls.valid.bs = plan['bs']
     vocab = list(dls.vocab)
     class_a = class_a if class_a is not None else vocab[1]
-    return PreparedData(dls, plan, shown or str(folder), label, class_a, [v for v in vocab if v != class_a][0])
+    return PreparedData(dls, plan, shown or str(folder), label, class_a, [v for v in vocab if v != class_a][0], str(Path(folder).resolve()))
 
 # %% ../nbs/15_pipeline.ipynb #b0a2364f
 def plan_line(data:PreparedData) -> str:
@@ -217,7 +218,7 @@ class Explanation:
 
 # %% ../nbs/15_pipeline.ipynb #5e272b3c
 def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permutations, seed, show, caution):
-    "The correlational stage: cue ranking and alignment panels against PLS1 and against the model's own score, and the walk along PLS1."
+    "The correlational stage: cue ranking and alignment panels against PLS1 and against the model's own score, and four real images walked along PLS1."
     a = data.vocab.index(data.class_a)
     valid = table[table.split == 'valid'].drop(columns='split').reset_index(drop=True)
     fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
@@ -227,7 +228,10 @@ def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permuta
     res['model_axis'] = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, fit_z=codes.z_train,
                                                 fit_target=fit_y, n_permutations=n_permutations, random_state=seed, caution=caution,
                                                 axis=model_axis(learn, a))
+    keep = _keep_per_class(y)  # two real images of each class, each moved along PLS1 by the decoder's change
+    images = _learner_images(learn, [codes.paths_valid[i] for i in keep])[0]
     res['traversal'] = latent_traversal_figure(learn.model.decode, codes.z_valid, y, **names, fit_z=codes.z_train, fit_target=fit_y,
+                                               images=images, image_z=codes.z_valid[keep],
                                                save_path=Path(save_dir)/'latent_traversal.png', show=show)['save_path']
     return res
 
@@ -246,18 +250,21 @@ def explain_model(learn:XAAELearner, # from `train_model`
     caution = (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
                f"p = {format_p(chance['accuracy_p_value'])}): no cue below is a finding")
     res = _rank_cues(learn, codes, table, data, save_dir, n_permutations, seed, show, caution)
-    print("Editing the cues and walking the codes across the decision boundary")
+    print("Editing the cues, and adding the decoder's change across the decision boundary")
     a = data.vocab.index(data.class_a)
     ev = gather_evidence(learn, codes.paths_valid, codes.z_valid, codes.y_valid, table[table.split == 'valid'].reset_index(drop=True),
                          res['importance_rank'], target_idx=a, fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed,
                          progress=progress, show=show)
+    cf = ev['counterfactuals']
+    print(f"  counterfactuals: {cf['validity']:.0%} of the {len(cf['valid'])} validation images get the other decision "
+          f"(mean absolute pixel change {cf['size']:.3f})")
     summary = separation_summary(preds, codes.y_valid, res.get('target_perm_p_value'))
     figs = dict(effects=ev['paths'].get('effects'), walk=ev['paths'].get('walk'), importance=res['paths'].get('importance'),
                 importance_model_axis=res['model_axis']['paths'].get('importance'), alignment=res['paths'].get('alignment'), traversal=res['traversal'])
     return Explanation(summary, res['importance_rank'], ev, res['model_axis']['importance_rank'], {k: p for k, p in figs.items() if p is not None})
 
 # %% ../nbs/15_pipeline.ipynb #3e98fd0c
-FIGURES = {'effects': 'effect of each cue on the decision (interventions)', 'walk': 'latent counterfactuals of four validation images',
+FIGURES = {'effects': 'effect of each cue on the decision (interventions)', 'walk': 'counterfactuals of four validation images',
            'importance': 'cue ranking', 'importance_model_axis': "cue ranking against the model's own score", 'alignment': 'alignment panels',
            'traversal': 'walk along the decision axis', 'pls': 'PLS biplot of validation codes',
            'tsne_adversarial': 't-SNE after the adversarial phase', 'tsne_autoencoder': 't-SNE after the autoencoder phase'} # the report's titles of the figures a run writes, in its order
@@ -282,12 +289,16 @@ def _write_tables(work:Path, out:Path, table, ex:Explanation):
     ex.evidence['verdicts'].to_csv(work/'cue_verdicts.csv', index=False)
 
 # %% ../nbs/15_pipeline.ipynb #f2bacc2c
+def _counterfactual_record(cf:dict) -> dict:
+    "run.json's `result.counterfactuals`: validity, mean pixel change, and how the walk was made."
+    return dict(validity=cf['validity'], size=cf['size'], n=len(cf['valid']), direction=cf['direction'], beyond=cf['beyond'], steps=cf['scores'].shape[1])
+
 def _result_record(ex:Explanation) -> dict:
     "run.json's `result`: the chance test, the leading verdicts, the two axes and the top of the ranking."
     v, rk = ex.evidence['verdicts'], ex.ranking
     cols = ['cue', 'verdict'] + [c for c in ('effect', 'ci_low', 'ci_high', 'walk_rho') if c in v]
     return dict(**{k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in ex.summary.items()},
-                verdicts=json.loads(v.head(5)[cols].to_json(orient='records')),
+                verdicts=json.loads(v.head(5)[cols].to_json(orient='records')), counterfactuals=_counterfactual_record(ex.evidence['counterfactuals']),
                 axes={k: ex.evidence['axes'][k] for k in ('cosine', 'r_s_pls1')},
                 top_cues_model_axis=None if ex.model_ranking is None else ex.model_ranking.head(5)[['feature', 'signed_r2']].to_dict('records'),
                 top_cues=rk.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in rk else [])].to_dict('records'))
@@ -309,9 +320,74 @@ def write_outputs(work, # the folder the run writes to
                           reconstruction=trained.reconstruction)
     record = dict(tmw_xai=tell_me_why.__version__, torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(),
                   finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), seconds=round(seconds, 1),
-                  data=dict(fingerprint=data_fingerprint(data.dls), images=data.images, label=data.label, classes=data.vocab,
+                  data=dict(fingerprint=data_fingerprint(data.dls), images=data.images, folder=data.folder, label=data.label, classes=data.vocab,
                             n_train=data.n_train, n_valid=data.n_valid, skipped_images=skipped),
                   settings=settings, training=trained.training, prior=trained.prior,
                   result=dict(_result_record(ex), reconstruction=trained.reconstruction))
     dump = lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o)))
     return dict(report=report, record=atomic_write(work/'run.json', dump), figures=figures)
+
+# %% ../nbs/15_pipeline.ipynb #4568bd3f
+@dataclass
+class FinishedRun:
+    "A finished `tmw-explain` run, loaded back: a learner holding the explained weights, its data, and `run.json`."
+    learn:object # a fastai `Learner` (never trained here) with the run's data and model
+    data:PreparedData # the run's split, re-made from its settings
+    record:dict # the run's run.json
+    @property
+    def target_idx(self) -> int: return self.data.vocab.index(self.data.class_a)
+
+def _run_folder(out:Path, rec:dict) -> Path:
+    "The image folder a run read: its planted set, the folder run.json names, or the bundled sample (runs before `folder` was kept)."
+    from tell_me_why.data import sample_data_path
+    s = rec['settings']
+    if s.get('planted'): return out/'planted_images'
+    if rec['data'].get('folder'): return Path(rec['data']['folder'])
+    return sample_data_path()/'images' if s['images'] == 'the bundled pets sample' else Path(s['images'])
+
+
+# %% ../nbs/15_pipeline.ipynb #2c372c41
+def _explained_checkpoint(out:Path) -> Path:
+    "The last phase's checkpoint in `out/models`: the weights the run explained."
+    for ph in ('classif', 'ae', 'adv'):
+        if (out/'models'/f'xaaenet_{ph}.pth').is_file(): return out/'models'/f'xaaenet_{ph}.pth'
+    raise FileNotFoundError(f"--out {str(out)!r} holds no model checkpoint (models/xaaenet_*.pth): was the run finished there?")
+
+def load_run(out, # the folder of a finished `tmw-explain` run
+            ) -> FinishedRun:
+    "The learner, data and record of a finished run, without training: for explaining more images with the run's model."
+    from fastai.learner import Learner
+    out = Path(out)
+    if not (out/'run.json').is_file(): raise FileNotFoundError(f"--out {str(out)!r} holds no finished run (no run.json): run tmw-explain there first")
+    rec = json.loads((out/'run.json').read_text()); s = rec['settings']
+    folder = _run_folder(out, rec)
+    if not folder.is_dir(): raise FileNotFoundError(f"the run's image folder {str(folder)!r} is gone: its report images and training codes are needed")
+    data = prepare_data(folder, s['label'], s['size'], s['valid_pct'], s['seed'], class_a=s['class_a'], shown=s['images'])
+    if data_fingerprint(data.dls) != rec['data']['fingerprint']:
+        raise ValueError(f"the images in {str(folder)!r} changed since the run in {str(out)!r} (other files or another split): "
+                         "its report images would not be the run's")
+    model = load_state(build_model(s['arch'], s['size'], s['encoding_dims'], s['seed']), _explained_checkpoint(out), 'cpu')
+    return FinishedRun(Learner(data.dls, model.to(default_device()), loss_func=torch.nn.CrossEntropyLoss()), data, rec)
+
+
+# %% ../nbs/15_pipeline.ipynb #6e1d094a
+def _image_markdown(res:dict, image, png:Path) -> str:
+    "The short report of one explained image: the text, the figure and the cue table."
+    rows = [f"| {r.cue} | {r.image:.4g} | {r.counterfactual:.4g} | {r.change_sd:+.2f} |" for r in res['cues'].itertuples()]
+    return '\n'.join([f"# {Path(str(image)).name}", "", res['text'], "", f"![]({png.name})", "",
+                      "| cue | image | counterfactual | change (SD over the report images) |", "|---|---:|---:|---:|", *rows, ""])
+
+def explain_run_image(out, # the folder of a finished `tmw-explain` run
+                      image, # the image file to explain
+                      show:bool=False, # also show the figure inline
+                     ) -> dict: # `explain_image`'s result, with `figure` and `markdown` (the files written)
+    "Explain one image with a finished run's model (no training); the figure and a short text go to `out/interpretation/`."
+    image = Path(image)
+    if not image.is_file(): raise FileNotFoundError(f"--explain-image: no such file {str(image)!r}")
+    run = load_run(out)
+    res = explain_image(run.learn, image, run.target_idx, show=show)  # everything computed before anything is written
+    dest = Path(out)/'interpretation'/f'image_{image.stem}'
+    png = atomic_write(dest.with_suffix('.png'), lambda tmp: res['fig'].savefig(tmp, format='png', dpi=150, bbox_inches='tight'))
+    md = atomic_write(dest.with_suffix('.md'), lambda tmp: Path(tmp).write_text(_image_markdown(res, image, png)))
+    return dict(res, figure=png, markdown=md)
+

@@ -93,6 +93,15 @@ def _reconstruction_lines(r:dict|None, # `reconstruction_report` numbers, with t
     return [s + (": it draws nothing the average image does not; its walk figures are no evidence." if d_mean < 0 else "."), ""]
 
 # %% ../nbs/17_report.ipynb #f2d1df0c
+def _counterfactual_lines(ev:dict) -> list[str]:
+    "Validity and size of the counterfactuals, and what the walk says (or why it is no evidence)."
+    if 'walk' not in ev: return [""]
+    cf = ev.get('counterfactuals') or {}
+    head = (f"Counterfactuals: {cf['validity']:.0%} of the {len(cf['valid'])} validation images, given the decoder's change along "
+            f"the decision axis, get the other decision from the model (validity); the mean absolute pixel change is {cf['size']:.3f} "
+            "on a 0–1 scale. " if 'validity' in cf else "Latent walk: ")
+    return ["", head + ev['walk']['text']]
+
 def _num(v, fmt='+.2f') -> str:
     "`v` formatted, 'n/a' when missing; a value that rounds to zero prints as zero, without a minus sign."
     if v is None or not np.isfinite(v): return 'n/a'
@@ -114,8 +123,9 @@ def _evidence_lines(ev:dict, class_a:str, top:int=12) -> list[str]:
     L = ["## What drives the decision", "",
          f"Each cue was changed in the validation images by ±0.5 and ±1 of its standard deviation (SD), one cue at a time, and the "
          f"images were given to the model again. The effect is the change of the model's decision score s (towards {class_a}) "
-         "per +1 SD of the cue, in SDs of s, with a 95 % bootstrap interval. The walk moves each image's code across the "
-         "model's decision boundary and decodes it: ρ is how steadily the cue changes along the way (median over images).", ""]
+         "per +1 SD of the cue, in SDs of s, with a 95 % bootstrap interval. The counterfactual adds to each image what the "
+         "decoder changes when the image's code walks across the model's decision boundary: ρ is how steadily the cue changes "
+         "with s along the way (median over images).", ""]
     L += ["| cue | effect on s per +1 SD (95 % CI) | decisions flipped | share of the class gap | walk ρ | verdict |", "|---|---:|---:|---:|---:|---|"]
     for r in v.head(top).to_dict('records'):
         ci = f" ({_num(r.get('ci_low'))} to {_num(r.get('ci_high'))})" if np.isfinite(r.get('ci_low', np.nan)) else ''
@@ -125,7 +135,7 @@ def _evidence_lines(ev:dict, class_a:str, top:int=12) -> list[str]:
         L.append(f"| {r['cue']} | {_num(r.get('effect'))}{ci} | {flips} | {share} | "
                  f"{_num(r.get('walk_rho'))} | {r['verdict']} |")
     L += _overlap_lines(v.head(top))
-    L += ["", f"Latent walk: {ev['walk']['text']}" if 'walk' in ev else ""]
+    L += _counterfactual_lines(ev)
     L += ["", f"The classifier's own axis in z and the PLS1 axis of the table below: cosine {ax['cosine']:+.2f}; on the validation "
           f"images s and the PLS1 score correlate at r = {ax['r_s_pls1']:+.2f}. An edit changes the image, not the world: "
           "a cue that drives the decision here is a cue the model responds to, which may stand in for something else in real photos.", ""]

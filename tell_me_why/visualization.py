@@ -7,6 +7,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/visualization.html.md"""
 # %% ../nbs/06_visualization.ipynb #94d047b8
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from pathlib import Path
@@ -221,20 +222,21 @@ def _decode_device(decode, z):
 
 # %% ../nbs/06_visualization.ipynb #cdb4cac1
 def _traversal_path(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarray, n_steps:int, extend:float):
-    "Codes from the negative to the positive class's mean score on the axis (± `extend` × the gap), their scores, and the gap."
+    "Codes from the negative to the positive class's mean score on the axis (± `extend` × the gap), their scores, the gap, the step direction and the score function."
     if dec is None:  # PLS1: z(a) = mean + a · std ⊙ r₁ has PLS1 score a
         pls, signs = fit_oriented_pls(zf, yf)
-        t = pls.transform(zr)[:, 0] * signs[0]
+        score = lambda c: pls.transform(c)[:, 0] * signs[0]
         start, sd = standardise_fit(zf)
         direction = signs[0] * sd * pls.x_rotations_[:, 0] / np.linalg.norm(pls.x_rotations_[:, 0])
     else:  # the model's axis: z(a) = the mean code moved onto the boundary, + a · w / |w|², has score s = a
-        t, w = dec.score(zr), np.asarray(dec.weight, float)
+        score, w = dec.score, np.asarray(dec.weight, float)
         direction, mu = w / (w @ w), zf.mean(0)
         start = mu - dec.score(mu[None])[0] * direction
+    t = score(zr)
     lo, hi = t[y == 0].mean(), t[y == 1].mean()
     gap = hi - lo
     steps = np.linspace(lo - extend * gap, hi + extend * gap, n_steps)
-    return start[None] + steps[:, None] * direction[None], steps, gap
+    return start[None] + steps[:, None] * direction[None], steps, gap, direction, score
 
 def _decode_path(decode:Callable, z_path:np.ndarray, dev, n_steps:int) -> torch.Tensor:
     "Decode the path in evaluation mode without gradients (a decoder module is put back in training mode); checked images in [0, 1]."
@@ -249,9 +251,25 @@ def _decode_path(decode:Callable, z_path:np.ndarray, dev, n_steps:int) -> torch.
         raise ValueError(f"`decode` must return a tensor of shape ({n_steps}, C, H, W) with C = 1 or 3; "
                          f"got {getattr(imgs, 'shape', type(imgs).__name__)}.")
     return imgs.detach().float().clamp(0, 1).cpu()
+def _image_batch(images, image_z, d:int) -> tuple[torch.Tensor, np.ndarray]:
+    "Real images (k, C, H, W) in [0, 1] and their codes (k, d), checked."
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"`images` must be a tensor (k, 1 or 3, H, W), got {tuple(getattr(images, 'shape', ())) or type(images).__name__}.")
+    if image_z is None: raise ValueError("`images` needs their codes: pass `image_z` (k, d).")
+    zi = latent_to_numpy(image_z, 'image_z')
+    if zi.shape != (len(images), d): raise ValueError(f"`image_z` must have shape ({len(images)}, {d}), got {zi.shape}.")
+    return images.detach().float().cpu(), zi
+
+def _image_rows(decode:Callable, batch, steps:np.ndarray, direction:np.ndarray, score:Callable, dev) -> torch.Tensor:
+    "Each real image moved to every score of the strip: clip(x + D(z moved) − D(z)), (k, n_steps, C, H, W)."
+    x, zi = batch
+    own = _decode_path(decode, zi, dev, len(zi))
+    moved = [_decode_path(decode, z[None] + (steps - score(z[None])[0])[:, None] * direction[None], dev, len(steps)) for z in zi]
+    return (x[:, None] + torch.stack(moved) - own[:, None]).clamp(0, 1)
+
 
 # %% ../nbs/06_visualization.ipynb #dd40de66
-def _traversal_title(dec, held_out:bool, target_label:str, positive_label:str, negative_label:str, extend:float, gap:float) -> str:
+def _traversal_title(dec, held_out:bool, target_label:str, positive_label:str, negative_label:str, extend:float, gap:float, real:bool=False) -> str:
     "What the strip shows: along which axis, from where to where, and a caution when the axis runs backwards on these images."
     if dec is None:
         fit = "PLS fit on held-out set" if held_out else "in-sample PLS"
@@ -262,6 +280,7 @@ def _traversal_title(dec, held_out:bool, target_label:str, positive_label:str, n
         title = (f"Decoded mean latent moved along the model's own axis w({target_label}) − w(other): s = logit({target_label}) − logit(other)\n"
                  f"from the {negative_label} mean s to the {positive_label} mean s, ±{extend:.0%} of the gap (s = 0: the decision boundary)")
         name = 's'
+    if real: title = title.replace('Decoded mean latent moved', "Real images moved (each image plus the decoder's change as its code moves)")
     if gap < 0:  # the axis points the wrong way on these images: the strip runs towards lower scores
         title += (f"\nCaution: on these images the {positive_label} mean {name} is below the {negative_label} mean — "
                   "the axis does not separate them here")
@@ -269,16 +288,17 @@ def _traversal_title(dec, held_out:bool, target_label:str, positive_label:str, n
 
 # %% ../nbs/06_visualization.ipynb #d8ceaf9f
 def _strip_figure(imgs:torch.Tensor, steps, score_name:str, positive_label:str, negative_label:str, title:str):
-    "The decoded images side by side, each titled with its score, the class ends labelled."
-    n_steps = len(imgs)
-    fig, axes = plt.subplots(1, n_steps, figsize=(1.9 * n_steps, 2.6), squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        im = imgs[i].permute(1, 2, 0).numpy()
+    "The images side by side (one strip, or one row per real image), each column titled with its score, the class ends labelled."
+    rows = imgs if imgs.ndim == 5 else imgs[None]
+    n_rows, n_steps = rows.shape[:2]
+    fig, axes = plt.subplots(n_rows, n_steps, figsize=(1.9 * n_steps, 2.6 + 1.9 * (n_rows - 1)), squeeze=False)
+    for r, i in itertools.product(range(n_rows), range(n_steps)):
+        im, ax = rows[r, i].permute(1, 2, 0).numpy(), axes[r, i]
         ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None, vmin=0, vmax=1)
         ax.set_xticks([]); ax.set_yticks([])
-        ax.set_title(f"{score_name} = {steps[i]:+.2f}", fontsize=8)
-    axes[0, 0].set_xlabel(f"← {negative_label}", fontsize=10)
-    axes[0, -1].set_xlabel(f"{positive_label} →", fontsize=10)
+        if r == 0: ax.set_title(f"{score_name} = {steps[i]:+.2f}", fontsize=8)
+    axes[-1, 0].set_xlabel(f"← {negative_label}", fontsize=10)
+    axes[-1, -1].set_xlabel(f"{positive_label} →", fontsize=10)
     fig.suptitle(title, fontsize=10)
     return fig
 
@@ -299,8 +319,10 @@ def latent_traversal_figure(
     save_path:str|Path|None=None, # PNG to write (parent folders created); None = do not save
     show:bool|None=None, # display inline; None = only under IPython
     axis='pls1', # 'pls1', or the model's own axis `model_axis(learn, target_idx)` (target_idx = class coded 1): steps of s
-) -> dict: # `fig`, `save_path`, `images`, `z_path`, `axis_scores` (and `pls1_scores` on PLS1)
-    "Decode the mean latent moved along the decision axis (PLS1, or the model's own) from the negative to the positive class."
+    images:torch.Tensor|None=None, # real images (k, C, H, W) in [0, 1]: one row each, the image plus the decoder's change; None = the decoded mean code
+    image_z=None, # the codes (k, d) of `images`
+) -> dict: # `fig`, `save_path`, `images` (n_steps, C, H, W), or (k, n_steps, C, H, W) with real images; `z_path`, `axis_scores` (and `pls1_scores` on PLS1)
+    "Decode the mean latent (or real images) moved along the decision axis (PLS1, or the model's own) from the negative to the positive class."
     if not callable(decode): raise TypeError(f"`decode` must be callable (e.g. `model.decode`), got {type(decode).__name__}.")
     if n_steps < 2: raise ValueError(f"`n_steps` must be at least 2, got {n_steps}.")
     if extend < 0: raise ValueError(f"`extend` must be >= 0, got {extend}.")
@@ -308,10 +330,12 @@ def latent_traversal_figure(
     y = check_binary_target(target_score, len(zr), 'target_score')
     zf, yf = fit_set(zr, y, fit_z, fit_target)
     dec = check_axis(axis, zr.shape[1])
-    z_path, steps, gap = _traversal_path(dec, zr, y, zf, yf, n_steps, extend)
-    imgs = _decode_path(decode, z_path, torch.device(device) if device is not None else _decode_device(decode, z), n_steps)
+    z_path, steps, gap, direction, score = _traversal_path(dec, zr, y, zf, yf, n_steps, extend)
+    dev = torch.device(device) if device is not None else _decode_device(decode, z)
+    imgs = (_decode_path(decode, z_path, dev, n_steps) if images is None
+            else _image_rows(decode, _image_batch(images, image_z, zr.shape[1]), steps, direction, score, dev))
     fig = _strip_figure(imgs, steps, 'PLS1' if dec is None else 's', positive_label, negative_label,
-                        _traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap))
+                        _traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap, images is not None))
     fig.tight_layout()
     try:
         path = save_png(fig, save_path) if save_path is not None else None
