@@ -84,36 +84,46 @@ def run_one(setup:str, seed:int, before:bool=False, threads:int=1) -> dict:
                                   pls_target_class=data.class_a, seed=seed, patience=max(3, s['epochs'][2]), save_tsne=False, save_pls=False,
                                   extract_latent=False, show_latent_figures=False, **extra)
         secs = time.perf_counter() - start
+        sys.path.insert(0, str(Path(__file__).parent))
+        from interventions import counterfactual_numbers
+        from tell_me_why.fidelity import PLANTED_CUES
+        cf = counterfactual_numbers(learn, PLANTED_CUES.get(setup), data.vocab.index(data.class_a))
     recs = learn.records
     rec = recs['classifier']['reconstruction']
     return dict(setup=setup, seed=seed, before=before, secs=secs, psnr=rec['psnr'], psnr_mean_image=rec['psnr_mean_image'],
                 psnr_pca=rec['psnr_pca'], ssim=rec['ssim'], ssim_mean_image=rec['ssim_mean_image'], n=rec['n'],
                 psnr_ae=recs['autoencoder']['reconstruction']['psnr'], accuracy=recs['classifier'].get('kept_valid_accuracy'),
                 prior_auc={ph: round(float(r['two_sample_auc']), 3) for ph, r in learn.prior_reports.items()},
-                generator_steps_adv=recs['adversarial'].get('optimizer_steps'))
+                generator_steps_adv=recs['adversarial'].get('optimizer_steps'), **cf)
 
 
 def _row(r:dict) -> str:
     acc = r['accuracy']
     return (f"{r['setup']:<12}{r['seed']:>5}  {'before' if r['before'] else 'now':<7}{r['psnr']:>7.2f}{r['psnr_mean_image']:>7.2f}"
             f"{r['psnr_pca']:>7.2f}{r['psnr'] - r['psnr_mean_image']:>+8.2f}{r['psnr'] - r['psnr_pca']:>+8.2f}{r['psnr_ae']:>8.2f}"
-            f"{'' if acc is None else f'{acc:.2f}':>6}{r['prior_auc'].get('classifier', float('nan')):>6.2f}{r['secs']:>7.0f}")
+            f"{'' if acc is None else f'{acc:.2f}':>6}{r['prior_auc'].get('classifier', float('nan')):>6.2f}{r['secs']:>7.0f}"
+            f"{_pct(r.get('validity')):>7}{_pct(r.get('planted_moves')):>7}")
 
 
-HEADER = (f"{'set-up':<12}{'seed':>5}  {'run':<7}{'dB':>7}{'mean':>7}{'PCA':>7}{'vs mean':>8}{'vs PCA':>8}{'AE dB':>8}{'acc':>6}{'AUC':>6}{'secs':>7}")
+def _pct(v) -> str: return '' if v is None else f"{v:.0%}"
+
+
+HEADER = (f"{'set-up':<12}{'seed':>5}  {'run':<7}{'dB':>7}{'mean':>7}{'PCA':>7}{'vs mean':>8}{'vs PCA':>8}{'AE dB':>8}{'acc':>6}{'AUC':>6}{'secs':>7}{'valid':>7}{'moves':>7}")
 
 
 def summary(rows:list) -> str:
     "Per set-up and run kind: seeds, median margin over the mean image, worst margin, median gap to PCA, median wall time."
     import numpy as np
-    out = [f"{'set-up':<12}{'run':<8}{'seeds':>6}{'median vs mean':>16}{'worst vs mean':>15}{'median vs PCA':>15}{'median secs':>13}"]
+    out = [f"{'set-up':<12}{'run':<8}{'seeds':>6}{'median vs mean':>16}{'worst vs mean':>15}{'median vs PCA':>15}{'median secs':>13}"
+           f"{'worst validity':>16}{'worst moves':>13}"]
+    worst = lambda rs, k: _pct(min([r[k] for r in rs if r.get(k) is not None], default=None))
     for setup in SETUPS:
         for before in (False, True):
             rs = [r for r in rows if r['setup'] == setup and r['before'] == before]
             if not rs: continue
             m = np.array([r['psnr'] - r['psnr_mean_image'] for r in rs]); p = np.array([r['psnr'] - r['psnr_pca'] for r in rs])
             out.append(f"{setup:<12}{'before' if before else 'now':<8}{len(rs):>6}{np.median(m):>+16.2f}{m.min():>+15.2f}{np.median(p):>+15.2f}"
-                       f"{np.median([r['secs'] for r in rs]):>13.0f}")
+                       f"{np.median([r['secs'] for r in rs]):>13.0f}{worst(rs, 'validity'):>16}{worst(rs, 'planted_moves'):>13}")
     return '\n'.join(out)
 
 

@@ -140,6 +140,9 @@ def bench_fidelity(quick:bool=False, strength:float=STRENGTH, n_seeds:int|None=N
     return rows
 
 
+CF_KEYS = ('recon_vs_mean', 'recon_vs_pca', 'validity', 'cf_size', 'planted_moves')  # per seed: the decoder and its counterfactuals
+
+
 def known_answer_rows(runs:list) -> list:
     "One row per planted cue of the known-answer runs (`bench/interventions.py`'s `known_answer_run` results)."
     rows = []
@@ -162,7 +165,8 @@ def known_answer_rows(runs:list) -> list:
             shuffled_ok=sum(r['shuffled']['no_driver_presented'] for r in rs if r['shuffled']),
             shuffled_chance_first=sum(r['shuffled']['says_chance_first'] for r in rs if r['shuffled']),
             shuffled_n=sum(r['shuffled'] is not None for r in rs), controls=len(ctl),
-            median_acc=float(np.median([r['accuracy'] for r in rs])), median_s=float(np.median([r['seconds'] for r in rs]))))
+            median_acc=float(np.median([r['accuracy'] for r in rs])), median_s=float(np.median([r['seconds'] for r in rs])),
+            per_seed=[dict(seed=r['seed'], beats_chance=r['beats_chance'], **{k: r.get(k) for k in CF_KEYS}) for r in rs]))
     return rows
 
 
@@ -182,6 +186,14 @@ def print_known_answers(rows:list):
         print(f"{r['cue']:15s} {r['decoy_driver']:12d} / {k:<4d} {r['decoy_significant']:18d} / {k:<4d} {r['decoy_ranked_first']:5d} / {k:<4d} {r['random_ok']:13d} / {k:<4d} "
               f"{r['random_chance_first']:10d} / {k:<4d} {r['shuffled_ok']:12d} / {m:<4d} {r['shuffled_chance_first']:10d} / {m:<4d} "
               f"{r['median_acc']:10.2f}")
+    print("\nPer seed: reconstruction dB over the mean image and over PCA (same code size), counterfactual validity (share of validation "
+          "images the model decides the other way), mean pixel change, share of images whose planted cue moves with the walk"
+          " (* = the classifier beats chance)")
+    fmt = lambda v, f: 'n/a' if v is None else format(v, f)
+    for r in rows:
+        cells = [f"{p['seed']}{'*' if p['beats_chance'] else ' '} {fmt(p['recon_vs_mean'], '+.1f')}/{fmt(p['recon_vs_pca'], '+.1f')} dB "
+                 f"v {fmt(p['validity'], '.0%')} Δ {fmt(p['cf_size'], '.3f')} moves {fmt(p['planted_moves'], '.0%')}" for p in r['per_seed']]
+        print(f"{r['cue']:15s} " + '; '.join(cells))
     tot = lambda key: sum(r[key] for r in rows)
     print(f"all cues: planted cue found {tot('found')}/{tot('beats_chance')} separating seeds; decoy called a driver "
           f"{tot('decoy_driver')}/{tot('seeds')}; random weights: no driver presented {tot('random_ok')}/{tot('seeds')}, "

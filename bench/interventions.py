@@ -128,6 +128,21 @@ def _control(res, beats=None):
                 no_driver_presented=not drivers)
 
 
+def counterfactual_numbers(learn, feature:str|None, target_idx:int) -> dict:
+    """Counterfactual images of the learner's validation images (`learner_counterfactuals`): validity, mean pixel change
+    and, for a planted `feature`, the share of images whose feature changes from the image to its counterfactual the
+    way it differs between the classes (towards the target class: up when the target class has more of it)."""
+    import numpy as np
+    from tell_me_why.counterfactuals import learner_counterfactuals
+    cf = learner_counterfactuals(learn, None, target_idx, keep=0)
+    out = dict(validity=cf['validity'], cf_size=cf['size'], planted_moves=None)
+    if feature is not None and cf['labels'] is not None:
+        v0, y = cf['cue_values'][:, 0, cf['cues'].index(feature)], cf['labels']
+        rises = float(cf['table'].set_index('cue').rises_share[feature])
+        out['planted_moves'] = rises if v0[y == target_idx].mean() > v0[y != target_idx].mean() else 1 - rises
+    return out
+
+
 def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs=(1, 4, 12), shuffled:bool=False) -> dict:
     """Train a small xAAEnet on a planted-cue set (d = 2); the interventions on it, on a validation-only decoy and with random
     weights; the correlational ranking of the same model; with `shuffled`, also a model trained on shuffled labels."""
@@ -155,6 +170,8 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
         rank, axis_p = _ranking(learn.model, dls, lambda: compute_feature_score_table(valid, score_names=CUE_FEATURES, progress=False),
                                 seed=seed)
         res = cue_interventions(learn, progress=False).set_index('cue')
+        cf = counterfactual_numbers(learn, feature, list(dls.vocab).index('planted'))
+        rec = learn.records['classifier']['reconstruction']
         direction = 1. if res.effect[decoy_cue] >= 0 else -1.
         decoy_items = _decoy_items(valid, Path(tmp)/'decoy', decoy_cue, direction)
         decoy = cue_interventions(learn, items=decoy_items, progress=False).set_index('cue')
@@ -183,7 +200,8 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
                 decoy_cue=decoy_cue, decoy_gap=decoy.cue_class_gap[decoy_cue], decoy_effect=decoy.effect[decoy_cue],
                 decoy_verdict=decoy.verdict[decoy_cue], decoy_beats_chance=decoy.attrs['beats_chance'],
                 decoy_rank=int(drow['rank']), decoy_perm_p=float(drow.perm_p_value),
-                random=rnd, shuffled=shuf, seconds=time.perf_counter() - t0)
+                random=rnd, shuffled=shuf, seconds=time.perf_counter() - t0, **cf,
+                recon_vs_mean=rec['psnr'] - rec['psnr_mean_image'], recon_vs_pca=rec['psnr'] - rec['psnr_pca'])
 
 
 def _star(args): return known_answer_run(*args)
