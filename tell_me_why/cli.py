@@ -174,7 +174,7 @@ def run_lock(out, # the run's output folder (need not exist yet)
 # %% ../nbs/09_cli.ipynb #7e8b8937
 ARCHS = ('resnet18', 'resnet34', 'resnet50', 'small') # encoders: torchvision ResNets, or `small_encoder()` from the fidelity page
 
-def _opt(name): return '--' + name.replace('_', '-')
+def _opt(name): return {'cues': '--cue'}.get(name, '--' + name.replace('_', '-'))
 
 def _number(name, v, lo=None, hi=None, whole=False, lo_open=False):
     ok = not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and math.isfinite(v) and (not whole or int(v) == v)
@@ -267,6 +267,31 @@ def _start_job():
     init_distributed()  # under torchrun / accelerate launch: rank 0 writes OUT, the other ranks only train
     return on_main
 
+# %% ../nbs/09_cli.ipynb #32e7ee2d
+def _user_cues(cues) -> list:
+    "The user's cues as `Cue`s (from `Cue` objects or 'FILE.py:NAME' strings), checked against the built-in names."
+    if not cues: return []
+    _job_modules()  # the environment check, and no jit notice
+    from tell_me_why.cues import Cue, as_cues, load_cue, BUILTIN_CUES
+    out = []
+    for c in [cues] if isinstance(cues, (str, Cue)) else list(cues):
+        try: out.append(c if isinstance(c, Cue) else load_cue(c))
+        except FileNotFoundError as e: raise FileNotFoundError(f"--cue {e}") from None
+        except (ValueError, TypeError) as e: raise type(e)(f"--cue {e}") from None
+    try: as_cues([*BUILTIN_CUES, *out])
+    except ValueError as e: raise ValueError(f"--cue: {e}") from None
+    return out
+
+def _check_user_cues(cues:list, data):
+    "Try each of the user's cues on the first validation images, before training."
+    if not cues: return
+    from tell_me_why.cues import check_cue
+    from tell_me_why.interventions import model_image_batches
+    x = next(iter(model_image_batches(data.dls, bs=16)[0]))[0]
+    for c in cues:
+        try: check_cue(c, x)
+        except (ValueError, TypeError) as e: raise type(e)(f"--cue {c.name}: {e}") from None
+
 # %% ../nbs/09_cli.ipynb #3e95e450
 def explain_image_folder(
     images:str|Path|None=None, # Folder of images (searched recursively); None = the bundled pets sample (or the planted set)
@@ -294,6 +319,7 @@ def explain_image_folder(
     progress:bool=True, # Progress bars (off for saved notebook outputs and logs)
     show:bool=False, # Also show figures inline (notebooks)
     precision:str='fp32', # 'fp32', or mixed precision 'bf16' / 'fp16' (`train_xaaenet`'s `precision`)
+    cues:list|None=None, # Cues of your own, tested beside the built-in ones: `Cue`s, or 'FILE.py:NAME' / 'module:NAME' (`load_cue`)
 ) -> dict:
     "Train, score, explain and report on a two-class image folder; returns the paths and tables it wrote."
     t0 = time.perf_counter()
@@ -301,11 +327,12 @@ def explain_image_folder(
                   epochs_classif=epochs_classif, lr_max=lr_max, valid_pct=valid_pct, n_permutations=n_permutations, classif_class_weight=classif_class_weight)
     check_explain_settings(**s, bs=bs, grad_accum=grad_accum, seed=seed, pretrained=pretrained, weights=weights, planted=planted,
                            planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image, precision=precision)
+    user_cues = _user_cues(cues)  # a bad --cue fails here, before any image is read
     out, on_main = Path(out), _start_job()
     with contextlib.ExitStack() as lock:  # one run at a time into OUT: rank 0 holds the lock, every rank gets its refusal
         on_main(lambda: lock.enter_context(run_lock(out)) and None)
         return _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted,
-                        planted_strength, on_bad_image, progress, show, t0, precision)
+                        planted_strength, on_bad_image, progress, show, t0, precision, user_cues)
 
 
 # %% ../nbs/09_cli.ipynb #70d73791
@@ -335,12 +362,13 @@ def _planted_data(work, out, prepare, planted, planted_strength, size, seed, cla
 
 # %% ../nbs/09_cli.ipynb #c18b9964
 def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted, planted_strength,
-             on_bad_image, progress, show, t0, precision='fp32'):
+             on_bad_image, progress, show, t0, precision='fp32', user_cues=()):
     "The main job as the pipeline's stages: rank 0 writes OUT, the other ranks (data-parallel) only train."
     from tell_me_why.distributed import is_main_process, on_main, fail_together
     from tell_me_why.data import sample_data_path
     from tell_me_why import pipeline as P
     from tell_me_why.training import progress_bars
+    from tell_me_why.cues import BUILTIN_CUES
     on_main(_check_out, out, resume, overwrite)  # refuse before anything is read or written
     main = is_main_process()
     quiet = contextlib.nullcontext() if main else contextlib.redirect_stdout(io.StringIO())
@@ -355,6 +383,7 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
     with (_output_folder(out, resume, overwrite) if main else _scratch_folder()) as work, progress_bars(progress and main), fail_together(), quiet:
         if planted: data = _planted_data(work, out, prepare, planted, planted_strength, s['size'], seed, class_a)
         print(P.plan_line(data))
+        _check_user_cues(user_cues, data)
         if data.plan['note']: print(f"Warning: {data.plan['note']}.")
         EpochLines, TableColumns = _job_callbacks()
         trained = P.train_model(P.build_model(s['arch'], s['size'], s['encoding_dims'], seed, pretrained, weights), data, work/'models', epochs,
@@ -366,8 +395,10 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
         print("Scoring image cues")
         table = P.score_cues(codes, progress, cache_dir=work/'cue_cache')  # a resumed run scores no image twice
         print("Explaining the decision axis")
-        ex = P.explain_model(trained.learn, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show)
+        ex = P.explain_model(trained.learn, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show,
+                             cues=[*BUILTIN_CUES, *user_cues] if user_cues else None)
         settings = _run_settings(data, s, pretrained, weights, seed, resume, planted, planted_strength, precision)
+        settings['cues'] = [c.name for c in user_cues]
         P.write_outputs(work, out, data, trained, table, ex, settings, time.perf_counter() - t0)
     print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {(out/'report.md').as_posix()}")
     return dict(learn=trained.learn, summary=ex.summary, ranking=ex.ranking, evidence=ex.evidence, feature_table=table, report=out/'report.md',
@@ -416,6 +447,8 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     d.add_argument('--planted', metavar='CUE', help="known-answer showcase: instead of --images, make 2 x 150 images that differ only in CUE "
                    "({cues}) and explain them")
     d.add_argument('--planted-strength', type=float, default=2.0, metavar='D', help="Cohen's d of the planted cue, > 0 (default: 2.0)")
+    d.add_argument('--cue', action='append', dest='cues', metavar='FILE.py:NAME', help="a cue of your own, tested beside the built-in ones: "
+                   "the `Cue` called NAME in a Python file (or module:NAME); repeat for several")
     m = p.add_argument_group('model and training')
     m.add_argument('--arch', choices=list(ARCHS), help=f"encoder (default: {F['arch']}; {P['arch']} with --planted: a 4-layer CNN)")
     m.add_argument('--pretrained', action='store_true', help="start from ImageNet weights (downloads them: needs a network; default: off)")

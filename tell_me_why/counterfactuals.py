@@ -19,7 +19,8 @@ from scipy import stats
 
 from .latent_figures import latent_to_numpy, fit_oriented_pls, show_figure, save_png, pls1_gradient
 from .feature_scores import score_pixels, using_torch_threads
-from .interventions import cue_values, model_image_batches
+from .cues import cue_values
+from .interventions import model_image_batches
 
 # %% auto #0
 __all__ = ['WALK_DIRECTIONS', 'FLAT', 'DecisionAxis', 'model_axis', 'decision_score_of_codes', 'pls1_direction', 'compare_axes',

@@ -83,11 +83,11 @@ def _keep_per_class(y, k:int=2) -> list[int]:
     y = np.asarray(y).reshape(-1)
     return sorted(int(j) for c in np.unique(y) for j in np.flatnonzero(y == c)[:k])
 
-def _walk(learn, items, y, target_idx, fit_z, save_dir, show):
+def _walk(learn, items, y, target_idx, fit_z, save_dir, show, cues=None):
     "Counterfactual images of the report images, and their figure on two images of each class."
     from .counterfactuals import learner_counterfactuals, image_counterfactual_figure
     keep = _keep_per_class(y)
-    cf = learner_counterfactuals(learn, items, target_idx, fit_z=fit_z, keep=keep)
+    cf = learner_counterfactuals(learn, items, target_idx, fit_z=fit_z, keep=keep, cues=cues)
     path = None if save_dir is None else Path(save_dir)/'counterfactuals.png'
     image_counterfactual_figure(cf, list(learn.dls.vocab), [int(np.asarray(y)[j]) for j in keep], save_path=path, show=show)
     return cf, path
@@ -104,18 +104,19 @@ def gather_evidence(learn, # a `Learner` from `train_xaaenet`
                     fit_z=None, fit_y=None, # training codes and classes (PLS1 for the axis comparison; the walk's 'data' direction)
                     save_dir=None, # folder for `cue_effects.png` and `counterfactuals.png`; None = no files
                     seed:int=0, progress:bool=True, show:bool|None=False,
+                    cues:list|None=None, # cues to test and follow: built-in names and `Cue`s of your own; None = every built-in cue
                    ) -> dict: # `interventions`, `counterfactuals`, `axes`, `verdicts`, `paths`
     "Interventions, counterfactual images and the axis comparison for a trained xAAEnet, read into one verdict per cue."
     items = [Path(i) for i in items]  # fastai's image loader takes paths, not strings
     from .interventions import cue_interventions, plot_cue_effects
     from .counterfactuals import compare_axes, walk_verdict
-    iv = cue_interventions(learn, items=items, labels=[int(v) for v in y], target_class=target_idx, seed=seed, progress=progress)
+    iv = cue_interventions(learn, items=items, labels=[int(v) for v in y], target_class=target_idx, seed=seed, progress=progress, cues=cues)
     paths = {}
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         paths['effects'] = Path(save_dir)/'cue_effects.png'
         plt.close(plot_cue_effects(iv, fname=paths['effects']))
-    cf, paths['walk'] = _walk(learn, items, y, target_idx, fit_z, save_dir, show)
+    cf, paths['walk'] = _walk(learn, items, y, target_idx, fit_z, save_dir, show, cues)
     axes = compare_axes(learn.model, z, y, target_idx, fit_z=fit_z, fit_y=fit_y)
     walk = walk_verdict(cf, list(learn.dls.vocab))  # a walk whose frames do not carry the decision is no evidence
     return dict(interventions=iv, counterfactuals=cf, walk=walk, axes=axes, paths={k: v for k, v in paths.items() if v is not None},

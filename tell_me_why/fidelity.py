@@ -22,7 +22,7 @@ from .data import two_class_dataloaders
 from .feature_scores import compute_feature_score_table
 from .feature_scores import fft_weights, FFT_SIZE
 from .training import train_xaaenet, extract_latent_space, split_items, quiet_training, predict_from_codes
-from .interventions import cue_values
+from .cues import cue_values
 from .statistics import standardised_mean_difference
 from .visualization import pls_feature_alignment, bootstrap_rank_stability
 

@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from scipy import stats
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from .feature_scores import available_feature_scores, FFT_SIZE, fft_weights, resize_matrix, using_torch_threads
+from .feature_scores import using_torch_threads
+from .cues import (Cue, BUILTIN, BUILTIN_CUES, CUE_EDITS, as_cues, calibrate_edit, check_cue, cue_values, cues_without_edit,
+                             edit_cue, edit_off_target)
 from .model_aae import XAAEBase, XAAEOutput
 
 # %% auto #0
-__all__ = ['BUILTIN_CUES', 'CUE_EDITS', 'MIN_TRAIN_SHARE', 'decision_scores', 'cue_values', 'cues_without_edit', 'edit_cue',
-           'calibrate_edit', 'edit_off_target', 'model_image_batches', 'cue_interventions', 'plot_cue_effects',
+__all__ = ['MIN_TRAIN_SHARE', 'decision_scores', 'model_image_batches', 'cue_interventions', 'plot_cue_effects',
            'describe_interventions']
 
 # %% ../nbs/12_interventions.ipynb #41641b43
@@ -62,251 +63,6 @@ def decision_scores(model, # an xAAEnet, any torch module mapping images to two 
     finally: model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
-# %% ../nbs/12_interventions.ipynb #2f796a69
-BUILTIN_CUES = [c for names in available_feature_scores().values() for c in names] # the cue table's built-in columns, in order
-
-def _grey(x:torch.Tensor) -> torch.Tensor:
-    "(n, H, W) grey of (n, C, H, W) images, with the cue table's weights."
-    return rgb_to_grayscale(x)[:, 0] if x.shape[1] == 3 else x[:, 0]
-
-def _unbiased_var(t:torch.Tensor) -> torch.Tensor: return t.reshape(len(t), -1).var(1)
-
-def _fft_ratio(g:torch.Tensor) -> torch.Tensor:
-    "`fft_high_frequency_ratio` of (n, H, W) grey images: resized to 200² as the cue table does, rfft2 magnitude outside the disk ÷ all."
-    n, h, w = g.shape
-    r = g if h == FFT_SIZE else resize_matrix(h).to_dense().to(g) @ g
-    r = r if w == FFT_SIZE else r @ resize_matrix(w).to_dense().to(g).T
-    sq = torch.view_as_real(torch.fft.rfft2(r)).square()
-    mag = (sq[..., 0] + sq[..., 1]).sqrt_().reshape(n, -1)  # |F|: complex .abs() is several times slower on the CPU
-    w_out, w_all = fft_weights(g.device, g.dtype)
-    total = mag @ w_all
-    return torch.where(total > 0, (mag @ w_out) / total.where(total > 0, torch.ones_like(total)), torch.zeros_like(total))
-
-# %% ../nbs/12_interventions.ipynb #2a671cd0
-def _skew(g):
-    d = g.flatten(1) - g.flatten(1).mean(1, keepdim=True)
-    sd = d.pow(2).mean(1).sqrt()
-    return torch.where(sd > 1e-6, d.pow(3).mean(1) / sd.clamp_min(1e-6) ** 3, torch.zeros_like(sd))
-
-def _cov_red_blue(x):
-    f = x.flatten(2)
-    return ((f[:, 0] - f[:, 0].mean(1, keepdim=True)) * f[:, 2]).sum(1) / (f.shape[-1] - 1)
-
-def _redness(x):
-    m = x.mean((2, 3))
-    return m[:, 0] / (m[:, 1] + m[:, 2] + 1e-6)
-
-def _jaw(g):
-    j = g[:, int(0.7 * g.shape[1]):]
-    return (j[:, :, 1:] - j[:, :, :-1]).abs().mean((1, 2)) + (j[:, 1:] - j[:, :-1]).abs().mean((1, 2))
-
-_BATCH_CUES = {  # cue -> fn(images, grey)
-    'brightness': lambda x, g: g.mean((1, 2)),
-    'variance': lambda x, g: _unbiased_var(g),
-    'skewness': lambda x, g: _skew(g),
-    'color_covariance_red_blue': lambda x, g: _cov_red_blue(x),
-    'redness_dominance': lambda x, g: _redness(x),
-    'symmetry_error': lambda x, g: (g - g.flip(-1)).abs().mean((1, 2)),
-    'top_bottom_brightness_ratio': lambda x, g: g[:, :g.shape[1] // 2].mean((1, 2)) / (g[:, g.shape[1] // 2:].mean((1, 2)) + 1e-6),
-    'center_texture': lambda x, g: _unbiased_var(g[:, g.shape[1] // 4:3 * g.shape[1] // 4, g.shape[2] // 4:3 * g.shape[2] // 4]),
-    'eye_region_contrast': lambda x, g: _unbiased_var(g[:, int(0.3 * g.shape[1]):int(0.5 * g.shape[1])]),
-    'jaw_texture': lambda x, g: _jaw(g),
-    'fft_high_frequency_ratio': lambda x, g: _fft_ratio(g),
-}
-
-# %% ../nbs/12_interventions.ipynb #bca72b7e
-def cue_values(images:torch.Tensor, # (n, C, H, W) float images in [0, 1], C = 1 or 3
-               cues:Sequence[str]|None=None, # built-in cue names; None = all of `BUILTIN_CUES`
-              ) -> dict[str, torch.Tensor]: # cue name -> (n,) float tensor
-    "Built-in cues of a batch of images held in memory, computed on the whole batch (same values as `score_pixels`)."
-    cues = BUILTIN_CUES if cues is None else list(cues)
-    unknown = [c for c in cues if c not in _BATCH_CUES]
-    if unknown: raise ValueError(f"unknown cue(s) {unknown}; the built-in cues are {BUILTIN_CUES}")
-    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected (n, 1 or 3, H, W) images, got {tuple(getattr(images, 'shape', ()))}")
-    x = images.float()
-    g = _grey(x)
-    if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)  # grey images: the colour cues see R = G = B, as the cue table does
-    return {c: _BATCH_CUES[c](x, g) for c in cues}
-
-# %% ../nbs/12_interventions.ipynb #c1865741
-_LUMA = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights, the cue table's grey
-
-def _per_image(a:torch.Tensor) -> torch.Tensor: return a.view(-1, 1, 1, 1)
-
-def _blur3(x:torch.Tensor) -> torch.Tensor:
-    "3×3 box blur of every channel, reflected edges."
-    n, c, h, w = x.shape
-    return F.avg_pool2d(F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode='reflect'), 3, 1).reshape(x.shape)
-
-# %% ../nbs/12_interventions.ipynb #3c6526c0
-def _edit_brightness(x):
-    if x.shape[1] == 1: return lambda a: x + _per_image(a)
-    step = x.mean((2, 3), keepdim=True) / _grey(x).mean((1, 2)).clamp_min(1e-6).view(-1, 1, 1, 1)  # ∝ channel means
-    return lambda a: x + _per_image(a) * step
-
-def _edit_variance(x):
-    smooth = _blur3(_blur3(x))
-    even = (smooth + smooth.flip(-1)) / 2               # its mirror-symmetric part: the left–right differences stay as they are
-    m = x.mean((2, 3), keepdim=True)
-    return lambda a: x + _per_image(a) * (even - m)     # m + (1 + a)(even − m) + (x − even)
-
-def _edit_skewness(x):
-    g = _grey(x)
-    m, sd = g.mean((1, 2), keepdim=True), g.flatten(1).std(1).clamp_min(1e-6).view(-1, 1, 1)
-    u = (g - m) / sd
-    def edit(a):
-        v = u + a.view(-1, 1, 1) * (u * u - 1)
-        v = (v - v.mean((1, 2), keepdim=True)) / v.flatten(1).std(1).clamp_min(1e-6).view(-1, 1, 1)
-        return x + (m + sd * v - g)[:, None]  # the same grey change in every channel
-    return edit
-
-def _edit_color_covariance(x):
-    blue = x[:, 2:3] - x[:, 2:3].mean((2, 3), keepdim=True)
-    step = torch.cat([blue, -_LUMA[0] / _LUMA[1] * blue, torch.zeros_like(blue)], 1)
-    return lambda a: x + _per_image(a) * step
-
-def _edit_redness(x):
-    k = _LUMA[0] / (_LUMA[1] + _LUMA[2])
-    step = torch.tensor([1., -k, -k], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return lambda a: x + _per_image(a) * step
-
-# %% ../nbs/12_interventions.ipynb #34c43cc1
-def _edit_symmetry(x):
-    even, odd = (x + x.flip(-1)) / 2, (x - x.flip(-1)) / 2
-    v0 = _grey(x).flatten(1).var(1)
-    m = x.mean((2, 3), keepdim=True)
-    def edit(a):
-        blend = even + _per_image(1 + a) * odd   # the left–right difference × (1 + a)
-        k = (v0 / _grey(blend).flatten(1).var(1).clamp_min(1e-12)).sqrt()
-        return m + _per_image(k) * (blend - m)
-    return edit
-
-def _edit_top_bottom(x):
-    h = x.shape[2]; top = h // 2
-    step = torch.ones(h, device=x.device, dtype=x.dtype); step[top:] = -top / (h - top)
-    return lambda a: x + _per_image(a) * step.view(1, 1, h, 1)
-
-def _region_contrast(x, rows, cols=slice(None)):
-    "Deviations from each channel's mean inside the region × (1 + a)."
-    step = torch.zeros_like(x)
-    reg = x[:, :, rows, cols]
-    step[:, :, rows, cols] = reg - reg.mean((2, 3), keepdim=True)
-    return lambda a: x + _per_image(a) * step
-
-def _edit_center(x):
-    h, w = x.shape[-2:]
-    return _region_contrast(x, slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
-
-def _edit_eye(x): return _region_contrast(x, slice(int(0.3 * x.shape[2]), int(0.5 * x.shape[2])))
-
-def _edit_jaw(x):
-    r, step = int(0.7 * x.shape[2]), torch.zeros_like(x)
-    jaw = x[:, :, r:]
-    step[:, :, r:] = jaw - _blur3(_blur3(jaw))
-    return lambda a: x + _per_image(a) * step
-
-def _edit_high_frequency(x):
-    h, w = x.shape[-2:]
-    step = x - _blur3(x)
-    step[..., h // 4:3 * h // 4, w // 4:3 * w // 4] = 0  # the centre box is `center_texture`'s: left as it is
-    return lambda a: x + _per_image(a) * step
-
-# %% ../nbs/12_interventions.ipynb #46270c17
-CUE_EDITS = { # cue -> (family: images -> (amounts -> edited images), (lowest, highest) amount, what it does)
-    'brightness': (_edit_brightness, (-1., 1.), "add the same amount to every pixel (channel ratios kept)"),
-    'variance': (_edit_variance, (-1., 3.), "scale the contrast of the smooth, mirror-symmetric part (fine grain and symmetry kept)"),
-    'skewness': (_edit_skewness, (-0.6, 0.6), "bend the tone curve, mean and variance kept"),
-    'color_covariance_red_blue': (_edit_color_covariance, (-3., 3.), "add a multiple of the blue pattern to red (grey kept)"),
-    'redness_dominance': (_edit_redness, (-0.5, 0.5), "shift red against green and blue (grey kept)"),
-    'symmetry_error': (_edit_symmetry, (-1., 3.), "blend with (or away from) the mirror image, grey variance kept"),
-    'top_bottom_brightness_ratio': (_edit_top_bottom, (-0.5, 0.5), "raise the top half, lower the bottom half (mean kept)"),
-    'center_texture': (_edit_center, (-1., 3.), "scale the contrast inside the central box"),
-    'eye_region_contrast': (_edit_eye, (-1., 3.), "scale the contrast of rows 30–50 %"),
-    'jaw_texture': (_edit_jaw, (-1., 4.), "sharpen or blur the bottom 30 % (5×5 unsharp mask)"),
-    'fft_high_frequency_ratio': (_edit_high_frequency, (-1., 4.), "sharpen or blur the image outside the central box (3×3 unsharp mask)"),
-}
-_COLOUR_CUES = ('color_covariance_red_blue', 'redness_dominance')
-
-# %% ../nbs/12_interventions.ipynb #0b0fd043
-def cues_without_edit(cues:Sequence[str], # cue names (e.g. the columns of a cue table)
-                      channels:int=3, # channels of the images the model receives
-                     ) -> dict[str, str]: # cue -> why it cannot be edited
-    "The cues among `cues` that have no image edit, each with the reason."
-    out = {}
-    for c in cues:
-        if c not in CUE_EDITS: out[c] = "no image edit is defined for this cue (only the built-in cues have one)"
-        elif c in _COLOUR_CUES and channels != 3: out[c] = "the images are grey: there is no colour to edit"
-    return out
-
-def edit_cue(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the model receives them (before normalisation)
-             cue:str, # a cue of `CUE_EDITS`
-             amount:float|torch.Tensor, # edit amount, one number or one per image; 0 = unchanged; see `CUE_EDITS` for the range
-            ) -> torch.Tensor: # edited images, clipped to [0, 1]
-    "Apply `cue`'s edit with `amount` to a batch of images."
-    why = cues_without_edit([cue], images.shape[1]).get(cue)
-    if why: raise ValueError(f"cannot edit {cue!r}: {why}")
-    return _edit_family(images, cue)(amount)
-
-def _edit_family(images:torch.Tensor, cue:str):
-    "amounts (a number or one per image) → edited, clipped images."
-    x = images.float()
-    family = CUE_EDITS[cue][0](x)
-    return lambda amount: family(torch.as_tensor(amount, dtype=x.dtype, device=x.device).expand(len(x))).clamp(0, 1)
-
-# %% ../nbs/12_interventions.ipynb #8103571f
-def calibrate_edit(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the model receives them
-                   cue:str, # a cue of `CUE_EDITS`
-                   change:float|torch.Tensor, # wanted change of the cue (its own units), one number or one per image
-                   base:torch.Tensor|None=None, # the images' cue values, if already known
-                   iters:int=12, # most root-search steps
-                   rtol:float=1e-3, # stop when every reachable image is this close (relative to the largest change)
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # edited images, change reached, amounts
-    "Edit every image so that its `cue` changes by `change` (per-image amounts found by a root search)."
-    x = images.float()
-    why = cues_without_edit([cue], x.shape[1]).get(cue)
-    if why: raise ValueError(f"cannot edit {cue!r}: {why}")
-    edit = _edit_family(x, cue)
-    score = lambda a: cue_values(edit(a), [cue])[cue]
-    base = score(torch.zeros(len(x))) if base is None else base.float()
-    want = torch.as_tensor(change, dtype=x.dtype).expand(len(x)).clone()
-    lo, hi = CUE_EDITS[cue][1]
-    far = torch.where(want >= 0, torch.full_like(want, hi), torch.full_like(want, lo))
-    a0, f0 = torch.zeros_like(want), -want               # f(a) = cue(edit(a)) − base − want; f(0) = −want
-    a1, f1 = far, score(far) - base - want
-    reachable = (torch.sign(f1) != torch.sign(f0)) & (want != 0)
-    a, fa, tol = torch.where(want == 0, a0, far), torch.where(want == 0, f0, f1), rtol * want.abs().max().clamp_min(1e-12)
-    for _ in range(iters if reachable.any() else 0):
-        step = torch.where((f1 - f0).abs() > 0, f1 - f0, torch.ones_like(f0))
-        a = torch.where(reachable, a1 - f1 * (a1 - a0) / step, a)
-        fa = torch.where(reachable, score(a) - base - want, fa)
-        if (fa.abs()[reachable] <= tol).all(): break
-        crossed = torch.sign(fa) != torch.sign(f1)       # the root lies between a1 and a
-        a0, f0 = torch.where(crossed, a1, a0), torch.where(crossed, f1, f0 / 2)  # Illinois: halve a kept end's value
-        a1, f1 = a, fa
-    return edit(a), fa + want, a                         # the last evaluation is the edited images' own
-
-# %% ../nbs/12_interventions.ipynb #c495c621
-def edit_off_target(images:torch.Tensor, # (n, C, H, W) images in [0, 1], as the model receives them
-                    cues:Sequence[str]|None=None, # cues to edit; None = every cue with an edit
-                    dose:float=1.0, # edit size in standard deviations of each cue over `images`
-                    sd:Mapping|None=None, # standard deviation of every built-in cue (default: over `images`)
-                    torch_threads:int|None=1, # torch intra-op threads during the call (restored after); None = leave as is
-                   ) -> pd.DataFrame: # rows: the edited cue; columns: every built-in cue; mean |change| in its SDs
-    "How far each cue's edit moves every built-in cue, measured with `score_pixels` (the cue table's functions)."
-    with using_torch_threads(torch_threads): return _edit_off_target(images, cues, dose, sd)
-
-def _edit_off_target(images, cues, dose, sd):
-    from tell_me_why.feature_scores import score_pixels
-    cues = [c for c in (CUE_EDITS if cues is None else cues) if c not in cues_without_edit([c], images.shape[1])]
-    before = score_pixels(images)
-    sd = before.std() if sd is None else pd.Series(dict(sd))[before.columns]
-    rows = {}
-    for c in cues:
-        moved = [(score_pixels(calibrate_edit(images, c, s * dose * sd[c])[0]) - before).abs() / sd for s in (-1, 1)]
-        rows[c] = ((moved[0] + moved[1]) / 2).mean()
-    return pd.DataFrame(rows).T.rename_axis('edited cue')
-
 # %% ../nbs/12_interventions.ipynb #e1b918da
 def _normalize_stats(dl) -> tuple[torch.Tensor, torch.Tensor]|None:
     "Mean and std of the last `Normalize` in `dl`'s batch transforms, or None."
@@ -343,42 +99,54 @@ def model_image_batches(dls, # fastai `DataLoaders` the model was trained with (
     return batches(), to_model, len(items)
 
 # %% ../nbs/12_interventions.ipynb #57e7eed9
-def _first_pass(batches, model, to_model, t_idx, bs):
-    "Scores, cue table and labels (None when unknown) of every image."
+def _first_pass(batches, model, to_model, t_idx, bs, cues):
+    "Scores, cue table (every built-in cue and the user's `cues`) and labels (None when unknown) of every image."
+    measured = BUILTIN_CUES + [c for c in cues if c.name not in BUILTIN]
     s, cues, ys, channels = [], [], [], None
     for x, y in batches:
         channels = x.shape[1]
         s.append(decision_scores(model, to_model(x), t_idx, bs))
-        cues.append(pd.DataFrame({k: v.double().numpy() for k, v in cue_values(x).items()}))
+        cues.append(pd.DataFrame({k: v.double().numpy() for k, v in cue_values(x, measured).items()}))
         ys.append(y)
     y = None if any(v is None for v in ys) else torch.cat(ys).numpy()
     return torch.cat(s).double().numpy(), pd.concat(cues, ignore_index=True), y, channels
 
 # %% ../nbs/12_interventions.ipynb #3e1524e2
 def _edit_pass(batches, model, to_model, t_idx, bs, s0, cues, doses, sd_cue, n_off_target, progress):
-    "Δs and the reached dose (in SDs) per cue, image and dose; mean |Δ| of every cue (in SDs) at the largest doses."
+    "Δs and the reached dose (in SDs) per cue, image and dose (a binary cue: s on − s off, dose 1); mean |Δ| of every built-in cue (in SDs) at the largest doses; s off and the value's change of binary cues."
     n, far = len(s0), [j for j, d in enumerate(doses) if abs(d) == max(map(abs, doses))]
-    ds = {c: np.zeros((n, len(doses))) for c in cues}
-    reached = {c: np.zeros((n, len(doses))) for c in cues}
-    moved = {c: [] for c in cues}
+    own = [c for c in cues if c.name not in BUILTIN]
+    ds = {c.name: np.zeros((n, 1 if c.binary else len(doses))) for c in cues}
+    reached = {c.name: np.zeros_like(ds[c.name]) for c in cues}
+    s_off, dv = {c.name: np.zeros(n) for c in cues if c.binary}, {c.name: np.zeros(n) for c in cues if c.binary}
+    moved = {c.name: [] for c in cues}
+    score = lambda imgs: decision_scores(model, to_model(imgs), t_idx, bs).double().numpy()
     from tqdm.auto import tqdm
     start = 0
     with tqdm(total=n * len(cues), desc='Cue interventions', unit='img×cue', disable=not progress) as bar:
         for x, _ in batches:
-            rows, base = slice(start, start + len(x)), cue_values(x)
+            rows, base, k = slice(start, start + len(x)), cue_values(x, BUILTIN_CUES + own), min(len(x), n_off_target - start)
             for c in cues:
-                for j, d in enumerate(doses):
-                    edited, change, _ = calibrate_edit(x, c, d * sd_cue[c], base=base[c])
-                    ds[c][rows, j] = decision_scores(model, to_model(edited), t_idx, bs).double().numpy() - s0[rows]
-                    reached[c][rows, j] = change.double().numpy() / sd_cue[c]
-                    k = min(len(x), n_off_target - start)
-                    if j in far and k > 0:
-                        new = cue_values(edited[:k])
-                        moved[c].append({o: ((new[o][:k] - base[o][:k]).abs().double() / sd_cue[o]).numpy() for o in new})
+                if c.binary:
+                    on, off = edit_cue(x, c, True), edit_cue(x, c, False)
+                    s_off[c.name][rows] = score(off)
+                    ds[c.name][rows, 0], reached[c.name][rows, 0] = score(on) - s_off[c.name][rows], 1.
+                    dv[c.name][rows] = (cue_values(on, [c])[c.name] - cue_values(off, [c])[c.name]).double().numpy()
+                    if k > 0: moved[c.name].append(_moved(cue_values(on[:k]), cue_values(off[:k]), sd_cue))
+                for j, d in enumerate([] if c.binary else doses):
+                    edited, change, _ = calibrate_edit(x, c, d * sd_cue[c.name], base=base[c.name])
+                    ds[c.name][rows, j] = score(edited) - s0[rows]
+                    reached[c.name][rows, j] = change.double().numpy() / sd_cue[c.name]
+                    if j in far and k > 0: moved[c.name].append(_moved(cue_values(edited[:k]), {o: v[:k] for o, v in base.items()}, sd_cue))
                 bar.update(len(x))
             start += len(x)
-    off = {c: {o: float(np.mean(np.concatenate([m[o] for m in moved[c]]))) for o in BUILTIN_CUES} for c in cues if moved[c]}
-    return ds, reached, off
+    off = {c: {o: float(np.mean(np.concatenate([m[o] for m in moved[c]]))) for o in BUILTIN_CUES} for c in moved if moved[c]}
+    return ds, reached, off, s_off, dv
+
+def _moved(new:dict, old:dict, sd_cue) -> dict:
+    "|change| of every built-in cue, in its SDs."
+    return {o: ((new[o] - old[o]).abs().double() / sd_cue[o]).numpy() for o in BUILTIN_CUES}
+
 
 # %% ../nbs/12_interventions.ipynb #c719a029
 MIN_TRAIN_SHARE = 0.1 # a learned reason accounts for at least this share of the model's class gap with the cue's training class gap
@@ -433,11 +201,15 @@ def _welch_p(v:np.ndarray, y, t_idx) -> float:
     p = stats.ttest_ind(a, b, equal_var=False).pvalue
     return float(p) if np.isfinite(p) else 1.0
 
+def _class_diff(v:np.ndarray, y, t_idx) -> float:
+    "Mean over the target class − mean over the other."
+    if y is None or (y == t_idx).all() or (y != t_idx).all(): return math.nan
+    return float(v[y == t_idx].mean() - v[y != t_idx].mean())
+
 def _class_gap(v:np.ndarray, y, t_idx) -> float:
     "(mean over the target class − mean over the other) / SD over all images."
-    if y is None or (y == t_idx).all() or (y != t_idx).all(): return math.nan
-    sd = v.std(ddof=1)
-    return float((v[y == t_idx].mean() - v[y != t_idx].mean()) / sd) if sd > 0 else math.nan
+    sd = v.std(ddof=1) if len(v) > 1 else 0.
+    return _class_diff(v, y, t_idx) / sd if sd > 0 else math.nan
 
 # %% ../nbs/12_interventions.ipynb #65918856
 def _image_source(learn, items, dls, labels, bs):
@@ -468,54 +240,66 @@ def _target_idx(target_class, vocab) -> int:
     raise ValueError(f"`target_class` {target_class!r} is neither 0, 1 nor a class of {vocab}")
 
 # %% ../nbs/12_interventions.ipynb #bdb5a131
-def _training_class_p(dls, train_items, t_idx, bs) -> dict[str, tuple]:
-    "Welch p and class gap (`_class_gap`) of every built-in cue in the training images ({} when they or their labels are unknown)."
+def _training_class_p(dls, train_items, t_idx, bs, cues=()) -> dict[str, tuple]:
+    "Welch p, class difference (`_class_diff`) and SD of every built-in cue and of `cues` in the training images ({} when they or their labels are unknown)."
     if dls is None or train_items is None: return {}
     items = (list(dls.train.items) if hasattr(dls, 'train') else []) if isinstance(train_items, str) and train_items == 'auto' else list(train_items)
     if not items: return {}
     values, ys = [], []
     for x, y in model_image_batches(dls, items, bs)[0]:
         if y is None: return {}
-        values.append(pd.DataFrame({k: v.double().numpy() for k, v in cue_values(x).items()})); ys.append(y)
+        values.append(pd.DataFrame({k: v.double().numpy() for k, v in cue_values(x, BUILTIN_CUES + [c for c in cues if c.name not in BUILTIN]).items()})); ys.append(y)
     table, y = pd.concat(values, ignore_index=True), torch.cat(ys).numpy()
-    return {c: (_welch_p(table[c].values, y, t_idx), _class_gap(table[c].values, y, t_idx)) for c in table.columns}
+    return {c: (_welch_p(table[c].values, y, t_idx), _class_diff(table[c].values, y, t_idx), float(table[c].std())) for c in table.columns}
 
 # %% ../nbs/12_interventions.ipynb #2c6ef809
 _COLUMNS = ['cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'off_target', 'off_target_cue', 'share_of_gap',
             'cue_class_gap', 'train_gap_p', 'train_share', 'dose_reached', 'verdict', 'edit']
 
 def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot, seed, gate_msg, min_effect, max_off_target,
-               train_p, alpha):
+               train_p, alpha, s_off, dv):
     "One row per edited cue, strongest |effect| first."
     rng, rows = np.random.default_rng(seed), []
-    far = [j for j, d in enumerate(doses) if abs(d) == max(map(abs, doses))]
     s_gap = _class_gap(s0, y, t_idx)
-    for c in cues:
+    for cue in cues:
+        c = cue.name
         b = _slopes(ds[c], reached[c])
         b = b[np.isfinite(b)] / (sd_s if sd_s > 0 else math.nan)
         effect = float(b.mean()) if len(b) else math.nan
         lo, hi = _bootstrap_mean_ci(b, n_boot, rng)
-        flips = ((s0[:, None] + ds[c][:, far] > 0) != (s0[:, None] > 0)).any(1).mean()
         others = {o: v for o, v in off.get(c, {}).items() if o != c}
         off_cue = max(others, key=others.get) if others else None
-        gap = _class_gap(table[c].values, y, t_idx)
+        unit = _cue_unit(cue, table[c].values, dv)
+        gap = _class_diff(table[c].values, y, t_idx) / unit
         share = effect * gap / s_gap if s_gap and np.isfinite(s_gap) else math.nan
-        tp, tg = train_p.get(c, (math.nan, math.nan))
-        t_share = effect * tg / s_gap if s_gap and np.isfinite(s_gap) else math.nan
-        rows.append(dict(cue=c, effect=effect, ci_low=lo, ci_high=hi, flip_rate=float(flips),
+        tp, tdiff, tsd = train_p.get(c, (math.nan,) * 3)
+        t_share = effect * tdiff / (unit if cue.binary else tsd) / s_gap if s_gap and np.isfinite(s_gap) else math.nan
+        rows.append(dict(cue=c, effect=effect, ci_low=lo, ci_high=hi, flip_rate=_flip_rate(cue, ds[c], s0, s_off, doses),
                          off_target=others.get(off_cue, math.nan), off_target_cue=off_cue, share_of_gap=share,
                          cue_class_gap=gap, train_gap_p=tp, train_share=t_share,
-                         dose_reached=float(np.mean(reached[c] / np.asarray(doses))),
+                         dose_reached=math.nan if cue.binary else float(np.mean(reached[c] / np.asarray(doses))),
                          verdict=_verdict(effect, lo, hi, others.get(off_cue, 0.), off_cue, gate_msg, y is not None, min_effect,
                                           max_off_target, tp, share, alpha, t_share),
-                         edit=CUE_EDITS[c][2]))
+                         edit=cue.description))
     return sorted(rows, key=lambda r: -abs(r['effect']) if np.isfinite(r['effect']) else 0)
+
+def _cue_unit(cue, values:np.ndarray, dv:dict) -> float:
+    "What one unit of the effect is in the cue's values: its SD, or for a binary cue the mean change of its value from off to on."
+    u = float(np.mean(dv[cue.name])) if cue.binary else float(values.std(ddof=1)) if len(values) > 1 else 0.
+    return u if u > 0 else math.nan
+
+def _flip_rate(cue, ds:np.ndarray, s0:np.ndarray, s_off:dict, doses) -> float:
+    "Share of images whose decision differs between off and on (binary), or flips at the largest doses."
+    if cue.binary: return float(((s_off[cue.name] + ds[:, 0] > 0) != (s_off[cue.name] > 0)).mean())
+    far = [j for j, d in enumerate(doses) if abs(d) == max(map(abs, doses))]
+    return float(((s0[:, None] + ds[:, far] > 0) != (s0[:, None] > 0)).any(1).mean())
+
 
 # %% ../nbs/12_interventions.ipynb #9397f307
 def cue_interventions(
     learn, # a `Learner` from `train_xaaenet`, any fastai `Learner`, or a torch module mapping images to two logits
     items:Sequence|torch.Tensor|None=None, # image files (default: the validation items), or (n, C, H, W) images in [0, 1] given to the model as they are
-    cues:Sequence[str]|None=None, # cues to test; None = every built-in cue
+    cues:Sequence[str|Cue]|None=None, # cues to test: built-in names and `Cue`s of your own, e.g. `[*BUILTIN_CUES, my_cue]`; None = every built-in cue
     doses:Sequence[float]=(-1, -0.5, 0.5, 1), # changes of each cue, in standard deviations of the cue over the items
     target_class:str|int|None=None, # class whose logit counts positive in s: a name of `dls.vocab` or 0/1; None = the second class
     n_boot:int=1000, # bootstrap resamples of the images for the intervals
@@ -551,23 +335,27 @@ def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs
     t0, model = time.perf_counter(), _as_module(learn)
     doses = [float(d) for d in doses]
     if not doses or any(not math.isfinite(d) or d == 0 for d in doses): raise ValueError(f"`doses` must be non-zero numbers, got {doses}")
-    cues = BUILTIN_CUES if cues is None else [cues] if isinstance(cues, str) else list(cues)
+    cues = as_cues(cues)
     make, to_model, n, vocab = _image_source(learn, items, dls, labels, bs)
+    first = next(iter(make()))[0]
+    for c in cues:
+        if c is not BUILTIN.get(c.name): check_cue(c, first)  # a user's cue fails here, before the long work
     t_idx = _target_idx(target_class, vocab)
-    s0, table, y, channels = _first_pass(make(), model, to_model, t_idx, bs)
+    s0, table, y, channels = _first_pass(make(), model, to_model, t_idx, bs, cues)
     sd_cue, sd_s = table.std(), float(s0.std(ddof=1))
     skipped = cues_without_edit(cues, channels)
-    skipped.update({c: "the cue does not vary over these images: no dose can be defined" for c in cues
-                    if c not in skipped and not sd_cue[c] > 0})
-    edit = [c for c in cues if c not in skipped]
-    ds, reached, off = _edit_pass(make(), model, to_model, t_idx, bs, s0, edit, doses, sd_cue, n_off_target, progress)
+    skipped.update({c.name: "the cue does not vary over these images: no dose can be defined" for c in cues
+                    if c.name not in skipped and not c.binary and not sd_cue[c.name] > 0})
+    edit = [c for c in cues if c.name not in skipped]
+    ds, reached, off, s_off, dv = _edit_pass(make(), model, to_model, t_idx, bs, s0, edit, doses, sd_cue, n_off_target, progress)
     acc, p, gate_msg = _gate(s0, y, t_idx, alpha)
-    train_p = _training_class_p(dls if dls is not None else getattr(learn, 'dls', None), train_items, t_idx, bs)
+    train_p = _training_class_p(dls if dls is not None else getattr(learn, 'dls', None), train_items, t_idx, bs, cues)
     rows = _summarise(edit, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot, seed, gate_msg, min_effect,
-                      max_off_target, train_p, alpha)
+                      max_off_target, train_p, alpha, s_off, dv)
     rows += [dict(cue=c, verdict=f"not tested: {why}") for c, why in skipped.items()]
     df = pd.DataFrame(rows, columns=_COLUMNS)
     df.attrs.update(_run_attrs(n, acc, y, p, alpha, sd_s, s0, t_idx, vocab, train_p, doses, skipped, off, min_effect, max_off_target, t0))
+    df.attrs['binary_cues'] = [c.name for c in edit if c.binary]
     return df
 
 # %% ../nbs/12_interventions.ipynb #9a239f3d

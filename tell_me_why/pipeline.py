@@ -243,6 +243,7 @@ def explain_model(learn:XAAELearner, # from `train_model`
                   save_dir, # folder of the interpretation figures
                   n_permutations:int=1000, # shuffles of the permutation tests
                   seed:int=42, progress:bool=False, show:bool=False,
+                  cues:list|None=None, # cues to test: built-in names and `Cue`s of your own; None = every built-in cue
                  ) -> Explanation:
     "Chance test, cue ranking (correlation), interventions and latent walks (the model), and one verdict per cue."
     preds = predict_from_codes(learn.model, codes.z_valid)
@@ -254,7 +255,7 @@ def explain_model(learn:XAAELearner, # from `train_model`
     a = data.vocab.index(data.class_a)
     ev = gather_evidence(learn, codes.paths_valid, codes.z_valid, codes.y_valid, table[table.split == 'valid'].reset_index(drop=True),
                          res['importance_rank'], target_idx=a, fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed,
-                         progress=progress, show=show)
+                         progress=progress, show=show, cues=cues)
     cf = ev['counterfactuals']
     print(f"  counterfactuals: {cf['validity']:.0%} of the {len(cf['valid'])} validation images get the other decision "
           f"(mean absolute pixel change {cf['size']:.3f})")

@@ -108,13 +108,13 @@ def _num(v, fmt='+.2f') -> str:
     out = format(v, fmt)
     return out if any(ch in '123456789' for ch in out) else format(0.0, fmt)
 
-def _overlap_lines(rows:pd.DataFrame, limit:float=0.5) -> list[str]:
+def _overlap_lines(rows:pd.DataFrame, limit:float=0.5, binary=()) -> list[str]:
     "A sentence naming the edits that also move another cue by more than `limit` SD: their effect is not their own cue's alone."
     if 'off_target' not in rows: return []
-    spill = [f"{r.cue} moves {r.off_target_cue} by {r.off_target:.1f} SD" for r in rows.itertuples()
-             if np.isfinite(r.off_target) and r.off_target > limit]
+    spill = [f"{'switching ' + r.cue + ' on' if r.cue in binary else 'the edit of ' + r.cue} moves {r.off_target_cue} by {r.off_target:.1f} SD"
+             for r in rows.itertuples() if np.isfinite(r.off_target) and r.off_target > limit]
     if not spill: return []
-    return ["", f"Cues overlap: at +1 SD of its own cue, the edit of {'; the edit of '.join(spill)}. "
+    return ["", f"Cues overlap: at +1 SD of its own cue (or switched on), {'; '.join(spill)}. "
             "Part of such an edit's effect may belong to the other cue."]
 
 def _evidence_lines(ev:dict, class_a:str, top:int=12) -> list[str]:
@@ -126,15 +126,18 @@ def _evidence_lines(ev:dict, class_a:str, top:int=12) -> list[str]:
          "per +1 SD of the cue, in SDs of s, with a 95 % bootstrap interval. The counterfactual adds to each image what the "
          "decoder changes when the image's code walks across the model's decision boundary: ρ is how steadily the cue changes "
          "with s along the way (median over images).", ""]
+    binary = list(iv.attrs.get('binary_cues', []))
+    if binary: L[-1:] = [f"Cues that are there or not ({', '.join(binary)}; marked on/off) were switched on and off in every image instead: "
+                         "their effect is the change of s from off to on, in SDs of s.", ""]
     L += ["| cue | effect on s per +1 SD (95 % CI) | decisions flipped | share of the class gap | walk ρ | verdict |", "|---|---:|---:|---:|---:|---|"]
     for r in v.head(top).to_dict('records'):
         ci = f" ({_num(r.get('ci_low'))} to {_num(r.get('ci_high'))})" if np.isfinite(r.get('ci_low', np.nan)) else ''
         flips = 'n/a' if not np.isfinite(r.get('flip_rate', np.nan)) else f"{r['flip_rate']:.0%}"
         share = r.get('share_of_gap', np.nan)  # a linear extrapolation: above 100 % it means "all of the gap"
         share = 'all (> 100%)' if np.isfinite(share) and share > 1 else _num(share, '.0%')
-        L.append(f"| {r['cue']} | {_num(r.get('effect'))}{ci} | {flips} | {share} | "
+        L.append(f"| {r['cue']}{' (on/off)' if r['cue'] in binary else ''} | {_num(r.get('effect'))}{ci} | {flips} | {share} | "
                  f"{_num(r.get('walk_rho'))} | {r['verdict']} |")
-    L += _overlap_lines(v.head(top))
+    L += _overlap_lines(v.head(top), binary=binary)
     L += _counterfactual_lines(ev)
     L += ["", f"The classifier's own axis in z and the PLS1 axis of the table below: cosine {ax['cosine']:+.2f}; on the validation "
           f"images s and the PLS1 score correlate at r = {ax['r_s_pls1']:+.2f}. An edit changes the image, not the world: "
