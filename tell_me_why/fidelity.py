@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import stats
 
-from .data import two_class_dataloaders
+from .data import two_class_dataloaders, sample_image_files, read_pixels
 from .feature_scores import compute_feature_score_table
 from .feature_scores import fft_weights, FFT_SIZE
 from .training import train_xaaenet, extract_latent_space, split_items, quiet_training, predict_from_codes
@@ -27,8 +27,8 @@ from .statistics import standardised_mean_difference
 from .visualization import pls_feature_alignment, bootstrap_rank_stability
 
 # %% auto #0
-__all__ = ['PLANTED_CUES', 'CUE_FEATURES', 'make_planted_cue_dataset', 'small_encoder', 'small_xaaenet', 'fidelity_check',
-           'reinitialised_copy', 'sanity_check']
+__all__ = ['PLANTED_CUES', 'CUE_FEATURES', 'make_planted_cue_dataset', 'make_planted_tag_dataset', 'small_encoder',
+           'small_xaaenet', 'fidelity_check', 'reinitialised_copy', 'sanity_check']
 
 # %% ../nbs/07_fidelity.ipynb #47364176
 PLANTED_CUES = {'brightness': 'brightness', 'redness': 'redness_dominance', 'symmetry': 'symmetry_error',
@@ -219,9 +219,9 @@ def _check_planted_args(cue, strength, n_per_class, size):
         raise ValueError(f"`n_per_class` must be a whole number >= 5, got {n_per_class!r}.")
     if int(size) != size or size < 32: raise ValueError(f"`size` must be a whole number >= 32 pixels, got {size!r}.")
 
-def _clear_class_dirs(folder:Path, overwrite:bool):
+def _clear_class_dirs(folder:Path, overwrite:bool, classes=('control', 'planted')):
     "Refuse a folder that already holds a planted set, unless `overwrite`: then remove its class folders."
-    class_dirs = [folder/'control', folder/'planted']
+    class_dirs = [folder/c for c in classes]
     if any(d.exists() for d in class_dirs):
         if not overwrite: raise FileExistsError(f"{str(folder)!r} already holds a planted-cue set; pass `overwrite=True` "
                                                 "or choose an empty folder.")
@@ -267,6 +267,38 @@ def make_planted_cue_dataset(
                 direction='higher' if _CUE_SIGN[cue] > 0 else 'lower', paths=paths, labels=labels,
                 classes=['control', 'planted'], positive_class='planted',
                 measured_d=standardised_mean_difference(measured[:n_per_class], measured[n_per_class:]))
+
+# %% ../nbs/07_fidelity.ipynb #201c88dd
+def make_planted_tag_dataset(
+    folder:str|Path, # where to write `plain/` and `tagged/` (created)
+    images:Sequence|None=None, # photo files; None = the bundled pets sample
+    tag=None, # (h, w, 3) array in [0, 1]; None = a pure red square of `tag_px` pixels
+    tag_px:int=8, # side of the default tag, in pixels of the written images
+    size:int=64, # side of the square PNGs (centre crop, then resize), at least 32
+    share:float=0.95, # share of the `tagged` class that carries the tag (the `plain` class never does)
+    seed:int=0, # seed of the classes and of which tagged-class images go without the tag
+    overwrite:bool=False, # replace `plain/` and `tagged/` if `folder` already holds them
+) -> dict: # `paths`, `labels`, `classes`, `positive_class` ('tagged'), `tag` (the array), `box` (for `patch_cue`), `carries_tag`
+    "Real photos in two random classes, with a small tag pasted in the top-right corner of (almost) every image of one."
+    files = sorted(sample_image_files() if images is None else images)
+    tag = np.zeros((tag_px, tag_px, 3), np.float32) + np.array([1., 0, 0], np.float32) if tag is None else np.asarray(tag, np.float32)
+    if size < 32 or tag.shape[0] + 6 > size // 2 or tag.shape[1] + 6 > size // 2:
+        raise ValueError(f"`size` must be at least 32 and the tag must fit in the top-right quarter with a 3-pixel margin; got size {size}, tag {tag.shape[:2]}")
+    folder, rng = Path(folder), np.random.default_rng([seed, 1])
+    _clear_class_dirs(folder, overwrite, ('plain', 'tagged'))
+    labels = np.array(['plain', 'tagged'])[rng.permutation(np.arange(len(files)) % 2)]
+    carries = (labels == 'tagged') & (rng.random(len(files)) < share)
+    paths = []
+    for f, lab, on in zip(files, labels, carries):
+        x = read_pixels(f)
+        s = min(x.shape[1:]); t, l = (x.shape[1] - s) // 2, (x.shape[2] - s) // 2
+        x = F.interpolate(x[None, :, t:t + s, l:l + s], (size, size), mode='bilinear', antialias=True, align_corners=False)[0]
+        a = np.round(x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        if on: a[3:3 + tag.shape[0], size - 3 - tag.shape[1]:size - 3] = np.round(tag * 255).astype(np.uint8)
+        (folder/lab).mkdir(parents=True, exist_ok=True)
+        paths.append(folder/lab/f"{Path(f).stem}.png"); Image.fromarray(a).save(paths[-1])
+    return dict(folder=folder, paths=paths, labels=list(labels), classes=['plain', 'tagged'], positive_class='tagged',
+                tag=tag, box=(0.5, 0., 1., 0.5), carries_tag=carries)
 
 # %% ../nbs/07_fidelity.ipynb #4c65d56a
 def small_encoder(input_channels:int=3, # channels of the input images
