@@ -20,8 +20,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from .data import read_pixels
-from .feature_scores import available_feature_scores, FFT_SIZE, fft_weights, resize_matrix, using_torch_threads
-
+from .feature_scores import available_feature_scores, using_torch_threads, _BUILTIN_SCORES, _grey
 
 # %% auto #0
 __all__ = ['BUILTIN_CUES', 'CUE_EDITS', 'BUILTIN', 'Cue', 'cue_values', 'as_cues', 'cues_without_edit', 'edit_cue',
@@ -51,55 +50,6 @@ class Cue:
 # %% ../nbs/05a_cues.ipynb #2f796a69
 BUILTIN_CUES = [c for names in available_feature_scores().values() for c in names] # the cue table's built-in columns, in order
 
-def _grey(x:torch.Tensor) -> torch.Tensor:
-    "(n, H, W) grey of (n, C, H, W) images, with the cue table's weights."
-    return rgb_to_grayscale(x)[:, 0] if x.shape[1] == 3 else x[:, 0]
-
-def _unbiased_var(t:torch.Tensor) -> torch.Tensor: return t.reshape(len(t), -1).var(1)
-
-def _fft_ratio(g:torch.Tensor) -> torch.Tensor:
-    "`fft_high_frequency_ratio` of (n, H, W) grey images: resized to 200² as the cue table does, rfft2 magnitude outside the disk ÷ all."
-    n, h, w = g.shape
-    r = g if h == FFT_SIZE else resize_matrix(h).to_dense().to(g) @ g
-    r = r if w == FFT_SIZE else r @ resize_matrix(w).to_dense().to(g).T
-    sq = torch.view_as_real(torch.fft.rfft2(r)).square()
-    mag = (sq[..., 0] + sq[..., 1]).sqrt_().reshape(n, -1)  # |F|: complex .abs() is several times slower on the CPU
-    w_out, w_all = fft_weights(g.device, g.dtype)
-    total = mag @ w_all
-    return torch.where(total > 0, (mag @ w_out) / total.where(total > 0, torch.ones_like(total)), torch.zeros_like(total))
-
-# %% ../nbs/05a_cues.ipynb #2a671cd0
-def _skew(g):
-    d = g.flatten(1) - g.flatten(1).mean(1, keepdim=True)
-    sd = d.pow(2).mean(1).sqrt()
-    return torch.where(sd > 1e-6, d.pow(3).mean(1) / sd.clamp_min(1e-6) ** 3, torch.zeros_like(sd))
-
-def _cov_red_blue(x):
-    f = x.flatten(2)
-    return ((f[:, 0] - f[:, 0].mean(1, keepdim=True)) * f[:, 2]).sum(1) / (f.shape[-1] - 1)
-
-def _redness(x):
-    m = x.mean((2, 3))
-    return m[:, 0] / (m[:, 1] + m[:, 2] + 1e-6)
-
-def _jaw(g):
-    j = g[:, int(0.7 * g.shape[1]):]
-    return (j[:, :, 1:] - j[:, :, :-1]).abs().mean((1, 2)) + (j[:, 1:] - j[:, :-1]).abs().mean((1, 2))
-
-_BATCH_CUES = {  # cue -> fn(images, grey)
-    'brightness': lambda x, g: g.mean((1, 2)),
-    'variance': lambda x, g: _unbiased_var(g),
-    'skewness': lambda x, g: _skew(g),
-    'color_covariance_red_blue': lambda x, g: _cov_red_blue(x),
-    'redness_dominance': lambda x, g: _redness(x),
-    'symmetry_error': lambda x, g: (g - g.flip(-1)).abs().mean((1, 2)),
-    'top_bottom_brightness_ratio': lambda x, g: g[:, :g.shape[1] // 2].mean((1, 2)) / (g[:, g.shape[1] // 2:].mean((1, 2)) + 1e-6),
-    'center_texture': lambda x, g: _unbiased_var(g[:, g.shape[1] // 4:3 * g.shape[1] // 4, g.shape[2] // 4:3 * g.shape[2] // 4]),
-    'eye_region_contrast': lambda x, g: _unbiased_var(g[:, int(0.3 * g.shape[1]):int(0.5 * g.shape[1])]),
-    'jaw_texture': lambda x, g: _jaw(g),
-    'fft_high_frequency_ratio': lambda x, g: _fft_ratio(g),
-}
-
 # %% ../nbs/05a_cues.ipynb #bca72b7e
 def cue_values(images:torch.Tensor, # (n, C, H, W) float images in [0, 1], C = 1 or 3
                cues:Sequence[str|Cue]|str|Cue|None=None, # built-in cue names and `Cue`s; None = all of `BUILTIN_CUES`
@@ -107,14 +57,14 @@ def cue_values(images:torch.Tensor, # (n, C, H, W) float images in [0, 1], C = 1
     "Cues of a batch of images held in memory: the built-in ones together on the whole batch (same values as `score_pixels`), a `Cue` of your own with its `value`."
     cues = BUILTIN_CUES if cues is None else [cues] if isinstance(cues, (str, Cue)) else list(cues)
     cues = [c.name if isinstance(c, Cue) and c is BUILTIN.get(c.name) else c for c in cues]
-    unknown = [c for c in cues if not isinstance(c, Cue) and c not in _BATCH_CUES]
+    unknown = [c for c in cues if not isinstance(c, Cue) and c not in _BUILTIN_SCORES]
     if unknown: raise ValueError(f"unknown cue(s) {unknown}; the built-in cues are {BUILTIN_CUES}, and a cue of your own is a `Cue`")
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected (n, 1 or 3, H, W) images, got {tuple(getattr(images, 'shape', ()))}")
     x = images.float()
     g = _grey(x)
     if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)  # grey images: the colour cues see R = G = B, as the cue table does
-    return {c.name if isinstance(c, Cue) else c: _own_value(c, images) if isinstance(c, Cue) else _BATCH_CUES[c](x, g) for c in cues}
+    return {c.name if isinstance(c, Cue) else c: _own_value(c, images) if isinstance(c, Cue) else _BUILTIN_SCORES[c](x, g) for c in cues}
 
 # %% ../nbs/05a_cues.ipynb #eb34677f
 def _own_value(cue:Cue, images:torch.Tensor) -> torch.Tensor:

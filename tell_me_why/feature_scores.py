@@ -48,7 +48,6 @@ class DecodedImage:
                  path:str|Path, # image file
                 ):
         self.path = Path(path)
-        self._memo = {}  # intermediate results shared by several built-in scores
     @cached_property
     def data(self) -> torch.Tensor:
         "The file's encoded bytes as a 1-d uint8 tensor (read once)."
@@ -80,88 +79,64 @@ class DecodedImage:
     def __repr__(self): return f"DecodedImage('{self.path}')"
 
 # %% ../nbs/05_feature_scores.ipynb #f185c77b
-def _region_unbiased_var(x:torch.Tensor) -> float:
-    "Unbiased variance of all elements (torch's Welford pass: exact 0 for constant regions); NaN when fewer than two."
-    return x.var().item() if x.numel() >= 2 else math.nan
+def _grey(x:torch.Tensor) -> torch.Tensor:
+    "(n, H, W) grey of (n, C, H, W) images in [0, 1]: one channel as is, otherwise the ITU-R 601 luma of RGB."
+    return rgb_to_grayscale(x[:, :3])[:, 0] if x.shape[1] >= 3 else x[:, 0]
 
-def _mean_or_nan(x:torch.Tensor) -> float: return x.sum().item() / x.numel() if x.numel() else math.nan
+def _flat_mean(t:torch.Tensor) -> torch.Tensor:
+    "Per-image mean of (n, ...) values; NaN where there are none."
+    f = t.reshape(len(t), -1)
+    return f.mean(1) if f.shape[1] else f.new_full((len(t),), math.nan)
 
-def _grey_moments(img:DecodedImage):
-    "(n, mean, centred flat grey, sum of squared deviations), computed once per image."
-    if 'moments' not in img._memo:
-        g = img.grey.reshape(-1)
-        n = g.numel()
-        mu = g.sum().item() / n
-        d = g - mu
-        img._memo['moments'] = (n, mu, d, torch.dot(d, d).item())
-    return img._memo['moments']
+def _unbiased_var(t:torch.Tensor) -> torch.Tensor:
+    "Per-image unbiased variance of (n, ...) values (exact 0 for constant regions); NaN where fewer than two."
+    f = t.reshape(len(t), -1)
+    return f.var(1) if f.shape[1] >= 2 else f.new_full((len(t),), math.nan)
 
 # %% ../nbs/05_feature_scores.ipynb #69f2470e
-def _brightness(img): return _grey_moments(img)[1]
+def _brightness(x, g): return g.mean((1, 2))
 
-def _variance(img):
-    n, _, _, ss = _grey_moments(img)
-    return ss / (n - 1) if n > 1 else math.nan
+def _variance(x, g): return _unbiased_var(g)
 
-def _skewness(img):
-    n, _, d, ss = _grey_moments(img)
-    sd = math.sqrt(ss / n)  # population std, as in scipy.stats.skew
-    if sd <= 1e-6: return 0.
-    return torch.dot(d * d, d).item() / n / sd**3
+def _skewness(x, g):
+    d = g.flatten(1) - g.flatten(1).mean(1, keepdim=True)
+    d2 = d * d
+    sd = (d2.sum(1) / d.shape[1]).sqrt()  # population std, as in scipy.stats.skew
+    m3 = torch.einsum('ni,ni->n', d2, d) / d.shape[1]  # a batched dot product: no third image-sized array
+    return torch.where(sd > 1e-6, m3 / sd.clamp_min(1e-6) ** 3, torch.zeros_like(sd))
 
 # %% ../nbs/05_feature_scores.ipynb #f6a294e0
-def _rgb_means(img):
-    "Per-channel means in [0, 1] as a list of 3 floats, computed once per image from the raw levels."
-    if 'rgb_means' not in img._memo:
-        levels, full_scale = img.rgb_levels
-        img._memo['rgb_means'] = (levels.sum((1, 2)) / (levels.shape[1] * levels.shape[2] * full_scale)).tolist()
-    return img._memo['rgb_means']
+def _color_covariance_red_blue(x, g):
+    f = x.flatten(2)
+    if f.shape[-1] < 2: return f.new_full((len(x),), math.nan)
+    # Σ(R-r̄)(B-b̄) = Σ(R-r̄)·B because Σ(R-r̄) = 0: one subtraction instead of two
+    return torch.einsum('ni,ni->n', f[:, 0] - f[:, 0].mean(1, keepdim=True), f[:, 2]) / (f.shape[-1] - 1)
 
-def _color_covariance_red_blue(img):
-    levels, full_scale = img.rgb_levels
-    flat = levels.reshape(3, -1)
-    n = flat.shape[1]
-    if n < 2: return math.nan
-    mr = _rgb_means(img)[0] * full_scale
-    # Σ(R-r̄)(B-b̄) = Σ(R-r̄)·B because Σ(R-r̄) = 0: one subtraction instead of two; levels → [0, 1] once at the end
-    return torch.dot(flat[0] - mr, flat[2]).item() / (n - 1) / full_scale**2
-
-def _redness_dominance(img):
-    r, g, b = _rgb_means(img)
-    return r / (g + b + 1e-6)
+def _redness_dominance(x, g):
+    m = x.mean((2, 3))
+    return m[:, 0] / (m[:, 1] + m[:, 2] + 1e-6)
 
 # %% ../nbs/05_feature_scores.ipynb #1cfc40a1
-def _symmetry_error(img):
-    g = img.grey
-    h, w = g.shape
+def _symmetry_error(x, g):
+    h, w = g.shape[1:]
     half = w // 2  # |g - flip(g)| is mirror-symmetric: sum one half twice (an odd middle column is 0)
-    diff = g[:, :half] - g[:, w - half:].flip(-1)
-    return 2 * diff.abs_().sum().item() / (h * w)
+    return 2 * (g[..., :half] - g[..., w - half:].flip(-1)).abs_().sum((1, 2)) / (h * w)
 
-def _top_bottom_brightness_ratio(img):
-    g = img.grey
-    h, w = g.shape
-    if h < 2: return math.nan
-    n, mu = _grey_moments(img)[:2]
-    top_sum = g[:h // 2].sum().item()
-    top, bottom = top_sum / (h // 2 * w), (mu * n - top_sum) / ((h - h // 2) * w)  # bottom from the total
-    return top / (bottom + 1e-6)
+def _top_bottom_brightness_ratio(x, g):
+    h = g.shape[1]
+    return _flat_mean(g[:, :h // 2]) / (_flat_mean(g[:, h // 2:]) + 1e-6)
 
-def _center_texture(img):
-    g = img.grey
-    h, w = g.shape
-    return _region_unbiased_var(g[h // 4:3 * h // 4, w // 4:3 * w // 4])
+def _center_texture(x, g):
+    h, w = g.shape[1:]
+    return _unbiased_var(g[:, h // 4:3 * h // 4, w // 4:3 * w // 4])
 
-def _eye_region_contrast(img):
-    g = img.grey
-    h = g.shape[0]
-    return _region_unbiased_var(g[int(0.3 * h):int(0.5 * h)])
+def _eye_region_contrast(x, g):
+    h = g.shape[1]
+    return _unbiased_var(g[:, int(0.3 * h):int(0.5 * h)])
 
-def _jaw_texture(img):
-    g = img.grey
-    jaw = g[int(0.7 * g.shape[0]):]
-    return (_mean_or_nan((jaw[:, 1:] - jaw[:, :-1]).abs_())
-            + _mean_or_nan((jaw[1:] - jaw[:-1]).abs_()))
+def _jaw_texture(x, g):
+    j = g[:, int(0.7 * g.shape[1]):]
+    return _flat_mean((j[:, :, 1:] - j[:, :, :-1]).abs_()) + _flat_mean((j[:, 1:] - j[:, :-1]).abs_())
 
 # %% ../nbs/05_feature_scores.ipynb #76390e47
 FFT_SIZE, _FFT_RADIUS = 200, 30 # side the grey image is resized to for `fft_high_frequency_ratio`, and the radius of its low-frequency disk
@@ -176,14 +151,16 @@ def resize_matrix(n_in:int, # length of the axis to resize
     return a.to_sparse()  # COO: as fast as CSR here, and not flagged as beta
 
 def _resize_for_fft(grey:torch.Tensor) -> torch.Tensor:
-    "(H, W) → (200, 200) as torchvision's `v2.functional.resize(..., antialias=True)` does for float images."
-    h, w = grey.shape
+    "(n, H, W) → (n, 200, 200) as torchvision's `v2.functional.resize(..., antialias=True)` does for float images."
+    n, h, w = grey.shape
     if (h, w) == (FFT_SIZE, FFT_SIZE): return grey  # torchvision returns a same-size input unchanged
     if grey.device.type == 'cpu' and grey.dtype == torch.float32 and max(h, w) <= _SPARSE_RESIZE_MAX_SIDE:
-        rows = resize_matrix(h) @ grey if h != FFT_SIZE else grey                 # (200, w)
-        return (resize_matrix(w) @ rows.T).T if w != FFT_SIZE else rows         # (200, 200)
-    return F.interpolate(grey[None, None], size=[FFT_SIZE, FFT_SIZE], mode='bilinear',
-                         align_corners=False, antialias=True)[0, 0]
+        if h != FFT_SIZE:  # rows of every image in one product: (200, h) @ (h, n·w)
+            grey = (resize_matrix(h) @ grey.transpose(0, 1).reshape(h, n * w)).reshape(FFT_SIZE, n, w).transpose(0, 1)
+        if w != FFT_SIZE:  # then columns: (200, w) @ (w, n·200)
+            grey = (resize_matrix(w) @ grey.reshape(n * FFT_SIZE, w).T).T.reshape(n, FFT_SIZE, FFT_SIZE)
+        return grey
+    return F.interpolate(grey[:, None], size=[FFT_SIZE, FFT_SIZE], mode='bilinear', align_corners=False, antialias=True)[:, 0]
 
 # %% ../nbs/05_feature_scores.ipynb #e8bf5b34
 _fft_weight_cache = {}
@@ -205,16 +182,13 @@ def fft_weights(device, # where the weights live
                                        for w in (col_w * outside, col_w))
     return _fft_weight_cache[key]
 
-def _fft_high_frequency_ratio_of(grey:torch.Tensor) -> float:
-    "`fft_high_frequency_ratio` of an (H, W) float grey tensor."
-    re_im = torch.view_as_real(torch.fft.rfft2(_resize_for_fft(grey)))
+def _fft_high_frequency_ratio(x, g):
+    re_im = torch.view_as_real(torch.fft.rfft2(_resize_for_fft(g)))
     sq = re_im * re_im
-    mag = (sq[..., 0] + sq[..., 1]).sqrt_().reshape(-1)  # |F|; complex .abs() is ~3x slower on CPU
+    mag = (sq[..., 0] + sq[..., 1]).sqrt_().reshape(len(g), -1)  # |F|; complex .abs() is ~3x slower on CPU
     w_out, w_all = fft_weights(mag.device, mag.dtype)
-    total = torch.dot(mag, w_all).item()
-    return torch.dot(mag, w_out).item() / total if total > 0 else 0.
-
-def _fft_high_frequency_ratio(img): return _fft_high_frequency_ratio_of(img.grey)
+    total = mag @ w_all
+    return torch.where(total > 0, (mag @ w_out) / total.where(total > 0, torch.ones_like(total)), torch.zeros_like(total))
 
 # %% ../nbs/05_feature_scores.ipynb #d8899a43
 _BUILTIN_SCORES = {
@@ -266,7 +240,11 @@ def _resolve_scores(score_names, custom_scores) -> list[tuple[str, Callable]]:
         if dupes: raise ValueError(f"score_names lists {dupes} more than once")
         names += [n for n in custom if n not in names]  # custom scores are always computed
     if not names: raise ValueError("no scores requested: score_names is empty and there are no custom_scores")
-    return [(n, registry[n]) for n in names]
+    return [(n, _one_image(registry[n]) if n in _BUILTIN_SCORES else registry[n]) for n in names]
+
+def _one_image(cue:Callable) -> Callable:
+    "A built-in cue (a function of a batch) as a score of one `DecodedImage`: a batch of one, with the file's own grey."
+    return lambda img: cue(img.rgb[None], img.grey[None])[0].item()
 
 # %% ../nbs/05_feature_scores.ipynb #3be0cfb7
 def _score_image(path, plan, data:bytes|None=None):
