@@ -520,7 +520,7 @@ def image_counterfactual_figure(
     for r, (row, j) in enumerate(zip(axes, kept)):
         im = _draw_counterfactual_row(row, x[r], c[r], cf['s_before'][j], cf['s_after'][j], cf['valid'][j], grey[r], lim, gain, class_names, a)
         row[0].set_ylabel(f"image {j}" + (f"\ntrue: {class_names[int(true_classes[r])]}" if true_classes is not None else ''), fontsize=8)
-    fig.colorbar(im, ax=axes[:, 2].tolist(), shrink=0.6, label='counterfactual − image (grey level)', pad=0.02)
+    fig.colorbar(im, ax=axes[-1, 2], location='bottom', shrink=0.9, label='counterfactual − image (grey level)')  # under its own column
     fig.suptitle(f"Counterfactuals: each image plus the decoder's change along the decision axis, up to where the model decides the other "
                  f"way\n(s = logit({class_names[a]}) − logit({class_names[1 - a]})); {cf['validity']:.0%} of the {len(cf['valid'])} images get the "
                  f"other decision; mean absolute pixel change {cf['size']:.3f}", fontsize=9)

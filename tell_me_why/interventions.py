@@ -373,7 +373,7 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
                      fname:str|None=None, # also save the figure here (PNG)
                      title:str|None=None, # default: the target class, the accuracy and the gate
                     ):
-    "Effect of +1 SD of each cue on the model's decision score, with 95 % intervals, coloured by verdict."
+    "Effect of +1 SD of each cue (of switching a binary cue on) on the model's decision score, with 95 % intervals, coloured by verdict."
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
     d = df[df.effect.notna()].iloc[::-1]
@@ -384,7 +384,9 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
     ax.scatter(d.effect, y, c=colours, s=45, zorder=3, edgecolor='k', linewidth=0.5)
     m = df.attrs.get('min_effect', 0.2)
     ax.axvspan(-m, m, color='#ecf0f1', zorder=0); ax.axvline(0, color='k', lw=0.8)
-    ax.set_yticks(y, d.cue); ax.set_xlabel('change of s per +1 SD of the cue (in SD of s)')
+    binary = set(df.attrs.get('binary_cues', []))
+    ax.set_yticks(y, [f"{c} (on/off)" if c in binary else c for c in d.cue])
+    ax.set_xlabel('change of s per +1 SD of the cue' + (', or from off to on' if binary & set(d.cue) else '') + ' (in SD of s)')
     a = df.attrs
     gate = ('labels unknown' if not a.get('labels_known') else
             f"accuracy {a['accuracy']:.2f}, p = {a['binom_p']:.2g}" + ('' if a['beats_chance'] else ': at chance, no cue judged'))
@@ -406,10 +408,12 @@ def describe_interventions(df:pd.DataFrame, # the result of `cue_interventions`
                   f"(accuracy {a['accuracy']:.2f} against a chance level of {a['chance_level']:.2f}, binomial p = {a['binom_p']:.2g}).")
     if a.get('labels_known') and not a['beats_chance']:
         return head + " There is no learned decision to explain, so no cue is presented as driving it."
+    binary, dose = set(a.get('binary_cues', [])), max(map(abs, a['doses']))
     def cues_of(kind, share=True):
-        return '; '.join(f"{r.cue} ({r.effect:+.2f} SD of s per SD [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+        return '; '.join(f"{r.cue} ({r.effect:+.2f} SD of s {'from off to on' if r.cue in binary else 'per SD'} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
                          + (f", {r.share_of_gap:.0%} of the class gap" if share and np.isfinite(r.share_of_gap) else '')
-                         + f", flips {r.flip_rate:.0%} of the decisions at ±{max(map(abs, a['doses'])):g} SD)"
+                         + f", flips {r.flip_rate:.0%} of the decisions "
+                         + ("when switched)" if r.cue in binary else f"at ±{dose:g} SD)")
                          for r in df[kinds == kind].itertuples())
     drivers, sensitive = cues_of('drives'), cues_of('sensitive', share=False)
     out = [head, f"Changing these cues moves the decision towards {a['target_class']!r}: {drivers}." if drivers

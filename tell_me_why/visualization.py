@@ -287,7 +287,7 @@ def _traversal_title(dec, held_out:bool, target_label:str, positive_label:str, n
     return title
 
 # %% ../nbs/06_visualization.ipynb #d8ceaf9f
-def _strip_figure(imgs:torch.Tensor, steps, score_name:str, positive_label:str, negative_label:str, title:str):
+def _strip_figure(imgs:torch.Tensor, steps, score_name:str, positive_label:str, negative_label:str, title:str, row_labels=None):
     "The images side by side (one strip, or one row per real image), each column titled with its score, the class ends labelled."
     rows = imgs if imgs.ndim == 5 else imgs[None]
     n_rows, n_steps = rows.shape[:2]
@@ -297,6 +297,7 @@ def _strip_figure(imgs:torch.Tensor, steps, score_name:str, positive_label:str, 
         ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None, vmin=0, vmax=1)
         ax.set_xticks([]); ax.set_yticks([])
         if r == 0: ax.set_title(f"{score_name} = {steps[i]:+.2f}", fontsize=8)
+        if i == 0 and row_labels is not None: ax.set_ylabel(row_labels[r], fontsize=8)
     axes[-1, 0].set_xlabel(f"← {negative_label}", fontsize=10)
     axes[-1, -1].set_xlabel(f"{positive_label} →", fontsize=10)
     fig.suptitle(title, fontsize=10)
@@ -321,6 +322,7 @@ def latent_traversal_figure(
     axis='pls1', # 'pls1', or the model's own axis `model_axis(learn, target_idx)` (target_idx = class coded 1): steps of s
     images:torch.Tensor|None=None, # real images (k, C, H, W) in [0, 1]: one row each, the image plus the decoder's change; None = the decoded mean code
     image_z=None, # the codes (k, d) of `images`
+    image_labels:Sequence[str]|None=None, # one label per real image, shown beside its row (e.g. its true class)
 ) -> dict: # `fig`, `save_path`, `images` (n_steps, C, H, W), or (k, n_steps, C, H, W) with real images; `z_path`, `axis_scores` (and `pls1_scores` on PLS1)
     "Decode the mean latent (or real images) moved along the decision axis (PLS1, or the model's own) from the negative to the positive class."
     if not callable(decode): raise TypeError(f"`decode` must be callable (e.g. `model.decode`), got {type(decode).__name__}.")
@@ -334,8 +336,12 @@ def latent_traversal_figure(
     dev = torch.device(device) if device is not None else _decode_device(decode, z)
     imgs = (_decode_path(decode, z_path, dev, n_steps) if images is None
             else _image_rows(decode, _image_batch(images, image_z, zr.shape[1]), steps, direction, score, dev))
+    if image_labels is not None and (images is None or len(image_labels) != len(images)):
+        raise ValueError(f"`image_labels` needs one label per image in `images`; got {len(image_labels)} labels for "
+                         f"{'no images' if images is None else f'{len(images)} images'}.")
     fig = _strip_figure(imgs, steps, 'PLS1' if dec is None else 's', positive_label, negative_label,
-                        _traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap, images is not None))
+                        _traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap, images is not None),
+                        row_labels=image_labels)
     fig.tight_layout()
     try:
         path = save_png(fig, save_path) if save_path is not None else None
