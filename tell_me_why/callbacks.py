@@ -16,7 +16,7 @@ from fastcore.foundation import L
 from fastcore.basics import patch
 from fastai.callback.core import Callback, CancelFitException, CancelStepException
 from fastai.callback.training import GradientAccumulation
-from fastai.callback.tracker import SaveModelCallback
+from fastai.callback.tracker import SaveModelCallback, TrackerCallback
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.torch_core import find_bs
 
@@ -339,8 +339,11 @@ def _within_bounds(self:AtomicSaveModelCallback) -> bool:
 def after_epoch(self:AtomicSaveModelCallback):
     if self.at_end: return
     if not self._within_bounds(): self.new_best = False; return
-    super(AtomicSaveModelCallback, self).after_epoch()
-    if self.new_best: self.best_epoch = self.epoch
+    if self.every_epoch: super(AtomicSaveModelCallback, self).after_epoch(); return
+    TrackerCallback.after_epoch(self)  # fastai's comparison with the best so far; the message below rounds the value
+    if self.new_best:
+        print(f'Better model found at epoch {self.epoch} with {self.monitor} value: {self.best:.4g}.')
+        self._save(self.fname); self.best_epoch = self.epoch
 
 
 # %% ../nbs/02_callbacks.ipynb #ebd0cb08
