@@ -1,12 +1,12 @@
 """Head-to-head on known answers (issue 30): our cue verdicts beside Captum's TCAV on the same trained models.
 
 Set-up. For each planted cue of `tell_me_why.fidelity` (brightness, redness, symmetry, centre texture, high
-frequency) and each seed, the known-answer model of `bench/interventions.py --known-answers` is trained by that
-script's own `known_answer_run` (d = 2, 48 px, 100 images per class, 40 % held out, `small_xaaenet`, epochs 1/4/12;
-its validation-only decoy included). `known_answer_run` does not hand its model back, so this script catches the
-trained `Learner` and the decoy images while the run is under way (`caught_known_answer_run`) and reads them before
-the run's temporary folder goes away. A plain fastai ResNet-18 (torchvision `resnet18(weights=None)`, from scratch,
-no downloads) is then trained on the same DataLoaders (same images, same split) and gets a decoy of its own, made
+frequency) and each seed, the known-answer model is trained by `bench/fidelity.py`'s `known_answer_run` (the same run
+as `bench/fidelity.py --known-answers`; d = 2, 48 px, 100 images per class, 40 % held out, `small_xaaenet`, epochs
+1/4/12; its validation-only decoy included). Its `on_trained` hook hands this script the trained `Learner`, its
+verdicts and the decoy images while the run's images still exist. A plain fastai ResNet-18 (`plain_resnet18` of
+`bench/fidelity.py`: torchvision `resnet18(weights=None)`, from scratch, no downloads) is then trained on the same
+DataLoaders (same images, same split) and gets a decoy of its own, made
 by the same `_decoy_items`. Every model is read three ways:
 
 * ours: the verdicts of `cue_interventions` on the validation images (the xAAEnet's are those of the known-answer
@@ -37,19 +37,33 @@ with the direct measurement where that is definite), the median separability of 
 median wall seconds per model (ours: `cue_interventions` on the validation and decoy images, all eleven cues;
 TCAV: concept images, activations, CAVs and scores for five concepts at two layers, and the decoy pass).
 
-A task is an entry of `TASKS` (units to run, a function running one unit into per-model records). Only the
-planted-cue task exists; the planted-tag real-photo task, and Grad-CAM's share of the map inside the tag's box,
-come with issue 28 (its patch cue).
+A task is an entry of `TASKS` (units to run, a function running one unit into per-model records). Two tasks:
+
+* `planted` (above).
+* `tag`: the planted tag on real photos of `bench/fidelity.py --tag` (`tag_known_answer_run`: the bundled pets photos
+  at 64 px in two classes drawn at random, a red 8-px tag in the top-right corner of 95 % of `tagged`; the small
+  xAAEnet and the plain ResNet-18 on one split; ours = `cue_interventions` with the built-in cues and
+  `patch_cue('red_tag', tag, box=box)`). Its `on_trained` hook hands each model to `judge_tag`: Grad-CAM
+  (pytorch-grad-cam's `GradCAM`, as that library scales the maps, each validation image's own class, at the same two
+  layers as TCAV): the share of the map's mass inside the tag's box (the top-right quarter) and inside the tag's own
+  square, and the share of maps peaking in the box, for the tagged images that carry the tag and for the plain
+  images, beside each box's share of the image area; TCAV with the tag as the concept (the cue's own edit pasting the
+  tag into tag-free training images, `min(--concept-size, 20)` per set, against `--random-sets` random sets of
+  tag-free training images; scored on the tagged validation images). The tag table counts, among the models that
+  beat chance: ours calling the tag a driver; Grad-CAM maps of the tagged images putting more mass in the box than
+  its area share and than the plain images' maps; TCAV's tag concept significant in the right direction.
 
 Needs the optional extra: `pip install -e ".[peers]"` (captum, grad-cam). Run with one torch thread per job:
 
     OMP_NUM_THREADS=1 python bench/peers.py --quick                      # 2 cues x 2 seeds (about 6 min here)
     OMP_NUM_THREADS=1 python bench/peers.py --seeds 5 --jobs 1 --save peers.pkl   # 5 cues x 5 seeds (about 35 min)
+    OMP_NUM_THREADS=1 python bench/peers.py --tasks tag --seeds 5 --save tag.pkl  # the planted-tag task, 5 seeds
+    OMP_NUM_THREADS=1 python bench/peers.py --tasks tag --quick          # 2 seeds, shorter training
     python bench/peers.py --load peers.pkl                               # print a saved run again
 """
 from __future__ import annotations
 
-import argparse, contextlib, math, pickle, random, sys, tempfile, time, warnings
+import argparse, math, pickle, random, sys, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -73,59 +87,10 @@ def _bench(name:str):
 
 def peers_available() -> str|None:
     "None when the optional extra is installed, else the reason it is not usable."
-    try:
-        import captum.concept  # noqa: F401
-    except ImportError as e: return f"captum is not installed ({e}); install the extra: pip install -e \".[peers]\""
+    for module, package in (('captum.concept', 'captum'), ('pytorch_grad_cam', 'grad-cam')):
+        try: __import__(module)
+        except ImportError as e: return f"{package} is not installed ({e}); install the extra: pip install -e \".[peers]\""
     return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The known-answer models, caught from bench/interventions.py's own run
-# ---------------------------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _catching(on_trained:Callable):
-    """While active, `known_answer_run`'s calls are watched: its first `cue_interventions(learn)` (the verdicts), its
-    `_decoy_items` (decoy cue, direction, images) and its `cue_interventions(learn, items=decoy)`; right after the last,
-    `on_trained(learn, verdicts, decoy_verdicts, decoy)` runs while the run's images still exist."""
-    import tell_me_why.interventions as tiv
-    bi = _bench('interventions')
-    orig_ci, orig_decoy, seen = tiv.cue_interventions, bi._decoy_items, {}
-    def decoy_items(valid, folder, cue, direction, *a, **k):
-        out = orig_decoy(valid, folder, cue, direction, *a, **k)
-        if 'decoy' not in seen: seen['decoy'] = dict(cue=cue, direction=direction, items=out)  # the run's own, not ours
-        return out
-    def cue_interventions(learn, *a, **k):
-        out = orig_ci(learn, *a, **k)
-        if 'learn' not in seen and k.get('items') is None and hasattr(learn, 'dls'): seen.update(learn=learn, verdicts=out)
-        elif 'decoy' in seen and learn is seen.get('learn') and k.get('items') is seen['decoy']['items'] and 'result' not in seen:
-            seen['result'] = on_trained(learn, seen['verdicts'], out, seen['decoy'])
-        return out
-    tiv.cue_interventions, bi._decoy_items = cue_interventions, decoy_items
-    try: yield seen
-    finally: tiv.cue_interventions, bi._decoy_items = orig_ci, orig_decoy
-
-
-def caught_known_answer_run(cue:str, seed:int, on_trained:Callable, **kw) -> tuple[dict, object]:
-    "`known_answer_run(cue, seed, **kw)` of bench/interventions.py, and what `on_trained` returned on its trained model."
-    bi = _bench('interventions')
-    with _catching(on_trained) as seen: ka = bi.known_answer_run(cue, seed, **kw)
-    if 'result' not in seen:
-        raise RuntimeError("bench/interventions.py's known_answer_run no longer runs cue_interventions(learn), _decoy_items and "
-                           "cue_interventions(learn, items=decoy) in that order: update peers._catching")
-    return ka, seen['result']
-
-
-def plain_resnet18(dls, seed:int, epochs:int=15, lr:float=3e-3):
-    "A fastai ResNet-18 classifier (torchvision `resnet18(weights=None)`, random init) trained on `dls`."
-    from fastai.vision.all import vision_learner, accuracy, set_seed
-    from fastai.callback.progress import ProgressCallback
-    from torchvision.models import resnet18
-    set_seed(seed, reproducible=True)
-    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy)
-    learn.remove_cb(ProgressCallback)
-    with learn.no_logging(): learn.fit_one_cycle(epochs, lr)
-    return learn
 
 
 class DecisionOutput(torch.nn.Module):
@@ -295,7 +260,7 @@ def planted_unit(cue:str, seed:int, cfg:dict) -> list[dict]:
     torch.set_num_threads(1)
     from tell_me_why.fidelity import make_planted_cue_dataset, PLANTED_CUES
     from tell_me_why.interventions import cue_interventions
-    bi = _bench('interventions')
+    fid = _bench('fidelity')
     features, cfg = list(PLANTED_CUES.values()), dict(cfg, seed=seed)
     def on_trained(learn, verdicts, decoy_verdicts, decoy):
         t0 = time.perf_counter()
@@ -306,11 +271,11 @@ def planted_unit(cue:str, seed:int, cfg:dict) -> list[dict]:
             probe = dict(items=info['paths'], features=features, x=images_of(learn.dls, info['paths'])[0])
             records = [judge_model('xAAEnet', learn, verdicts, decoy_verdicts, decoy, probe, cfg, tmp)]
             t1 = time.perf_counter()
-            rlearn = plain_resnet18(learn.dls, seed, cfg['resnet_epochs'])
+            rlearn = fid.plain_resnet18(learn.dls, seed, cfg['resnet_epochs'])
             train_s = time.perf_counter() - t1
             r_verdicts = cue_interventions(rlearn, progress=False)
             direction = 1. if r_verdicts.set_index('cue').effect[decoy['cue']] >= 0 else -1.
-            r_items = bi._decoy_items(list(learn.dls.valid.items), tmp/'decoy_resnet', decoy['cue'], direction)
+            r_items = fid._decoy_items(list(learn.dls.valid.items), tmp/'decoy_resnet', decoy['cue'], direction)
             r_decoy = cue_interventions(rlearn, items=r_items, progress=False)
             records.append(judge_model('ResNet-18', rlearn, r_verdicts, r_decoy, dict(decoy, direction=direction, items=r_items),
                                        probe, cfg, tmp))
@@ -318,11 +283,120 @@ def planted_unit(cue:str, seed:int, cfg:dict) -> list[dict]:
         for r in records: r.update(planted=PLANTED_CUES[cue], direction=1 if info['direction'] == 'higher' else -1)
         records[0]['judge_seconds'] = time.perf_counter() - t0
         return records
-    ka, records = caught_known_answer_run(cue, seed, on_trained, size=cfg['size'], n_per_class=cfg['per_class'],
-                                          epochs=tuple(cfg['epochs']))
+    ka = fid.known_answer_run(cue, seed, size=cfg['size'], n_per_class=cfg['per_class'], epochs=tuple(cfg['epochs']),
+                              on_trained=on_trained)
+    records = ka['extra']
     for r in records: r.update(task='planted', cue=cue, seed=seed)
     records[0]['known_answer'] = {k: ka[k] for k in ('found', 'drivers', 'decoy_verdict', 'planted_effect', 'accuracy', 'seconds')}
     return records
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The planted-tag task: real photos, a tag in one class; ours, Grad-CAM and TCAV with the tag as the concept
+# ---------------------------------------------------------------------------------------------------------------
+
+def box_pixels(box, h:int, w:int) -> tuple[int, int, int, int]:
+    "(top, bottom, left, right) pixel bounds of `box` = (left, top, right, bottom) as fractions of the side."
+    l, t, r, b = box
+    return round(t * h), round(b * h), round(l * w), round(r * w)
+
+
+def gradcam_maps(module, layer_name:str, x:torch.Tensor, targets:list) -> np.ndarray:
+    "pytorch-grad-cam's `GradCAM` maps (n, H, W) of `module` at the layer, for class index `targets[i]` of image i (as the library scales them)."
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    layer = dict(module.named_modules())[layer_name]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        cam = GradCAM(model=module, target_layers=[layer])
+        try: return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+        finally: cam.activations_and_grads.release()
+
+
+def box_mass(maps:np.ndarray, box) -> dict:
+    """Per map: the share of its mass inside `box`, and whether its peak lies there; with the box's share of the image area
+    (what a map spread evenly, or a peak at a random place, would give). Maps with no mass (all zero) count as nan / False."""
+    t, b, l, r = box_pixels(box, *maps.shape[-2:])
+    total, inside = maps.sum((1, 2)), maps[:, t:b, l:r].sum((1, 2))
+    share = np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+    peak = np.array([np.unravel_index(m.argmax(), m.shape) for m in maps]).reshape(-1, 2)
+    in_box = (total > 0) & (peak[:, 0] >= t) & (peak[:, 0] < b) & (peak[:, 1] >= l) & (peak[:, 1] < r)
+    return dict(share=share, peak_in_box=in_box, area=(b - t) * (r - l) / (maps.shape[-2] * maps.shape[-1]))
+
+
+def tag_gradcam(module, layers:dict, x:torch.Tensor, y:torch.Tensor, carries:torch.Tensor, t_idx:int, box, tag_box) -> dict:
+    """Grad-CAM of each validation image's own class, per layer: the mean share of the map's mass inside the tag's `box`
+    (and inside the tag's own square, `tag_box`) and the share of maps peaking in the box, for the tagged images that carry
+    the tag and for the plain images; beside each box's share of the image area. An empty map (Grad-CAM's ReLU leaves
+    nothing) has no share and does not peak; `empty` counts them."""
+    out = {}
+    tagged, plain = (y == t_idx) & carries, y != t_idx
+    for label, name in layers.items():
+        maps = gradcam_maps(module, name, x, y.tolist())
+        row = {}
+        for which, keep in (('tagged', tagged), ('plain', plain)):
+            m = maps[keep.numpy()]
+            bm, tm = box_mass(m, box), box_mass(m, tag_box)
+            row[which] = dict(n=int(keep.sum()), share=float(np.nanmean(bm['share'])) if len(m) else math.nan,
+                              peak=float(bm['peak_in_box'].mean()) if len(m) else math.nan,
+                              tag_share=float(np.nanmean(tm['share'])) if len(m) else math.nan, empty=int(np.isnan(bm['share']).sum()))
+        if len(maps): row.update(area=box_mass(maps[:1], box)['area'], tag_area=box_mass(maps[:1], tag_box)['area'])
+        out[label] = row
+    return out
+
+
+def tag_concept_sets(x:torch.Tensor, cue, n:int, n_random:int, seed:int=0) -> tuple[torch.Tensor, list]:
+    "The tag concept: `n` images of `x` with the tag pasted by the cue's own edit; `n_random + 1` random sets of `n` unedited images of `x`."
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda: x[torch.randperm(len(x), generator=g)[:n]]
+    c = pick()
+    return cue.edit(c, torch.ones(len(c), dtype=torch.bool)), [pick() for _ in range(n_random + 1)]
+
+
+def judge_tag(kind:str, learn, verdicts, info:dict, cfg:dict, workdir:Path) -> dict:
+    """Grad-CAM and TCAV on one trained tag model (ours is `verdicts`): Grad-CAM's mass in the tag's box on the validation
+    images (`tag_gradcam`); TCAV with the tag concept (the cue's edit pasting it into tag-free training images) against
+    `cfg['random_sets']` random sets of tag-free training images, scored on the tagged class's validation images."""
+    from tell_me_why.training import split_items
+    t_idx = list(learn.dls.vocab).index('tagged')
+    module = DecisionOutput(learn.model, score=cfg['tcav_output'] == 'score').eval()
+    layers = model_layers(learn.model)
+    carries_of = {str(p): bool(c) for p, c in zip(info['paths'], info['carries_tag'])}
+    valid = list(learn.dls.valid.items)
+    xv, yv, to_model = images_of(learn.dls, valid)
+    carries = torch.tensor([carries_of[str(p)] for p in valid])
+    size = xv.shape[-1]
+    tp = info['tag'].shape[0]
+    tag_box = ((size - 3 - tp) / size, 3 / size, (size - 3) / size, (3 + tp) / size)  # where make_planted_tag_dataset pastes it
+    t0 = time.perf_counter()
+    grad = tag_gradcam(DecisionOutput(learn.model).eval(), layers, to_model(xv), yv, carries, t_idx, info['box'], tag_box)
+    grad_s = time.perf_counter() - t0
+    train = split_items(learn.dls, 0)
+    free = [p for p in train if not carries_of[str(p)]]  # training images without the tag
+    xf = images_of(learn.dls, free)[0]
+    t0 = time.perf_counter()
+    n = min(cfg['concept_size'], len(xf))
+    concept, randoms = tag_concept_sets(xf, info['cue'], n, cfg['random_sets'], seed=cfg['seed'])
+    tc = tcav_test(module, layers, to_model(xv[(yv == t_idx) & carries]), {'tag': to_model(concept)}, [to_model(r) for r in randoms],
+                   t_idx, workdir/f'cav_tag_{kind}', cfg['seed'])
+    sep = {lab: separability(module, layers[lab], to_model(concept), to_model(randoms[1]), cfg['seed']) for lab in layers}
+    tcav_s = time.perf_counter() - t0
+    return dict(gradcam=grad, gradcam_seconds=grad_s, concept_size=n,
+                tcav={lab: dict(mean=tc['tag', lab]['mean'], p=tc['tag', lab]['p'], significant=tc['tag', lab]['significant'],
+                                direction=tc['tag', lab]['direction'], separability=sep[lab]) for lab in layers},
+                tcav_seconds=tcav_s)
+
+
+def tag_unit(seed:int, cfg:dict) -> list[dict]:
+    """One seed of the planted-tag task: `bench/fidelity.py`'s `tag_known_answer_run` trains the xAAEnet and the ResNet-18
+    and gives our verdicts; its `on_trained` hook hands each model to `judge_tag` while the photos exist."""
+    torch.set_num_threads(1)
+    fid = _bench('fidelity')
+    cfg = dict(cfg, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        hook = lambda kind, learn, verdicts, info: judge_tag(kind, learn, verdicts, info, cfg, Path(tmp))
+        kw = {k: cfg[k] for k in ('size', 'xaae_epochs', 'resnet_epochs') if k in cfg}
+        return fid.tag_known_answer_run(seed, on_trained=hook, **kw)
 
 
 @dataclass
@@ -336,7 +410,8 @@ class Task:
 TASKS = {
     'planted': Task('planted', lambda a: [(c, s) for c in a.cues for s in range(a.seeds)], planted_unit,
                     'planted cues, d = 2, 48 px, decoy on validation images'),
-    # 'tag' (planted tag on real photos, with Grad-CAM's share of the map inside the tag's box) comes with issue 28.
+    'tag': Task('tag', lambda a: [(s,) for s in range(a.seeds)], tag_unit,
+                'planted tag on the pets photos (64 px, classes at random), Grad-CAM and TCAV with the tag as the concept'),
 }
 
 
@@ -346,6 +421,7 @@ def _star(args):
 
 
 def _short(r:dict) -> str:
+    if r['task'] == 'tag': return _short_tag(r)
     m = r['methods']
     tc = '; '.join(f"{k}: {sorted(f[:6] + ('+' if s > 0 else '-') for f, s in v['calls'].items())}" for k, v in m.items() if k != 'ours')
     nothing = [f[:6] for f, d in r['direct'].items() if d['state'] == 0]
@@ -354,8 +430,17 @@ def _short(r:dict) -> str:
             f"{'CALLED' if m['ours']['decoy_call'] else 'no'}); {tc}; does nothing: {nothing}")
 
 
-def run_all(tasks:list, args, cfg:dict, jobs:int=1, save:str|None=None) -> list:
-    "Every unit of every task (in `jobs` processes); records saved to `save` after each unit."
+def _short_tag(r:dict) -> str:
+    e = r.get('extra') or {}
+    g = '; '.join(f"Grad-CAM {lab}: box {v['tagged']['share']:.2f} (plain {v['plain']['share']:.2f}, area {v.get('area', math.nan):.2f}), "
+                  f"peak {v['tagged']['peak']:.0%}" for lab, v in e.get('gradcam', {}).items())
+    t = '; '.join(f"TCAV {lab}: {v['mean']:.2f} p {v['p']:.2g}" for lab, v in e.get('tcav', {}).items())
+    return (f"  tag seed {r['seed']} {r['model']:9s} acc {r['accuracy']:.2f}{'*' if r['beats_chance'] else ' '} ours: tag "
+            f"{'driver' if r['tag_driver'] else 'not a driver'}, largest |effect| {r['top']}, built-in drivers {r['builtin_drivers']}; {g}; {t}")
+
+
+def run_all(tasks:list, args, cfg:dict, jobs:int=1, save:str|None=None, before:list=()) -> list:
+    "Every unit of every task (in `jobs` processes); records (after those of `before`) saved to `save` after each unit."
     from concurrent.futures import ProcessPoolExecutor, as_completed
     work = [(t, u, cfg) for t in tasks for u in TASKS[t].units(args)]
     records = []
@@ -363,7 +448,7 @@ def run_all(tasks:list, args, cfg:dict, jobs:int=1, save:str|None=None) -> list:
         for f in as_completed([pool.submit(_star, w) for w in work]):
             for r in f.result(): records.append(r); print(_short(r), flush=True)
             if save:
-                with open(save, 'wb') as fh: pickle.dump(records, fh)
+                with open(save, 'wb') as fh: pickle.dump([*before, *records], fh)
     return records
 
 
@@ -373,7 +458,7 @@ def run_all(tasks:list, args, cfg:dict, jobs:int=1, save:str|None=None) -> list:
 
 def summary_rows(records:list) -> list[dict]:
     "One row per task, model and method: recall, false positives, decoy calls, wrong directions, separability, seconds."
-    rows = []
+    rows, records = [], [r for r in records if r['task'] != 'tag']
     keys = dict.fromkeys((r['task'], r['model'], m) for r in records for m in r['methods'])
     for task, model, method in keys:
         rs = [r for r in records if r['task'] == task and r['model'] == model and method in r['methods']]
@@ -406,12 +491,61 @@ def print_table(rows:list):
               f"{r['decoy']:5d} / {r['models']:<3d} {r['wrong']:3d} / {r['calls_definite']:<4d} {fps:>11s} {r['seconds']:8.1f}")
 
 
+def tag_rows(records:list) -> list[dict]:
+    """The planted-tag task, one row per model and method. `found` counts, among the models that beat chance: ours, the tag
+    called "drives the decision"; Grad-CAM at a layer, the maps of the tagged images putting more of their mass in the tag's
+    box (the mean over those images) than the box's share of the image and than the maps of the plain images (which have
+    no tag there) do; TCAV at a layer, the tag concept significant with raising it raising the tagged class's logit. The
+    other columns are medians over those models."""
+    rows, records = [], [r for r in records if r['task'] == 'tag']
+    med = lambda v: float(np.median(v)) if len(v) else math.nan
+    for model in dict.fromkeys(r['model'] for r in records):
+        rs = [r for r in records if r['model'] == model]
+        sep = [r for r in rs if r['beats_chance']]
+        base = dict(model=model, models=len(rs), beat_chance=len(sep))
+        rows.append(dict(base, method='ours', found=sum(r['tag_driver'] for r in sep), largest=sum(r['tag_largest'] for r in sep),
+                         builtin=sum(bool(r['builtin_drivers']) for r in rs), seconds=med([r['interventions_seconds'] for r in rs])))
+        for lab in (rs[0].get('extra') or {}).get('gradcam', {}):
+            g = [r['extra']['gradcam'][lab] for r in sep]
+            rows.append(dict(base, method=f'Grad-CAM {lab}', found=sum(v['tagged']['share'] > max(v['area'], v['plain']['share']) for v in g),
+                             share_tagged=med([v['tagged']['share'] for v in g]), share_plain=med([v['plain']['share'] for v in g]),
+                             area=rs[0]['extra']['gradcam'][lab].get('area', math.nan), peak_tagged=med([v['tagged']['peak'] for v in g]),
+                             peak_plain=med([v['plain']['peak'] for v in g]), tag_share=med([v['tagged']['tag_share'] for v in g]),
+                             tag_area=rs[0]['extra']['gradcam'][lab].get('tag_area', math.nan),
+                             empty=sum(v[w]['empty'] for v in g for w in ('tagged', 'plain')),
+                             images=sum(v[w]['n'] for v in g for w in ('tagged', 'plain')), seconds=med([r['extra']['gradcam_seconds'] for r in rs])))
+        for lab in (rs[0].get('extra') or {}).get('tcav', {}):
+            t = [r['extra']['tcav'][lab] for r in sep]
+            rows.append(dict(base, method=f'TCAV {lab}', found=sum(v['significant'] and v['direction'] > 0 for v in t),
+                             wrong=sum(v['significant'] and v['direction'] < 0 for v in t), mean_score=med([v['mean'] for v in t]),
+                             separability=med([v['separability'] for v in t]), seconds=med([r['extra']['tcav_seconds'] for r in rs])))
+    return rows
+
+
+def print_tag_table(rows:list):
+    "The planted-tag table: per model and method, the tag found among the models that beat chance, and what each method measured."
+    if not rows: return
+    print(f"\nPlanted tag (pets photos, classes at random, a red tag in the top-right corner of 95 % of 'tagged'); 'found' counts "
+          f"among the models that beat chance, the other figures are medians over them")
+    print(f"{'model':9s} {'method':26s} {'beat chance':>11s} {'tag found':>9s}  {'details':60s} {'median s':>8s}")
+    for r in rows:
+        if r['method'] == 'ours':
+            d = f"largest |effect| {r['largest']} / {r['beat_chance']}; built-in cue called a driver in {r['builtin']} / {r['models']}"
+        elif r['method'].startswith('Grad-CAM'):
+            d = (f"mass in box: tagged {r['share_tagged']:.2f}, plain {r['share_plain']:.2f} (area {r['area']:.2f}); peak in box: "
+                 f"tagged {r['peak_tagged']:.0%}, plain {r['peak_plain']:.0%}; mass on the tag {r['tag_share']:.3f} (area {r['tag_area']:.3f}); "
+                 f"empty maps {r['empty']} / {r['images']}")
+        else: d = f"mean score {r['mean_score']:.2f}; significant the wrong way {r['wrong']}; concept separability {r['separability']:.2f}"
+        print(f"{r['model']:9s} {r['method']:26s} {r['beat_chance']:5d} / {r['models']:<3d} {r['found']:3d} / {r['beat_chance']:<3d}  {d:60s} "
+              f"{r['seconds']:8.1f}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--quick', action='store_true', help=f"cues {','.join(QUICK_CUES)} x 2 seeds")
     ap.add_argument('--tasks', default='planted', help=f"comma-separated, of: {', '.join(TASKS)}")
     ap.add_argument('--cues', default=None, help='comma-separated planted cues (default: all five; quick: ' + ','.join(QUICK_CUES) + ')')
-    ap.add_argument('--seeds', type=int, default=None, help='seeds per cue (default 5; quick 2)')
+    ap.add_argument('--seeds', type=int, default=None, help='seeds per cue, and of the tag task (default 5; quick 2)')
     ap.add_argument('--jobs', type=int, default=1, help='units run at once, one process (one torch thread) each')
     ap.add_argument('--concept-size', type=int, default=40, help='images per concept set and per random set')
     ap.add_argument('--random-sets', type=int, default=10, help='random sets each concept is tested against (>= 10 in the TCAV paper)')
@@ -434,8 +568,18 @@ def main(argv=None) -> int:
         a.seeds = a.seeds or (2 if a.quick else 5)
         cfg = dict(size=48, per_class=a.per_class, epochs=a.epochs, resnet_epochs=a.resnet_epochs, concept_size=a.concept_size,
                    random_sets=a.random_sets, tcav_output=a.tcav_output, probe_per_class=PROBE_PER_CLASS)
-        records = run_all(a.tasks.split(','), a, cfg, a.jobs, a.save)
-    print_table(summary_rows(records))
+        tasks = a.tasks.split(',')
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown: ap.error(f"--tasks: unknown {unknown}; the tasks are {', '.join(TASKS)}")
+        records = []
+        for t in tasks:  # each task with its own sizes: the tag task takes bench/fidelity.py's settings (64 px; --quick: shorter)
+            fid = _bench('fidelity')
+            c = cfg if t != 'tag' else dict(cfg, **{k: v for k, v in (fid.TAG_QUICK if a.quick else fid.TAG_DEFAULTS).items()
+                                                   if k in ('size', 'xaae_epochs', 'resnet_epochs')}, concept_size=min(a.concept_size, 20))
+            records += run_all([t], a, c, a.jobs, a.save, records)
+    rows = summary_rows(records)
+    if rows: print_table(rows)
+    print_tag_table(tag_rows(records))
     print(f"total {time.perf_counter() - start:.0f} s")
     return 0
 
