@@ -1,4 +1,4 @@
-"""`tmw-explain`: train an xAAEnet on a folder of two-class images, score the image cues, rank them against the decision axis and write figures and a plain-language report.
+"""`tmw-explain`: train an xAAEnet on a folder of two-class images (or take your own trained classifier), score the image cues, rank them against the decision axis and write figures and a plain-language report.
 
 Docs: https://tell-me-why.github.io/tell_me_why/cli.html.md"""
 
@@ -383,6 +383,9 @@ def _explain_given(out:Path, model, source, record, s, images, label, class_a, s
     from tell_me_why import pipeline as P
     from tell_me_why.training import progress_bars
     from tell_me_why.cues import BUILTIN_CUES
+    prev = previous_run_outputs(out)
+    if prev and not overwrite:  # a trained model's run has nothing to resume: name the one way on
+        raise FileExistsError(f"--out {str(out)!r} already holds a run ({', '.join(prev)}); pass --overwrite to replace it, or choose another folder")
     _check_out(out, False, overwrite)  # refuse before anything is read or written
     folder, label = Path(images) if images is not None else sample_data_path()/'images', label or ('pets' if images is None else 'folder')
     shown = str(images) if images is not None else 'the bundled pets sample'
@@ -501,7 +504,7 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
         _print_training(trained.training)
         codes = P.encode_splits(trained.learn)  # saved by train_xaaenet in split_items order: no second encoding pass
         print("Scoring image cues")
-        table = P.score_cues(codes, progress, cache_dir=work/'cue_cache')  # a resumed run scores no image twice
+        table = P.score_cues(codes, progress, cache_dir=work/'cue_cache', cues=user_cues, dls=trained.learn.dls)  # a resumed run scores no image twice
         print("Explaining the decision axis")
         ex = P.explain_model(trained.learn, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show,
                              cues=[*BUILTIN_CUES, *user_cues] if user_cues else None)
@@ -562,7 +565,7 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group('model and training')
     m.add_argument('--learner', metavar='FILE', help="explain your own trained fastai model instead of training one: the file "
                    "`learn.export()` wrote, a classifier of the two classes of --images. Nothing is trained: the options below "
-                   "that train do not apply. The report gives the accuracy gate, the cue interventions and verdicts and the cue "
+                   "that train are refused with it. The report gives the accuracy gate, the cue interventions and verdicts and the cue "
                    "ranking against the model's score; the parts that need an xAAEnet (walk, counterfactual images) are skipped")
     m.add_argument('--arch', choices=list(ARCHS), help=f"encoder (default: {F['arch']}; {P['arch']} with --planted: a 4-layer CNN)")
     m.add_argument('--pretrained', action='store_true', help="start from ImageNet weights (downloads them: needs a network; default: off)")

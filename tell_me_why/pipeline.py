@@ -285,10 +285,9 @@ class _NamingUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         try: return super().find_class(module, name)
         except (ImportError, AttributeError) as e:
-            where = ("in the script or notebook that exported the learner: define or import it before loading" if module == '__main__'
-                     else f"in `{module}`: install or import that module before loading")
-            raise _MissingImport(f"it holds `{module}.{name}`, which cannot be imported here ({type(e).__name__}: {e}); it was defined "
-                                 + where) from None
+            fix = ("define or import it in the script that loads the learner" if module == '__main__' else
+                   f"make `{module.split('.')[0]}` importable here (install it, or add its folder to PYTHONPATH) and run again")
+            raise _MissingImport(f"it holds `{module}.{name}`, which cannot be imported here ({type(e).__name__}: {e}); {fix}") from None
 
 _naming_pickle = types.ModuleType('pickle')
 _naming_pickle.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith('__')}, Unpickler=_NamingUnpickler)
@@ -575,6 +574,8 @@ def load_run(out, # the folder of a finished `tmw-explain` run
     out = Path(out)
     if not (out/'run.json').is_file(): raise FileNotFoundError(f"--out {str(out)!r} holds no finished run (no run.json): run tmw-explain there first")
     rec = json.loads((out/'run.json').read_text()); s = rec['settings']
+    if rec.get('model'): raise ValueError(f"--out {str(out)!r} explained a classifier given as it is ({rec['model'].get('source')}), not an xAAEnet: "
+                                          "explaining one more image needs the xAAEnet's decoder (its counterfactual)")
     folder = _run_folder(out, rec)
     if not folder.is_dir(): raise FileNotFoundError(f"the run's image folder {str(folder)!r} is gone: its report images and training codes are needed")
     data = prepare_data(folder, s['label'], s['size'], s['valid_pct'], s['seed'], class_a=s['class_a'], shown=s['images'])
