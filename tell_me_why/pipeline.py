@@ -496,13 +496,14 @@ def _result_record(ex:Explanation) -> dict:
     "run.json's `result`: the chance test, the leading verdicts, the two axes and the top of the ranking."
     v, rk = ex.evidence['verdicts'], ex.ranking
     cols = ['cue', 'verdict'] + [c for c in ('effect', 'ci_low', 'ci_high', 'walk_rho') if c in v]
-    ev = ex.evidence
+    ev, on_s = ex.evidence, ex.axis == 's'
+    top = lambda r: r.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in r else [])].to_dict('records')
     return dict(**{k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in ex.summary.items()},
                 verdicts=json.loads(v.head(5)[cols].to_json(orient='records')),
                 counterfactuals=_counterfactual_record(ev['counterfactuals']) if 'counterfactuals' in ev else None,
                 axes={k: ev['axes'][k] for k in ('cosine', 'r_s_pls1')} if 'axes' in ev else None, ranking_axis=ex.axis,
-                top_cues_model_axis=None if ex.model_ranking is None else ex.model_ranking.head(5)[['feature', 'signed_r2']].to_dict('records'),
-                top_cues=rk.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in rk else [])].to_dict('records'))
+                top_cues_model_axis=(top(rk) if on_s else None if ex.model_ranking is None else ex.model_ranking.head(5)[['feature', 'signed_r2']].to_dict('records')),
+                top_cues=None if on_s else top(rk))  # a given classifier's ranking is against s: the model axis' place, and no PLS1 ranking
 
 # %% ../nbs/15_pipeline.ipynb #2f8eaa2c
 NEEDS_DECODER = ("the decoder's reconstruction check", "the prior check (is z Gaussian?) and the t-SNE and PLS figures of the training phases") # besides `NEEDS_XAAENET`: what a given classifier's report lists as skipped
