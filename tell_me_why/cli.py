@@ -1,4 +1,4 @@
-"""`tmw-explain`: train an xAAEnet on a folder of two-class images, score the image cues, rank them against the decision axis and write figures and a plain-language report.
+"""`tmw-explain`: train an xAAEnet on a folder of two-class images (or take your own trained classifier), score the image cues, rank them against the decision axis and write figures and a plain-language report.
 
 Docs: https://tell-me-why.github.io/tell_me_why/cli.html.md"""
 
@@ -22,7 +22,7 @@ HELP_MIN_STEPS = 8 # the pipeline's `HELP_MIN_STEPS`, for `--help`
 # %% auto #0
 __all__ = ['PLANTED_CHOICES', 'PRECISION_CHOICES', 'HELP_MIN_POINTS', 'HELP_MIN_STEPS', 'RUN_OUTPUTS', 'LOCK_WRITE_GRACE',
            'ARCHS', 'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'torch_pair_problem', 'previous_run_outputs', 'run_lock',
-           'check_explain_settings', 'explain_image_folder', 'tmw_explain_parser', 'tmw_explain']
+           'check_explain_settings', 'explain_image_folder', 'explain_classifier', 'tmw_explain_parser', 'tmw_explain']
 
 # %% ../nbs/09_cli.ipynb #74f98af1
 def torch_pair_problem(torch_version:str|None, # installed torch version, e.g. "2.14.1+cpu" (None = not installed)
@@ -320,8 +320,15 @@ def explain_image_folder(
     show:bool=False, # Also show figures inline (notebooks)
     precision:str='fp32', # 'fp32', or mixed precision 'bf16' / 'fp16' (`train_xaaenet`'s `precision`)
     cues:list|None=None, # Cues of your own, tested beside the built-in ones: `Cue`s, or 'FILE.py:NAME' / 'module:NAME' (`load_cue`)
+    learner:str|Path|None=None, # A fastai learner saved with `learn.export()`: explained as it is, nothing trained (`explain_classifier`)
 ) -> dict:
     "Train, score, explain and report on a two-class image folder; returns the paths and tables it wrote."
+    if learner is not None:
+        _learner_only(dict(planted=planted, size=size, bs=bs, grad_accum=grad_accum, arch=arch, pretrained=pretrained, weights=weights,
+                           encoding_dims=encoding_dims, epochs_adv=epochs_adv, epochs_ae=epochs_ae, epochs_classif=epochs_classif, lr_max=lr_max,
+                           classif_class_weight=classif_class_weight, resume=resume, precision=precision))
+        return explain_classifier(learner, images, out, label, class_a, valid_pct=valid_pct, n_permutations=n_permutations, seed=seed,
+                                  overwrite=overwrite, on_bad_image=on_bad_image, progress=progress, show=show, cues=cues)
     t0 = time.perf_counter()
     s = _settings(planted, size=size, arch=arch, encoding_dims=encoding_dims, epochs_adv=epochs_adv, epochs_ae=epochs_ae,
                   epochs_classif=epochs_classif, lr_max=lr_max, valid_pct=valid_pct, n_permutations=n_permutations, classif_class_weight=classif_class_weight)
@@ -334,6 +341,110 @@ def explain_image_folder(
         return _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted,
                         planted_strength, on_bad_image, progress, show, t0, precision, user_cues)
 
+
+# %% ../nbs/09_cli.ipynb #76b7383c
+_TRAINING_OPTIONS = ('planted', 'size', 'bs', 'grad_accum', 'arch', 'pretrained', 'weights', 'encoding_dims', 'epochs_adv', 'epochs_ae',
+                     'epochs_classif', 'lr_max', 'classif_class_weight', 'resume') # what `--learner` refuses: options of a job that trains
+
+def _learner_only(given:dict):
+    "Refuse the options of a job that trains, given together with `--learner`."
+    drop = [_opt(k) for k, v in given.items() if k in _TRAINING_OPTIONS and v is not None and v is not False]
+    drop += ['--precision'] if given.get('precision', 'fp32') != 'fp32' else []
+    if drop: raise ValueError(f"--learner explains a trained model as it is and trains nothing: drop {', '.join(drop)}")
+
+def _given_model(model, size):
+    "The model to explain (an exported file loaded), how the report names it, and what run.json keeps about where it came from."
+    from tell_me_why.pipeline import load_exported_learner
+    from fastai.learner import Learner
+    if isinstance(model, (str, Path)):
+        file = Path(model)
+        learn = load_exported_learner(file)
+        return learn, f"the fastai learner exported to `{file.name}` (a {type(learn.model).__name__})", dict(source='--learner', file=str(model), path=str(file.resolve()))
+    if isinstance(model, Learner): return model, f"a fastai learner given in Python (a {type(model.model).__name__})", dict(source='python', given='Learner')
+    import torch
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a fastai Learner, a torch module or the file a `learn.export()` wrote, got {type(model).__name__}")
+    if size is None: raise ValueError("a torch module needs `size`: the side of the images it was trained on")
+    return model, f"a torch module given in Python (a {type(model).__name__})", dict(source='python', given='torch module')
+
+# %% ../nbs/09_cli.ipynb #bc7a39ff
+def _gate_line(ex) -> str:
+    "The accuracy gate and the drivers in one line of the log."
+    s, v = ex.summary, ex.evidence['verdicts']
+    drivers = [c for c, w in zip(v.cue, v.verdict) if w.startswith('drives')]
+    return (f"  validation accuracy {s['accuracy']:.2f} on {s['n_valid']} images (majority baseline {s['baseline']:.2f}, binomial p = "
+            f"{s['accuracy_p_value']:.2g}): {'beats chance' if s['separated'] else 'does not beat chance: no cue is a finding'}; "
+            f"drives the decision: {', '.join(drivers) or 'no cue'}")
+
+def _explain_given(out:Path, model, source, record, s, images, label, class_a, seed, overwrite, on_bad_image, progress, show, t0,
+                   user_cues, size, normalize, classes) -> dict:
+    "The job for a trained classifier: the pipeline's stages that need no training and no decoder."
+    from tell_me_why.data import sample_data_path
+    from tell_me_why import pipeline as P
+    from tell_me_why.training import progress_bars
+    from tell_me_why.cues import BUILTIN_CUES
+    prev = previous_run_outputs(out)
+    if prev and not overwrite:  # a trained model's run has nothing to resume: name the one way on
+        raise FileExistsError(f"--out {str(out)!r} already holds a run ({', '.join(prev)}); pass --overwrite to replace it, or choose another folder")
+    _check_out(out, False, overwrite)  # refuse before anything is read or written
+    folder, label = Path(images) if images is not None else sample_data_path()/'images', label or ('pets' if images is None else 'folder')
+    shown = str(images) if images is not None else 'the bundled pets sample'
+    print(f"tell_me_why: {source}, explained as it is, on {shown} ({label} labels)")
+    data = P.prepare_data(folder, label, size or 64, s['valid_pct'], seed, class_a=class_a, on_bad_image=on_bad_image, progress=progress, shown=shown)
+    clf = P.given_classifier(model, data, source, record, size, normalize, classes)  # classes that do not match, or a model that does not fit, fail here
+    _check_user_cues(user_cues, clf.learn)
+    with _output_folder(out, False, overwrite) as work, progress_bars(progress):
+        print(f"{data.n_train} training and {data.n_valid} validation images; s = logit({data.class_a}) − logit({data.class_b}) "
+              f"is read from {clf.features}")
+        codes = P.encode_with_classifier(clf)
+        print("Scoring image cues")
+        table = P.score_cues(codes, progress, cache_dir=work/'cue_cache', cues=user_cues, dls=clf.learn.dls)
+        print("Explaining the decision")
+        ex = P.explain_classifier_model(clf, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show,
+                                        cues=[*BUILTIN_CUES, *user_cues] if user_cues else None)
+        print(_gate_line(ex))
+        settings = dict(learner=record.get('file'),
+                        model=clf.record['model_class'], images=data.images, label=data.label, classes=data.vocab, class_a=data.class_a,
+                        n_train=data.n_train, n_valid=data.n_valid, valid_pct=s['valid_pct'], n_permutations=s['n_permutations'], seed=seed,
+                        size=size, normalize=None if normalize is None else [list(map(float, v)) for v in normalize],
+                        report_set='validation split', cues=[c.name for c in user_cues])
+        P.write_outputs(work, out, data, clf, table, ex, settings, time.perf_counter() - t0)
+    print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {(out/'report.md').as_posix()}")
+    return dict(classifier=clf, summary=ex.summary, ranking=ex.ranking, evidence=ex.evidence, feature_table=table, report=out/'report.md',
+                record=out/'run.json', out=out)
+
+# %% ../nbs/09_cli.ipynb #d26c9de7
+def explain_classifier(
+    model, # a fastai `Learner`, a torch module mapping images to two logits, or the file fastai's `learn.export()` wrote
+    images:str|Path|None=None, # Folder of images of the model's two classes (searched recursively); None = the bundled pets sample
+    out:str|Path='tmw_output', # Output folder
+    label:str|None=None, # 'folder', 'pets', 're:<pattern>' or 'csv:<file>'; default 'folder' ('pets' for the sample); the classes must be the model's
+    class_a:str|None=None, # Class the decision score s points to (default: the second class in alphabetical order)
+    size:int|None=None, # A torch module's image side (fastai's `Resize`, centre crop); a `Learner` brings its own transforms
+    normalize:tuple|None=None, # A torch module's (mean, std) per channel, e.g. ImageNet's; None = images in [0, 1]
+    classes:list|None=None, # A torch module's class names in the order of its logits; None = the folder's, sorted
+    valid_pct:float|None=None, # Share of the images that judge the model (the validation split), in (0, 1); None = 0.25
+    n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000
+    seed:int=42, # Seed of the split, the permutations and the bootstrap
+    overwrite:bool=False, # Replace the run in `out` (only once the new run has finished)
+    on_bad_image:str='skip', # Unreadable images: 'skip' (listed in the report) or 'raise'
+    progress:bool=True, # Progress bars (off for saved notebook outputs and logs)
+    show:bool=False, # Also show figures inline (notebooks)
+    cues:list|None=None, # Cues of your own, tested beside the built-in ones: `Cue`s, or 'FILE.py:NAME' / 'module:NAME' (`load_cue`)
+) -> dict: # `summary` (the accuracy gate), `ranking` (against s), `evidence`, `feature_table`, `classifier`, and the paths `report`, `record`, `out`
+    "Explain a trained two-class classifier as it is (no training): accuracy gate, cue interventions and verdicts, cue ranking against its score s."
+    t0 = time.perf_counter()
+    s = _settings(None, valid_pct=valid_pct, n_permutations=n_permutations)
+    check_explain_settings(**s, seed=seed, images=images, out=out, label=label, on_bad_image=on_bad_image)
+    if size is not None: _number('size', size, 8, whole=True)
+    if isinstance(model, (str, Path)) and not Path(model).exists(): raise FileNotFoundError(f"--learner {str(model)!r} does not exist")
+    user_cues = _user_cues(cues)  # a bad --cue fails here, before any image is read
+    _job_modules()
+    model, source, record = _given_model(model, size)  # a file that cannot be loaded, or a learner of more than two classes, fails here
+    out = Path(out)
+    with run_lock(out):
+        return _explain_given(out, model, source, record, s, images, label, class_a, seed, overwrite, on_bad_image, progress, show, t0,
+                              user_cues, size, normalize, classes)
 
 # %% ../nbs/09_cli.ipynb #70d73791
 def _run_settings(data, s:dict, pretrained, weights, seed, resume, planted, planted_strength, precision) -> dict:
@@ -393,7 +504,7 @@ def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights
         _print_training(trained.training)
         codes = P.encode_splits(trained.learn)  # saved by train_xaaenet in split_items order: no second encoding pass
         print("Scoring image cues")
-        table = P.score_cues(codes, progress, cache_dir=work/'cue_cache')  # a resumed run scores no image twice
+        table = P.score_cues(codes, progress, cache_dir=work/'cue_cache', cues=user_cues, dls=trained.learn.dls)  # a resumed run scores no image twice
         print("Explaining the decision axis")
         ex = P.explain_model(trained.learn, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show,
                              cues=[*BUILTIN_CUES, *user_cues] if user_cues else None)
@@ -415,6 +526,8 @@ _EXAMPLES = """examples:
       the report says so
   tmw-explain --images scans --label 're:^([a-z]+)_' --out scans_run
   tmw-explain --images photos --label csv:photos/labels.csv --pretrained --out photos_run
+  tmw-explain --learner model.pkl --images test_photos --cue my_cues.py:red_tag --out model_run
+      your own fastai classifier (saved with learn.export()), explained as it is: no training
 
 exit status: 0 done, 2 a user error (one line on stderr naming the option or file), 130 interrupted,
 1 a bug (rerun with --debug or TMW_DEBUG=1 for the traceback)."""
@@ -435,8 +548,8 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     "The argument parser of `tmw-explain`: every option with its default and limits."
     F, P = FOLDER_DEFAULTS, PLANTED_DEFAULTS
     p = _Parser(prog='tmw-explain', formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EXAMPLES,
-                description="Train an xAAEnet on a two-class image folder, rank the image cues behind its decision, and write "
-                            "figures, report.md and run.json to OUT.")
+                description="Train an xAAEnet on a two-class image folder (or take your own trained classifier, --learner), rank "
+                            "the image cues behind its decision, and write figures, report.md and run.json to OUT.")
     d = p.add_argument_group('data')
     d.add_argument('--images', metavar='FOLDER', help="folder of images, searched recursively (default: the bundled pets sample, 120 photos)")
     d.add_argument('--label', metavar='RULE', help="'folder' (one sub-folder per class), 'pets' (uppercase first letter = cat), "
@@ -450,6 +563,10 @@ def tmw_explain_parser() -> argparse.ArgumentParser:
     d.add_argument('--cue', action='append', dest='cues', metavar='FILE.py:NAME', help="a cue of your own, tested beside the built-in ones: "
                    "the `Cue` called NAME in a Python file (or module:NAME); repeat for several")
     m = p.add_argument_group('model and training')
+    m.add_argument('--learner', metavar='FILE', help="explain your own trained fastai model instead of training one: the file "
+                   "`learn.export()` wrote, a classifier of the two classes of --images. Nothing is trained: the options below "
+                   "that train are refused with it. The report gives the accuracy gate, the cue interventions and verdicts and the cue "
+                   "ranking against the model's score; the parts that need an xAAEnet (walk, counterfactual images) are skipped")
     m.add_argument('--arch', choices=list(ARCHS), help=f"encoder (default: {F['arch']}; {P['arch']} with --planted: a 4-layer CNN)")
     m.add_argument('--pretrained', action='store_true', help="start from ImageNet weights (downloads them: needs a network; default: off)")
     m.add_argument('--weights', metavar='FILE', help="local ImageNet state-dict file for --arch (offline alternative to --pretrained)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['VERDICTS', 'cue_verdicts', 'gather_evidence']
+__all__ = ['VERDICTS', 'NEEDS_XAAENET', 'cue_verdicts', 'gather_evidence']
 
 # %% ../nbs/14_explanation.ipynb #35dabeb5
 VERDICTS = {'drives': "drives the decision", 'moves': "moves with the decision but does not drive it",
@@ -94,7 +94,16 @@ def _walk(learn, items, y, target_idx, fit_z, save_dir, show, cues=None):
 
 
 # %% ../nbs/14_explanation.ipynb #271fda83
-def gather_evidence(learn, # a `Learner` from `train_xaaenet`
+def _has_decoder(learn) -> bool:
+    "Whether `learn` holds an xAAEnet (it can walk codes and draw them), not only a classifier."
+    from tell_me_why.model_aae import XAAEBase
+    m = getattr(learn, 'model', learn)
+    return isinstance(getattr(m, 'module', m), XAAEBase)
+
+NEEDS_XAAENET = {'walk': "the latent walk along the decision axis and the counterfactual images (they need the xAAEnet's decoder)",
+                 'axes': "the comparison of the model's axis with PLS1 in the xAAEnet's code z (the figures against s compare it with PLS1 in the model's own codes)"} # what `gather_evidence` skips for a model without a decoder
+
+def gather_evidence(learn, # a `Learner` from `train_xaaenet`, or any fastai `Learner` of a two-class classifier (no walk then)
                     items:list, # the report images (e.g. the validation items), in the row order of `z`
                     z, # their codes (n, d)
                     y, # their class indices
@@ -105,8 +114,8 @@ def gather_evidence(learn, # a `Learner` from `train_xaaenet`
                     save_dir=None, # folder for `cue_effects.png` and `counterfactuals.png`; None = no files
                     seed:int=0, progress:bool=True, show:bool|None=False,
                     cues:list|None=None, # cues to test and follow: built-in names and `Cue`s of your own; None = every built-in cue
-                   ) -> dict: # `interventions`, `counterfactuals`, `axes`, `verdicts`, `paths`
-    "Interventions, counterfactual images and the axis comparison for a trained xAAEnet, read into one verdict per cue."
+                   ) -> dict: # `interventions`, `counterfactuals`, `walk`, `axes`, `verdicts`, `paths`; for a classifier without a decoder `skipped` instead of the walk and axes
+    "Interventions, counterfactual images and the axis comparison for a trained xAAEnet (interventions only for another classifier), read into one verdict per cue."
     items = [Path(i) for i in items]  # fastai's image loader takes paths, not strings
     from .interventions import cue_interventions, plot_cue_effects
     from .counterfactuals import compare_axes, walk_verdict
@@ -116,6 +125,8 @@ def gather_evidence(learn, # a `Learner` from `train_xaaenet`
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         paths['effects'] = Path(save_dir)/'cue_effects.png'
         plt.close(plot_cue_effects(iv, fname=paths['effects']))
+    if not _has_decoder(learn):  # a classifier of the user's: the edits are the model-based evidence there is
+        return dict(interventions=iv, paths=paths, skipped=dict(NEEDS_XAAENET), verdicts=cue_verdicts(iv, ranking, None))
     cf, paths['walk'] = _walk(learn, items, y, target_idx, fit_z, save_dir, show, cues)
     axes = compare_axes(learn.model, z, y, target_idx, fit_z=fit_z, fit_y=fit_y)
     walk = walk_verdict(cf, list(learn.dls.vocab))  # a walk whose frames do not carry the decision is no evidence

@@ -6,7 +6,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/pipeline.html.md"""
 
 # %% ../nbs/15_pipeline.ipynb #987bd48d
 from __future__ import annotations
-import datetime, json, math, platform, time, warnings
+import datetime, json, math, pickle, platform, time, types, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,19 +21,22 @@ from .feature_scores import compute_feature_score_table
 from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
 from .fidelity import small_xaaenet
 from .explanation import gather_evidence, _keep_per_class
-from .counterfactuals import model_axis, explain_image, _learner_images
+from .counterfactuals import model_axis, explain_image, _learner_images, DecisionAxis
 from .callbacks import atomic_write, load_state
 from .distributed import world_size
 from .training import KEEP_CRITERIA, PHASES
 from .statistics import separation_summary, format_p
 from .report import write_report
+from .cues import Cue, cue_values
 
 
 
 # %% auto #0
-__all__ = ['MIN_STEPS_PER_EPOCH', 'FIGURES', 'plan_optimizer_steps', 'PreparedData', 'prepare_data', 'plan_line', 'build_model',
-           'TrainedModel', 'train_model', 'Codes', 'encode_splits', 'score_cues', 'Explanation', 'explain_model',
-           'write_outputs', 'FinishedRun', 'load_run', 'explain_run_image']
+__all__ = ['MIN_STEPS_PER_EPOCH', 'FIGURES', 'NEEDS_DECODER', 'plan_optimizer_steps', 'PreparedData', 'prepare_data', 'plan_line',
+           'build_model', 'TrainedModel', 'train_model', 'Codes', 'encode_splits', 'score_cues', 'Explanation',
+           'explain_model', 'load_exported_learner', 'classifier_dataloaders', 'GivenClassifier', 'given_classifier',
+           'encode_with_classifier', 'explain_classifier_model', 'write_outputs', 'FinishedRun', 'load_run',
+           'explain_run_image']
 
 # %% ../nbs/15_pipeline.ipynb #f349de3c
 MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
@@ -200,10 +203,18 @@ def encode_splits(learn:XAAELearner, # a learner from `train_model` (its latent 
 def score_cues(codes:Codes, # from `encode_splits`
                progress:bool=False, # progress bar
                cache_dir=None, # folder of the cue-table cache (`compute_feature_score_table`): a rerun or resume scores each image once
+               cues:list|None=None, # `Cue`s of your own to add as columns (built-in names are already there)
+               dls=None, # `DataLoaders` that give the images as the model receives them: your cues are measured on those
               ) -> pd.DataFrame: # one row per image, training split first, with a `split` column
-    "The cue table of both splits, in the codes' row order."
+    "The cue table of both splits, in the codes' row order; your own cues after the built-in ones."
     table = compute_feature_score_table(codes.paths_train + codes.paths_valid, progress=progress, cache_dir=cache_dir)
     table.insert(1, 'split', ['train'] * len(codes.paths_train) + ['valid'] * len(codes.paths_valid))
+    own = [c for c in (cues or []) if isinstance(c, Cue) and c.name not in table]
+    if own:
+        from tell_me_why.interventions import model_image_batches
+        if dls is None: raise ValueError("`score_cues` needs `dls` (the images as the model receives them) to measure cues of your own")
+        got = [cue_values(x, own) for x, _ in model_image_batches(dls, codes.paths_train + codes.paths_valid, 64)[0]]
+        for c in own: table[c.name] = torch.cat([g[c.name] for g in got]).double().numpy()
     return table
 
 # %% ../nbs/15_pipeline.ipynb #5555b680
@@ -215,6 +226,7 @@ class Explanation:
     evidence:dict # `gather_evidence`: interventions, walk, axes, verdicts
     model_ranking:pd.DataFrame|None = None # the same ranking against the model's own score s (`model_axis`)
     figures:dict = field(default_factory=dict) # key of `FIGURES` -> path of each figure written
+    axis:str = 'PLS1' # what `ranking` ranks the cues against: 'PLS1' (the xAAEnet job) or 's', the model's own score (a given classifier)
 
 # %% ../nbs/15_pipeline.ipynb #5e272b3c
 def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permutations, seed, show, caution):
@@ -264,15 +276,201 @@ def explain_model(learn:XAAELearner, # from `train_model`
                 importance_model_axis=res['model_axis']['paths'].get('importance'), alignment=res['paths'].get('alignment'), traversal=res['traversal'])
     return Explanation(summary, res['importance_rank'], ev, res['model_axis']['importance_rank'], {k: p for k, p in figs.items() if p is not None})
 
+# %% ../nbs/15_pipeline.ipynb #224f542a
+class _MissingImport(Exception):
+    "A class or function the pickle names that cannot be imported here."
+
+class _NamingUnpickler(pickle.Unpickler):
+    "An unpickler whose failure to find a class names it, and where it was defined."
+    def find_class(self, module, name):
+        try: return super().find_class(module, name)
+        except (ImportError, AttributeError) as e:
+            fix = ("define or import it in the script that loads the learner" if module == '__main__' else
+                   f"make `{module.split('.')[0]}` importable here (install it, or add its folder to PYTHONPATH) and run again")
+            raise _MissingImport(f"it holds `{module}.{name}`, which cannot be imported here ({type(e).__name__}: {e}); {fix}") from None
+
+_naming_pickle = types.ModuleType('pickle')
+_naming_pickle.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith('__')}, Unpickler=_NamingUnpickler)
+
+def load_exported_learner(path, # the file fastai's `learn.export()` wrote
+                          option:str='--learner', # how errors name the file (the command-line option)
+                         ):
+    "The fastai `Learner` in an exported file, on the CPU, checked to be a two-class classifier; each failure a one-line error naming the file."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{option} {str(path)!r} does not exist")
+    if not path.is_file(): raise IsADirectoryError(f"{option} {str(path)!r} is a folder; give the file that `learn.export()` wrote")
+    from fastai.learner import load_learner
+    why = f"{option} {str(path)!r} cannot be loaded by fastai's load_learner"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='load_learner` uses')
+            learn = load_learner(path, cpu=True, pickle_module=_naming_pickle)
+    except _MissingImport as e: raise ValueError(f"{why}: {e}") from None
+    except Exception as e: raise ValueError(f"{why} ({type(e).__name__}: {e}); is it a file written by `learn.export()`?") from None
+    if not isinstance(getattr(learn, 'model', None), torch.nn.Module) or not hasattr(learn, 'dls'):
+        raise ValueError(f"{option} {str(path)!r} holds a {type(learn).__name__}, not a fastai Learner saved with `learn.export()`")
+    vocab = getattr(learn.dls, 'vocab', None)
+    if vocab is None: raise ValueError(f"{option} {str(path)!r} is not a classifier: its learner has no classes (`dls.vocab`)")
+    if len(vocab) != 2:
+        raise ValueError(f"{option} {str(path)!r} is a classifier of {len(vocab)} classes ({', '.join(map(str, list(vocab)[:10]))}"
+                         f"{', ...' if len(vocab) > 10 else ''}); tell_me_why explains two-class classifiers")
+    return learn
+
+# %% ../nbs/15_pipeline.ipynb #d33648b5
+def _split_labels(data:PreparedData) -> tuple[list, list, dict]:
+    "The training and validation files of the prepared split, and each file's class name."
+    labels = {}
+    for dl in (data.dls.train, data.dls.valid):
+        labels.update({str(p): data.dls.vocab[int(y)] for p, y in zip(dl.items, dl.dataset.tls[1])})
+    return list(data.dls.train.items), list(data.dls.valid.items), labels
+
+def classifier_dataloaders(data:PreparedData, # from `prepare_data`: the files, their split and their classes
+                           model, # a fastai `Learner` (its own transforms and classes are used) or a torch module
+                           size:int|None=None, # a torch module's image side: fastai's `Resize(size)` (centre crop); not for a `Learner`
+                           normalize:tuple|None=None, # a torch module's (mean, std) per channel, e.g. ImageNet's; None = images in [0, 1]
+                           classes:list|None=None, # a torch module's class names in the order of its logits; None = the folder's, sorted
+                          ):
+    "`DataLoaders` of the prepared split that give the files to `model` as it expects them, labelled with the folder's classes in the model's order."
+    from fastai.data.core import Datasets
+    from fastai.data.transforms import Categorize, IntToFloatTensor, Normalize, ToTensor
+    from fastai.vision.augment import Resize
+    from fastai.vision.core import PILImage
+    from fastai.learner import Learner
+    train, valid, labels = _split_labels(data)
+    if isinstance(model, Learner):
+        if size is not None or normalize is not None or classes is not None:
+            raise ValueError("a fastai Learner brings its own transforms and classes: drop `size`, `normalize` and `classes`")
+        src, vocab = model.dls, list(model.dls.vocab)
+        x_tfms, after_item, after_batch = list(src.valid_ds.tls[0].tfms.fs), list(src.after_item.fs), list(src.after_batch.fs)
+    else:
+        if size is None: raise ValueError("a torch module needs `size`: the image side it was trained on")
+        vocab = list(data.vocab) if classes is None else list(classes)
+        x_tfms, after_item = [PILImage.create], [Resize(size), ToTensor()]
+        after_batch = [IntToFloatTensor()] + ([] if normalize is None else [Normalize.from_stats(*normalize)])
+    if sorted(map(str, vocab)) != sorted(data.vocab):
+        raise ValueError(f"the images' classes {data.vocab} (label rule {data.label!r}) are not the model's {vocab}: give a folder "
+                         "labelled with the model's class names (see --label)")
+    tfms = [x_tfms, [lambda p: labels[str(p)], Categorize(vocab=vocab, sort=False)]]
+    dsets = Datasets(train + valid, tfms=tfms, splits=[list(range(len(train))), list(range(len(train), len(train) + len(valid)))])
+    return dsets.dataloaders(bs=16, after_item=after_item, after_batch=after_batch, num_workers=0, device=default_device())
+
+# %% ../nbs/15_pipeline.ipynb #5f28e88c
+@dataclass
+class GivenClassifier:
+    "A trained two-class classifier explained as it is: a learner that feeds it the folder's images, its decision axis, and where it came from."
+    learn:object # a fastai `Learner` of the model over the prepared split (`classifier_dataloaders`); never trained here
+    axis:DecisionAxis # the model's decision score s = logit[class A] − logit[class B], linear in the codes `features` names
+    features:str # the codes s is linear in, in words: the inputs of its last linear layer, or its two logits
+    source:str # the model in words, e.g. "the fastai learner exported to `m.pkl` (Sequential)"
+    record:dict # run.json's `model`: how it was given (`--learner` and the file, or a Python object), its class, the codes
+    codes_from_head:bool=True # the codes are the inputs of the last linear layer (False: the logits)
+
+def _last_linear(model:torch.nn.Module) -> torch.nn.Linear|None:
+    "The last `nn.Linear` with two outputs among the model's modules (registration order), or None."
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 2]
+    return heads[-1] if heads else None
+
+@torch.no_grad()
+def _inputs_and_logits(model, head, x:torch.Tensor) -> tuple:
+    "The flattened inputs of `head` (None without one, or when its output is not the model's) and the model's logits."
+    got = {}
+    hook = None if head is None else head.register_forward_hook(lambda m, i, o: got.update(i=i[0], o=o))
+    try: out = model(x)
+    finally:
+        if hook is not None: hook.remove()
+    out = getattr(out, 'logits', out)
+    if not torch.is_tensor(out) or out.ndim != 2 or out.shape[1] != 2:
+        raise ValueError(f"the model must return two logits per image, it returned {tuple(getattr(out, 'shape', ())) or type(out).__name__}")
+    out = out.as_subclass(torch.Tensor).float()
+    if 'o' not in got or got['o'].shape != out.shape or not torch.allclose(got['o'].as_subclass(torch.Tensor).float(), out, atol=1e-4, rtol=1e-4):
+        return None, out
+    return got['i'].as_subclass(torch.Tensor).float().flatten(1), out
+
+# %% ../nbs/15_pipeline.ipynb #469481f5
+def given_classifier(model, # a fastai `Learner` (e.g. from `load_exported_learner`) or a torch module mapping images to two logits
+                     data:PreparedData, # from `prepare_data`: the images that judge it
+                     source:str|None=None, # the model in words; None = its class
+                     record:dict|None=None, # what run.json keeps about where it came from
+                     size:int|None=None, normalize:tuple|None=None, classes:list|None=None, # a torch module's input: see `classifier_dataloaders`
+                    ) -> GivenClassifier:
+    "Wrap a trained classifier for the explanation: its images as it expects them, and its decision axis towards `data.class_a`, checked on a first batch."
+    from fastai.learner import Learner
+    from tell_me_why.interventions import model_image_batches
+    module = model.model if isinstance(model, Learner) else model
+    if not isinstance(module, torch.nn.Module): raise TypeError(f"expected a fastai Learner or a torch module, got {type(model).__name__}")
+    dls = classifier_dataloaders(data, model, size, normalize, classes)
+    module = module.to(default_device()).eval()
+    a, head = list(dls.vocab).index(data.class_a), _last_linear(module)
+    batches, to_model, _ = model_image_batches(dls, dls.valid.items[:8], bs=8)
+    p = next(module.parameters())
+    feats, logits = _inputs_and_logits(module, head, to_model(next(iter(batches))[0]).to(p.device, p.dtype))  # a model that does not fit fails here
+    if feats is not None:
+        w, b = head.weight.detach().double().cpu().numpy(), (np.zeros(2) if head.bias is None else head.bias.detach().double().cpu().numpy())
+        axis, features = DecisionAxis(w[a] - w[1 - a], float(b[a] - b[1 - a]), a), f"the {w.shape[1]} inputs of its last linear layer"
+    else: axis, features = DecisionAxis(np.array([1., -1.])[[a, 1 - a]] * 1., 0., a), "its two logits (no last linear layer gives them)"
+    learn = Learner(dls, module, loss_func=torch.nn.CrossEntropyLoss())
+    name = type(module).__name__
+    rec = dict(record or dict(source='python'), model_class=name, classes=list(map(str, dls.vocab)), codes=features)
+    return GivenClassifier(learn, axis, features, source or f"a {name} given in Python", rec, feats is not None)
+
+# %% ../nbs/15_pipeline.ipynb #8292cdb4
+def encode_with_classifier(clf:GivenClassifier, # from `given_classifier`
+                           bs:int=64, # images per forward pass
+                          ) -> Codes:
+    "Both splits' codes (what the classifier's decision axis is linear in), classes (in the model's order) and files: one pass of the model."
+    from tell_me_why.interventions import model_image_batches
+    module, dls = clf.learn.model, clf.learn.dls
+    head = _last_linear(module) if clf.codes_from_head else None
+    p, out = next(module.parameters()), []
+    for items in (dls.train.items, dls.valid.items):
+        batches, to_model, _ = model_image_batches(dls, items, bs)
+        z, y = [], []
+        for x, yb in batches:
+            f, logits = _inputs_and_logits(module, head, to_model(x).to(p.device, p.dtype))
+            z.append((logits if head is None else f).cpu()); y.append(yb)
+        out.append((torch.cat(z), torch.cat(y), [str(i) for i in items]))
+    (zt, yt, pt), (zv, yv, pv) = out
+    return Codes(zt, yt, pt, zv, yv.numpy(), pv)
+
+# %% ../nbs/15_pipeline.ipynb #10361492
+def explain_classifier_model(clf:GivenClassifier, # from `given_classifier`
+                             codes:Codes, # from `encode_with_classifier`
+                             table:pd.DataFrame, # from `score_cues`
+                             data:PreparedData, # from `prepare_data`
+                             save_dir, # folder of the interpretation figures
+                             n_permutations:int=1000, # shuffles of the permutation tests
+                             seed:int=42, progress:bool=False, show:bool=False,
+                             cues:list|None=None, # cues to test: built-in names and `Cue`s of your own; None = every built-in cue
+                            ) -> Explanation:
+    "Chance test, cue ranking against the model's own score s (correlation), and the interventions (the model) with one verdict per cue."
+    a = clf.axis.target_idx
+    preds = np.where(clf.axis.score(codes.z_valid) > 0, a, 1 - a)
+    chance = separation_summary(preds, codes.y_valid)
+    caution = (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
+               f"p = {format_p(chance['accuracy_p_value'])}): no cue below is a finding")
+    valid = table[table.split == 'valid'].drop(columns='split').reset_index(drop=True)
+    fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
+    res = run_pls_feature_figures(codes.z_valid, y, valid, target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b,
+                                  save_dir=save_dir, show=show, fit_z=codes.z_train, fit_target=fit_y, n_permutations=n_permutations,
+                                  random_state=seed, caution=caution, axis=clf.axis)
+    print("Editing the cues")
+    ev = gather_evidence(clf.learn, codes.paths_valid, codes.z_valid, codes.y_valid, ranking=res['importance_rank'], target_idx=a,
+                         fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed, progress=progress, show=show, cues=cues)
+    summary = separation_summary(preds, codes.y_valid, res.get('target_perm_p_value'))
+    figs = dict(effects=ev['paths'].get('effects'), importance_model_axis=res['paths'].get('importance'),
+                alignment_model_axis=res['paths'].get('alignment'))
+    return Explanation(summary, res['importance_rank'], ev, None, {k: p for k, p in figs.items() if p is not None}, axis='s')
+
 # %% ../nbs/15_pipeline.ipynb #3e98fd0c
 FIGURES = {'effects': 'effect of each cue on the decision (interventions)', 'walk': 'counterfactuals of four validation images',
-           'importance': 'cue ranking', 'importance_model_axis': "cue ranking against the model's own score", 'alignment': 'alignment panels',
+           'importance': 'cue ranking', 'importance_model_axis': "cue ranking against the model's own score",
+           'alignment_model_axis': "alignment panels against the model's own score", 'alignment': 'alignment panels',
            'traversal': 'walk along the decision axis', 'pls': 'PLS biplot of validation codes',
            'tsne_adversarial': 't-SNE after the adversarial phase', 'tsne_autoencoder': 't-SNE after the autoencoder phase'} # the report's titles of the figures a run writes, in its order
 
-def _figure_links(work:Path, trained:TrainedModel, ex:Explanation) -> dict:
+def _figure_links(work:Path, trained, ex:Explanation) -> dict:
     "Title -> path relative to the report of every figure the stages wrote (their paths come back from the functions that drew them)."
-    recs = trained.learn.records
+    recs = trained.learn.records if isinstance(trained, TrainedModel) else {}  # a given classifier has no training figures
     paths = {**ex.figures, 'pls': recs.get('classifier', {}).get('figure'),
              **{f'tsne_{ph}': recs.get(ph, {}).get('figure') for ph in ('adversarial', 'autoencoder')}}
     return {title: _rel(paths[k], work, Path('.')) for k, title in FIGURES.items() if paths.get(k) is not None and Path(paths[k]).exists()}
@@ -284,7 +482,7 @@ def _rel(p, root:Path, shown:Path) -> str:
 
 def _write_tables(work:Path, out:Path, table, ex:Explanation):
     table.assign(Source_File_Path=[_rel(p, work, out) for p in table.Source_File_Path]).to_csv(work/'feature_scores.csv', index=False)
-    ex.ranking.to_csv(work/'cue_ranking.csv', index=False)
+    ex.ranking.to_csv(work/('cue_ranking_model_axis.csv' if ex.axis == 's' else 'cue_ranking.csv'), index=False)  # the file says what it ranks against
     if ex.model_ranking is not None: ex.model_ranking.to_csv(work/'cue_ranking_model_axis.csv', index=False)
     ex.evidence['interventions'].to_csv(work/'cue_interventions.csv', index=False)
     ex.evidence['verdicts'].to_csv(work/'cue_verdicts.csv', index=False)
@@ -298,16 +496,30 @@ def _result_record(ex:Explanation) -> dict:
     "run.json's `result`: the chance test, the leading verdicts, the two axes and the top of the ranking."
     v, rk = ex.evidence['verdicts'], ex.ranking
     cols = ['cue', 'verdict'] + [c for c in ('effect', 'ci_low', 'ci_high', 'walk_rho') if c in v]
+    ev, on_s = ex.evidence, ex.axis == 's'
+    top = lambda r: r.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in r else [])].to_dict('records')
     return dict(**{k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in ex.summary.items()},
-                verdicts=json.loads(v.head(5)[cols].to_json(orient='records')), counterfactuals=_counterfactual_record(ex.evidence['counterfactuals']),
-                axes={k: ex.evidence['axes'][k] for k in ('cosine', 'r_s_pls1')},
-                top_cues_model_axis=None if ex.model_ranking is None else ex.model_ranking.head(5)[['feature', 'signed_r2']].to_dict('records'),
-                top_cues=rk.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in rk else [])].to_dict('records'))
+                verdicts=json.loads(v.head(5)[cols].to_json(orient='records')),
+                counterfactuals=_counterfactual_record(ev['counterfactuals']) if 'counterfactuals' in ev else None,
+                axes={k: ev['axes'][k] for k in ('cosine', 'r_s_pls1')} if 'axes' in ev else None, ranking_axis=ex.axis,
+                top_cues_model_axis=(top(rk) if on_s else None if ex.model_ranking is None else ex.model_ranking.head(5)[['feature', 'signed_r2']].to_dict('records')),
+                top_cues=None if on_s else top(rk))  # a given classifier's ranking is against s: the model axis' place, and no PLS1 ranking
+
+# %% ../nbs/15_pipeline.ipynb #2f8eaa2c
+NEEDS_DECODER = ("the decoder's reconstruction check", "the prior check (is z Gaussian?) and the t-SNE and PLS figures of the training phases") # besides `NEEDS_XAAENET`: what a given classifier's report lists as skipped
+
+def _given_model(clf, data:PreparedData, ex:Explanation) -> dict:
+    "What the report says about a classifier explained as given: what it is, its codes, the images that judged it, what was skipped."
+    images = (f"The {data.n_train + data.n_valid} images were split as for an xAAEnet: the model is judged on the {data.n_valid} validation "
+              f"images; the {data.n_train} training images stand in for the images it learned from (did a cue differ between the classes "
+              "there?) and fit the PLS1 direction its axis is compared with. tell_me_why does not know which images the model was "
+              "trained on: if it learned from the validation images, its accuracy here overstates it.")
+    return dict(source=clf.source, features=clf.features, images=images, skipped=[*ex.evidence.get('skipped', {}).values(), *NEEDS_DECODER])
 
 # %% ../nbs/15_pipeline.ipynb #53436d3e
 def write_outputs(work, # the folder the run writes to
                   out, # the folder the files will be read from (paths in the files are written under it)
-                  data:PreparedData, trained:TrainedModel, table:pd.DataFrame, ex:Explanation, # the stages' results
+                  data:PreparedData, trained:TrainedModel|GivenClassifier, table:pd.DataFrame, ex:Explanation, # the stages' results (a given classifier in place of a trained model)
                   settings:dict, # the run's settings, shown in the report and kept in run.json
                   seconds:float=0., # the run's time so far
                  ) -> dict: # paths of `report` and `record` (under `work`) and the `figures` linked
@@ -316,15 +528,17 @@ def write_outputs(work, # the folder the run writes to
     _write_tables(work, out, table, ex)
     figures = _figure_links(work, trained, ex)
     skipped = [(_rel(p, work, out), why) for p, why in data.dls.skipped_images]
+    given = isinstance(trained, GivenClassifier)
+    training, prior, reconstruction = (None, None, None) if given else (trained.training, trained.prior, trained.reconstruction)
     report = write_report(work/'report.md', ex.summary, ex.ranking, data.class_a, data.class_b, settings, figures,
-                          training=trained.training, prior=trained.prior, skipped=skipped, evidence=ex.evidence,
-                          reconstruction=trained.reconstruction)
+                          training=training, prior=prior, skipped=skipped, evidence=ex.evidence, reconstruction=reconstruction,
+                          model=_given_model(trained, data, ex) if given else None)
     record = dict(tmw_xai=tell_me_why.__version__, torch=torch.__version__, fastai=fastai.__version__, python=platform.python_version(),
                   finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), seconds=round(seconds, 1),
                   data=dict(fingerprint=data_fingerprint(data.dls), images=data.images, folder=data.folder, label=data.label, classes=data.vocab,
                             n_train=data.n_train, n_valid=data.n_valid, skipped_images=skipped),
-                  settings=settings, training=trained.training, prior=trained.prior,
-                  result=dict(_result_record(ex), reconstruction=trained.reconstruction))
+                  **(dict(model=trained.record) if given else {}), settings=settings, training=training, prior=prior,
+                  result=dict(_result_record(ex), reconstruction=reconstruction))
     dump = lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o)))
     return dict(report=report, record=atomic_write(work/'run.json', dump), figures=figures)
 
@@ -361,6 +575,8 @@ def load_run(out, # the folder of a finished `tmw-explain` run
     out = Path(out)
     if not (out/'run.json').is_file(): raise FileNotFoundError(f"--out {str(out)!r} holds no finished run (no run.json): run tmw-explain there first")
     rec = json.loads((out/'run.json').read_text()); s = rec['settings']
+    if rec.get('model'): raise ValueError(f"--out {str(out)!r} explained a classifier given as it is ({rec['model'].get('source')}), not an xAAEnet: "
+                                          "explaining one more image needs the xAAEnet's decoder (its counterfactual)")
     folder = _run_folder(out, rec)
     if not folder.is_dir(): raise FileNotFoundError(f"the run's image folder {str(folder)!r} is gone: its report images and training codes are needed")
     data = prepare_data(folder, s['label'], s['size'], s['valid_pct'], s['seed'], class_a=s['class_a'], shown=s['images'])

@@ -119,60 +119,67 @@ def _overlap_lines(rows:pd.DataFrame, limit:float=0.5, binary=()) -> list[str]:
 
 def _evidence_lines(ev:dict, class_a:str, top:int=12) -> list[str]:
     "The report's lead section: what editing the images and walking the codes say about each cue."
-    iv, v, ax = ev['interventions'], ev['verdicts'], ev['axes']
+    iv, v, ax = ev['interventions'], ev['verdicts'], ev.get('axes')
+    walk = 'walk' not in ev.get('skipped', {})  # a classifier without a decoder: no walk, no ρ column
     L = ["## What drives the decision", "",
          f"Each cue was changed in the validation images by ±0.5 and ±1 of its standard deviation (SD), one cue at a time, and the "
          f"images were given to the model again. The effect is the change of the model's decision score s (towards {class_a}) "
-         "per +1 SD of the cue, in SDs of s, with a 95 % bootstrap interval. The counterfactual adds to each image what the "
-         "decoder changes when the image's code walks across the model's decision boundary: ρ is how steadily the cue changes "
-         "with s along the way (median over images).", ""]
+         "per +1 SD of the cue, in SDs of s, with a 95 % bootstrap interval."
+         + (" The counterfactual adds to each image what the decoder changes when the image's code walks across the model's "
+            "decision boundary: ρ is how steadily the cue changes with s along the way (median over images)." if walk else ""), ""]
     binary = list(iv.attrs.get('binary_cues', []))
     if binary: L[-1:] = [f"Cues that are there or not ({', '.join(binary)}; marked on/off) were switched on and off in every image instead: "
                          "their effect is the change of s from off to on, in SDs of s.", ""]
-    L += ["| cue | effect on s per +1 SD (95 % CI) | decisions flipped | share of the class gap | walk ρ | verdict |", "|---|---:|---:|---:|---:|---|"]
+    L += ["| cue | effect on s per +1 SD (95 % CI) | decisions flipped | share of the class gap |" + (" walk ρ |" if walk else "") + " verdict |",
+          "|---|---:|---:|---:|" + ("---:|" if walk else "") + "---|"]
     for r in v.head(top).to_dict('records'):
         ci = f" ({_num(r.get('ci_low'))} to {_num(r.get('ci_high'))})" if np.isfinite(r.get('ci_low', np.nan)) else ''
         flips = 'n/a' if not np.isfinite(r.get('flip_rate', np.nan)) else f"{r['flip_rate']:.0%}"
         share = r.get('share_of_gap', np.nan)  # a linear extrapolation: above 100 % it means "all of the gap"
         share = 'all (> 100%)' if np.isfinite(share) and share > 1 else _num(share, '.0%')
         L.append(f"| {r['cue']}{' (on/off)' if r['cue'] in binary else ''} | {_num(r.get('effect'))}{ci} | {flips} | {share} | "
-                 f"{_num(r.get('walk_rho'))} | {r['verdict']} |")
+                 + (f"{_num(r.get('walk_rho'))} | " if walk else "") + f"{r['verdict']} |")
     L += _overlap_lines(v.head(top), binary=binary)
-    L += _counterfactual_lines(ev)
-    L += ["", f"The classifier's own axis in z and the PLS1 axis of the table below: cosine {ax['cosine']:+.2f}; on the validation "
-          f"images s and the PLS1 score correlate at r = {ax['r_s_pls1']:+.2f}. An edit changes the image, not the world: "
+    L += _counterfactual_lines(ev) if walk else []
+    axes = (f"The classifier's own axis in z and the PLS1 axis of the table below: cosine {ax['cosine']:+.2f}; on the validation "
+            f"images s and the PLS1 score correlate at r = {ax['r_s_pls1']:+.2f}. " if ax else "")
+    L += ["", axes + "An edit changes the image, not the world: "
           "a cue that drives the decision here is a cue the model responds to, which may stand in for something else in real photos.", ""]
     return L
 
 
 # %% ../nbs/17_report.ipynb #f2ee3da3
-def _opening_lines(summary:dict, untrained:bool) -> list[str]:
+def _opening_lines(summary:dict, untrained:bool, given:bool=False) -> list[str]:
     "The verdict on the model itself: untrained, separating the classes better than chance, or not."
     L = (["**This model is untrained: every phase had 0 epochs.** Its codes are those of random weights; nothing below "
           "describes a learned decision.", ""] if untrained else [])
     acc = (f"Validation accuracy {summary['accuracy']:.2f} on {summary['n_valid']} images "
            f"(majority-class baseline {summary['baseline']:.2f}, one-sided binomial p = {format_p(summary['accuracy_p_value'])}); "
-           f"PLS decision axis permutation p = {format_p(summary['axis_perm_p_value'])}.")
+           + (f"permutation p of the decision score s against the classes = {format_p(summary['axis_perm_p_value'])}." if given
+              else f"PLS decision axis permutation p = {format_p(summary['axis_perm_p_value'])}."))
     if summary['separated'] and not untrained:
         return L + ["**The model separates the two classes better than chance**, so the cue ranking below describes a real decision axis.", "", acc]
     return L + ["**Caution: the model does not separate the two classes better than chance on the validation set.** "
                 "The cue ranking below describes noise more than a decision and must not be read as a finding. "
-                "Train longer, on more images, or with pretrained weights (`--pretrained`, needs a network or `--weights FILE`).", "", acc]
+                + ("Check that these images are of the kind the model was trained on, labelled with its own class names." if given else
+                   "Train longer, on more images, or with pretrained weights (`--pretrained`, needs a network or `--weights FILE`)."), "", acc]
 
 
 # %% ../nbs/17_report.ipynb #ca1964e2
-def _ranking_lines(ranking, summary:dict, class_a:str, class_b:str, alpha:float, top:int, untrained:bool, after_evidence:bool) -> list[str]:
+def _ranking_lines(ranking, summary:dict, class_a:str, class_b:str, alpha:float, top:int, untrained:bool, after_evidence:bool,
+                   axis:str='PLS1') -> list[str]:
     "The correlational section: which cues line up with the decision axis, and the table of the top ones."
     pcol = 'perm_p_value' if 'perm_p_value' in ranking else 'p_value'
     sig = ranking[ranking[pcol] < alpha]
-    L = ["", "## Cues that line up with the decision axis" + (" (correlation)" if after_evidence else ""), ""]
+    L = ["", "## Cues that line up with " + ("the model's decision score s" if axis == 's' else "the decision axis")
+         + (" (correlation)" if after_evidence else ""), ""]
     if len(sig) and summary['separated'] and not untrained:
         how = ("permutation test: the axis separates the classes, the cue follows the axis, and the cue is higher in the "
                "class the axis puts it on" if pcol == 'perm_p_value' else "Pearson test of the cue's alignment with the axis")
         L += [f"{len(sig)} of {len(ranking)} cues line up with the decision beyond chance (p < {alpha}; {how}).", ""]
         first = sig.iloc[0]
         k = ranking.index.get_loc(sig.index[0]) + 1  # its place in the ranking (`sig` keeps the ranking's index)
-        L += [f"Strongest: **{first.feature}**, higher in {class_a if first.signed_r2 > 0 else class_b} (rank {k} by r² with PLS1)."
+        L += [f"Strongest: **{first.feature}**, higher in {class_a if first.signed_r2 > 0 else class_b} (rank {k} by r² with {axis})."
               + ("" if k == 1 else f" The {k - 1} cue(s) ranked above it follow the axis more closely but do not pass the test: "
                  "the classes do not differ in them on the side the axis implies, so they ride along with the axis "
                  "rather than carry the decision."), ""]
@@ -181,19 +188,32 @@ def _ranking_lines(ranking, summary:dict, class_a:str, class_b:str, alpha:float,
     else:
         L += [f"No cue lines up with the decision beyond chance (all p ≥ {alpha}).", ""]
     has_class = 'r_class' in ranking
-    L += [f"| rank | cue | signed r² with PLS1 | higher in | {f'r with {class_a} | ' if has_class else ''}p (Pearson) | "
+    L += [f"| rank | cue | signed r² with {axis} | higher in | {f'r with {class_a} | ' if has_class else ''}p (Pearson) | "
           f"p ({'permutation' if pcol == 'perm_p_value' else 'n/a'}) |", f"|---:|---|---:|---|{'---:|' if has_class else ''}---:|---:|"]
     for i, r in enumerate(ranking.head(top).itertuples(), 1):
         side = class_a if r.signed_r2 > 0 else class_b
         L.append(f"| {i} | {r.feature} | {r.signed_r2:+.3f} | {side} | {f'{r.r_class:+.2f} | ' if has_class else ''}"
                  f"{format_p(r.p_value)} | {format_p(getattr(r, 'perm_p_value', None))} |")
-    L += ["", f"Signed r² is the squared correlation of the cue with PLS1, signed by its direction: positive means the cue is "
-          f"higher on the {class_a} side of the axis."]
+    L += ["", f"Signed r² is the squared correlation of the cue with {axis}, signed by its direction: positive means the cue is "
+          f"higher on the {class_a} side of the axis" + (f" (the model's own decision score s = logit({class_a}) − logit({class_b}))." if axis == 's' else ".")]
     if has_class:
         L[-1] += (f" \"r with {class_a}\" is the cue's correlation with the class on the same images: a cue can follow the axis "
                   "without differing between the classes, and then it is not part of the decision (its permutation p stays large).")
     return L + ["Alignment is correlation, not a proof of what the network computes.", ""]
 
+
+# %% ../nbs/17_report.ipynb #fc586aa7
+def _given_model_lines(model:dict, # `source` (the model in words), `features` (the codes s is linear in), `images` (which images judged it), `skipped` (what needs an xAAEnet)
+                       class_a:str='A', class_b:str='B', # the classes s points to and from
+                      ) -> list[str]:
+    "The section on a classifier explained as given: what it is, the images, and the parts that need an xAAEnet (skipped)."
+    L = ["## The model", "", f"{model['source'][0].upper()}{model['source'][1:]}. Its decision score s = logit({class_a}) − logit({class_b}) "
+         f"is read from {model['features']}; nothing about it was changed or trained.", ""]
+    if model.get('images'): L += [model['images'], ""]
+    if model.get('skipped'):
+        L += ["Skipped, because they need an xAAEnet (the model `tmw-explain` trains when no `--learner` is given):", ""]
+        L += [f"- {w}" for w in model['skipped']] + [""]
+    return L
 
 # %% ../nbs/17_report.ipynb #82289c0b
 def write_report(path, # Markdown file to write
@@ -208,13 +228,17 @@ def write_report(path, # Markdown file to write
                  skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
                  evidence:dict|None=None, # from `gather_evidence`: leads the report when given
                  reconstruction:dict|None=None, # `reconstruction_report` of the report images (with `encoding_dims`): one sentence under the training table
+                 model:dict|None=None, # a classifier explained as given, not trained here: `source`, `features`, `images`, `skipped` (see `_given_model_lines`)
                 ) -> Path:
     "Write a plain-language Markdown report of a tell_me_why run."
     path = Path(path)
     untrained = training is not None and not any(r.get('status') in ('trained', 'resumed') for r in training['phases'].values())
-    L = [f"# tell_me_why report: {class_a} vs {class_b}", ""] + _diverged_lines(training) + _opening_lines(summary, untrained)
+    L = [f"# tell_me_why report: {class_a} vs {class_b}", ""] + _diverged_lines(training)
+    if model is not None: L += [f"Model: {model['source']}, explained as it is (nothing was trained here).", ""]
+    L += _opening_lines(summary, untrained, given=model is not None)
     if evidence is not None: L += [""] + _evidence_lines(evidence, class_a)
-    L += _ranking_lines(ranking, summary, class_a, class_b, alpha, top, untrained, evidence is not None)
+    L += _ranking_lines(ranking, summary, class_a, class_b, alpha, top, untrained, evidence is not None, 's' if model is not None else 'PLS1')
+    if model is not None: L += _given_model_lines(model, class_a, class_b)
     if training is not None: L += _training_lines(training)
     L += _reconstruction_lines(reconstruction)
     if prior is not None: L += _prior_lines(prior)
