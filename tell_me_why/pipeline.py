@@ -244,6 +244,7 @@ def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permuta
     images = _learner_images(learn, [codes.paths_valid[i] for i in keep])[0]
     res['traversal'] = latent_traversal_figure(learn.model.decode, codes.z_valid, y, **names, fit_z=codes.z_train, fit_target=fit_y,
                                                images=images, image_z=codes.z_valid[keep],
+                                               image_labels=[f"a {data.class_a if y[j] else data.class_b} image" for j in keep],
                                                save_path=Path(save_dir)/'latent_traversal.png', show=show)['save_path']
     return res
 

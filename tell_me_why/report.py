@@ -108,6 +108,10 @@ def _num(v, fmt='+.2f') -> str:
     out = format(v, fmt)
     return out if any(ch in '123456789' for ch in out) else format(0.0, fmt)
 
+def _effect(v) -> str:
+    "An effect or an interval end: two decimals, or one significant digit when it is below 0.01 but not zero (so that a tiny effect does not print as +0.00)."
+    return _num(v) if v is None or not np.isfinite(v) or v == 0 or abs(v) >= 0.005 else format(v, '+.1g')
+
 def _overlap_lines(rows:pd.DataFrame, limit:float=0.5, binary=()) -> list[str]:
     "A sentence naming the edits that also move another cue by more than `limit` SD: their effect is not their own cue's alone."
     if 'off_target' not in rows: return []
@@ -133,11 +137,11 @@ def _evidence_lines(ev:dict, class_a:str, top:int=12) -> list[str]:
     L += ["| cue | effect on s per +1 SD (95 % CI) | decisions flipped | share of the class gap |" + (" walk ρ |" if walk else "") + " verdict |",
           "|---|---:|---:|---:|" + ("---:|" if walk else "") + "---|"]
     for r in v.head(top).to_dict('records'):
-        ci = f" ({_num(r.get('ci_low'))} to {_num(r.get('ci_high'))})" if np.isfinite(r.get('ci_low', np.nan)) else ''
+        ci = f" ({_effect(r.get('ci_low'))} to {_effect(r.get('ci_high'))})" if np.isfinite(r.get('ci_low', np.nan)) else ''
         flips = 'n/a' if not np.isfinite(r.get('flip_rate', np.nan)) else f"{r['flip_rate']:.0%}"
         share = r.get('share_of_gap', np.nan)  # a linear extrapolation: above 100 % it means "all of the gap"
         share = 'all (> 100%)' if np.isfinite(share) and share > 1 else _num(share, '.0%')
-        L.append(f"| {r['cue']}{' (on/off)' if r['cue'] in binary else ''} | {_num(r.get('effect'))}{ci} | {flips} | {share} | "
+        L.append(f"| {r['cue']}{' (on/off)' if r['cue'] in binary else ''} | {_effect(r.get('effect'))}{ci} | {flips} | {share} | "
                  + (f"{_num(r.get('walk_rho'))} | " if walk else "") + f"{r['verdict']} |")
     L += _overlap_lines(v.head(top), binary=binary)
     L += _counterfactual_lines(ev) if walk else []
