@@ -6,7 +6,9 @@ Each run trains an xAAEnet the way `tmw-explain` does for one set-up and reads t
 of the decoder's reconstructions, of the mean training image and of PCA with `encoding_dims` components fitted on
 the training images). It prints one row per run and a summary per set-up: the decoder's PSNR after the classifier
 phase (the model the report explains), its margin over the mean image and its gap to PCA, in dB, with the
-classifier's validation accuracy, the prior's two-sample AUC and the wall time.
+classifier's validation accuracy, the prior's two-sample AUC (training codes against N(0, I), eval mode) after the autoencoder
+phase (`AE AUC`; target on the pets job: <= 0.85), the same on the held-out validation codes (`held`) and after the classifier
+phase (`AUC`), and the wall time.
 
 Set-ups:
 - `brightness`, `redness`: the `--planted` showcase (48 px, small encoder, 32-d codes, 2 x 150 images, d = 2),
@@ -94,6 +96,7 @@ def run_one(setup:str, seed:int, before:bool=False, threads:int=1) -> dict:
                 psnr_pca=rec['psnr_pca'], ssim=rec['ssim'], ssim_mean_image=rec['ssim_mean_image'], n=rec['n'],
                 psnr_ae=recs['autoencoder']['reconstruction']['psnr'], accuracy=recs['classifier'].get('kept_valid_accuracy'),
                 prior_auc={ph: round(float(r['two_sample_auc']), 3) for ph, r in learn.prior_reports.items()},
+                prior_auc_valid={ph: round(float(r['prior_valid']['two_sample_auc']), 3) for ph, r in recs.items() if r.get('prior_valid')},
                 generator_steps_adv=recs['adversarial'].get('optimizer_steps'), **cf)
 
 
@@ -101,14 +104,15 @@ def _row(r:dict) -> str:
     acc = r['accuracy']
     return (f"{r['setup']:<12}{r['seed']:>5}  {'before' if r['before'] else 'now':<7}{r['psnr']:>7.2f}{r['psnr_mean_image']:>7.2f}"
             f"{r['psnr_pca']:>7.2f}{r['psnr'] - r['psnr_mean_image']:>+8.2f}{r['psnr'] - r['psnr_pca']:>+8.2f}{r['psnr_ae']:>8.2f}"
-            f"{'' if acc is None else f'{acc:.2f}':>6}{r['prior_auc'].get('classifier', float('nan')):>6.2f}{r['secs']:>7.0f}"
+            f"{'' if acc is None else f'{acc:.2f}':>6}{r['prior_auc'].get('autoencoder', float('nan')):>7.2f}"
+            f"{r.get('prior_auc_valid', {}).get('autoencoder', float('nan')):>7.2f}{r['prior_auc'].get('classifier', float('nan')):>6.2f}{r['secs']:>7.0f}"
             f"{_pct(r.get('validity')):>7}{_pct(r.get('planted_moves')):>7}")
 
 
 def _pct(v) -> str: return '' if v is None else f"{v:.0%}"
 
 
-HEADER = (f"{'set-up':<12}{'seed':>5}  {'run':<7}{'dB':>7}{'mean':>7}{'PCA':>7}{'vs mean':>8}{'vs PCA':>8}{'AE dB':>8}{'acc':>6}{'AUC':>6}{'secs':>7}{'valid':>7}{'moves':>7}")
+HEADER = (f"{'set-up':<12}{'seed':>5}  {'run':<7}{'dB':>7}{'mean':>7}{'PCA':>7}{'vs mean':>8}{'vs PCA':>8}{'AE dB':>8}{'acc':>6}{'AE AUC':>7}{'held':>7}{'AUC':>6}{'secs':>7}{'valid':>7}{'moves':>7}")
 
 
 def summary(rows:list) -> str:
@@ -174,6 +178,10 @@ def main(argv=None):
     for setup in ('pets', 'walkthrough'):
         rs = [r for r in rows if r['setup'] == setup and not r['before']]
         if rs: print(f"{setup} target (beats the mean image): {sum(r['psnr'] > r['psnr_mean_image'] for r in rs)} of {len(rs)} runs")
+    rs = [r for r in rows if r['setup'] == 'pets' and not r['before'] and 'autoencoder' in r['prior_auc']]
+    if rs: print(f"pets prior target (two-sample AUC of the training codes after the autoencoder phase <= 0.85): "
+                  f"{sum(r['prior_auc']['autoencoder'] <= 0.85 for r in rs)} of {len(rs)} runs; held-out codes: "
+                  + ', '.join(f"{r.get('prior_auc_valid', {}).get('autoencoder', float('nan')):.2f}" for r in rs))
     if a.compare:
         for setup in a.setups:
             now, old = ([r['secs'] for r in rows if r['setup'] == setup and r['before'] == b] for b in (False, True))

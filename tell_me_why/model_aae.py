@@ -26,7 +26,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['RECONSTRUCTION_LOSSES', 'default_device', 'ms_ssim_scales', 'adaptive_ms_ssim', 'reconstruction_loss',
            'mse_reconstruction_loss', 'get_reconstruction_loss', 'adversarial_loss', 'adversarial_loss_from_logits',
-           'default_linear', 'LatentCritic', 'XAAEOutput', 'split_gradient_at', 'XAAEBase', 'AAE',
+           'default_linear', 'CodeNorm', 'LatentCritic', 'XAAEOutput', 'split_gradient_at', 'XAAEBase', 'AAE',
            'EncoderWithAAEBlocks', 'add_xaae_blocks', 'XAAELoss']
 
 # %% ../nbs/01_model_aae.ipynb #c5b32a0a
@@ -311,11 +311,42 @@ class _XAAEDecoder(nn.Module):
 def default_linear(n_features:int, # width of the flattened feature map
                    encoding_dims:int, # size of the latent code z
                   ) -> nn.Module:
-    "`BatchNorm1d` on the flattened features, then a `Linear` initialised so that the codes start with about unit variance."
+    "`BatchNorm1d` on the flattened features, a `Linear` initialised so that the codes start with about unit variance, then a `CodeNorm`."
     lin = nn.Linear(n_features, encoding_dims)
     nn.init.normal_(lin.weight, std=n_features ** -0.5)
     nn.init.zeros_(lin.bias)
-    return nn.Sequential(nn.BatchNorm1d(n_features), lin)
+    return nn.Sequential(nn.BatchNorm1d(n_features), lin, CodeNorm(encoding_dims))
+
+# %% ../nbs/01_model_aae.ipynb #c5831599
+class CodeNorm(nn.BatchNorm1d):
+    "Standardises each dimension of the codes: batch statistics in training; in eval mode the statistics `calibrate` set."
+    def __init__(self,
+                 encoding_dims:int, # size of the latent code z
+                ):
+        super().__init__(encoding_dims, affine=False)
+
+    @torch.no_grad()
+    def calibrate(self,
+                  raw:torch.Tensor, # codes before this layer (n, encoding_dims), computed in eval mode
+                 ):
+        "Set the eval-mode statistics to the mean and (unbiased) variance of `raw`: eval-mode codes of those inputs then have mean 0 and sd 1."
+        if raw.ndim != 2 or raw.shape[1] != self.num_features or len(raw) < 2:
+            raise ValueError(f"CodeNorm.calibrate: expected at least 2 codes of {self.num_features} dims, got shape {tuple(raw.shape)}.")
+        raw = raw.to(self.running_mean.device, torch.float64)
+        self.running_mean.copy_(raw.mean(0))
+        self.running_var.copy_((raw.var(0) - self.eps).clamp_min(self.eps))  # unbiased: the sd a check computes is 1
+
+    @torch.no_grad()
+    def reset_to_identity(self):
+        "Eval-mode statistics that let the codes through unchanged (up to `eps`)."
+        self.running_mean.zero_(); self.running_var.fill_(1. - self.eps)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the code norm existed: identity statistics are exactly the eval-mode model they hold
+        for name, v in (('running_mean', torch.zeros_like(self.running_mean)), ('running_var', torch.full_like(self.running_var, 1. - self.eps)),
+                        ('num_batches_tracked', torch.zeros_like(self.num_batches_tracked))):
+            state_dict.setdefault(f'{prefix}{name}', v)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 # %% ../nbs/01_model_aae.ipynb #cc870a32
 class LatentCritic(nn.Module):

@@ -32,7 +32,7 @@ from pytorch_msssim import ssim
 
 import tell_me_why
 from .data import data_fingerprint
-from .model_aae import XAAEBase, XAAELoss, get_reconstruction_loss
+from .model_aae import XAAEBase, XAAELoss, get_reconstruction_loss, CodeNorm
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
                                    AdversarialGame, xaae_splitter, LossAttrMetric, PRECISIONS, precision_callbacks, AtomicSaveModelCallback, StopOnNaN, StopOnDivergence, atomic_write, atomic_save_state, load_state)
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
@@ -43,10 +43,10 @@ from .distributed import (init_distributed, is_distributed, is_main_process, ran
 # %% auto #0
 __all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'PHASES', 'DIVERGED_MEAN', 'RECONSTRUCTION_IMAGES', 'split_items',
            'extract_latent_space', 'latent_and_targets_from_split', 'encode_split', 'predict_from_codes',
-           'latent_prior_report', 'format_prior_report', 'split_images', 'reconstruction_report',
-           'format_reconstruction_report', 'check_training_inputs', 'plot_validation_pls', 'save_latent', 'load_latent',
-           'optimizer_steps_of', 'planned_optimizer_steps', 'progress_bars', 'quiet_training', 'Phase', 'XAAELearner',
-           'check_run_folder', 'train_xaaenet']
+           'latent_prior_report', 'format_prior_report', 'code_norm', 'calibrate_codes', 'split_images',
+           'reconstruction_report', 'format_reconstruction_report', 'check_training_inputs', 'plot_validation_pls',
+           'save_latent', 'load_latent', 'optimizer_steps_of', 'planned_optimizer_steps', 'progress_bars',
+           'quiet_training', 'Phase', 'XAAELearner', 'check_run_folder', 'train_xaaenet']
 
 # %% ../nbs/04_training.ipynb #3df12b93
 ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` or `EncoderWithAAEBlocks`
@@ -134,6 +134,23 @@ def format_prior_report(r:dict) -> str:
     "One line of `latent_prior_report` numbers."
     return (f"mean |mean_j| {r['mean_abs_mean']:.2f}, mean |sd_j − 1| {r['mean_abs_sd_error']:.2f}, "
             f"two-sample AUC {r['two_sample_auc']:.2f} (0.5 = indistinguishable; {r['n']} codes)")
+
+# %% ../nbs/04_training.ipynb #0043de6a
+def code_norm(model:XAAEBase) -> CodeNorm|None:
+    "The model's `CodeNorm` (the last one in its `linear`), or None for a `linear` without one."
+    norms = [m for m in model.linear.modules() if isinstance(m, CodeNorm)]
+    return norms[-1] if norms else None
+
+def calibrate_codes(model:XAAEBase, # the model, unwrapped
+                    dls:DataLoaders, # the learner's data: the training split is read, in eval mode
+                   ) -> dict|None: # the raw codes' `mean_abs_mean`, `mean_sd` and `n`; None without a `CodeNorm`
+    "Set the model's `CodeNorm` to the exact moments of the training split's eval-mode codes before it."
+    cn = code_norm(model)
+    if cn is None: return None
+    cn.reset_to_identity()
+    raw, _ = encode_split(model, dls, 0)  # every rank gets every code: the statistics are the same on all ranks
+    cn.calibrate(raw)
+    return dict(mean_abs_mean=float(raw.mean(0).abs().mean()), mean_sd=float(raw.std(0).mean()), n=int(len(raw)))
 
 # %% ../nbs/04_training.ipynb #bcd95582
 def split_images(dls:DataLoaders, # fastai `DataLoaders` (or a `Learner`, whose `dls` is used)
@@ -586,10 +603,22 @@ def _train(self:XAAELearner, phase:Phase, ckpt:Path, settings:dict, step:str, cb
     _raise_if_nan(roles['nan'], ckpt, phase, step)
     rec = _phase_record(self, phase, roles, start)
     _print_phase(rec, phase)
+    rec['code_calibration'] = self._calibrate_codes(ckpt)
     if is_main_process(): _write_record(_record_path(ckpt), dict(settings, **{k: rec[k] for k in _RECORD_KEYS if k in rec},
                                                                  finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__,
                                                                  rng=json.dumps(_rng_state(self.dls))))  # one line
     return rec
+
+# %% ../nbs/04_training.ipynb #6f6803c1
+@patch
+def _calibrate_codes(self:XAAELearner, ckpt:Path) -> dict|None:
+    "`calibrate_codes` on the kept weights, printed; the checkpoint is written again with the calibrated statistics."
+    before = calibrate_codes(self.model, self.dls)
+    if before is None: return None
+    if is_main_process() and ckpt.exists(): atomic_save_state(self.model.state_dict(), ckpt)
+    print(f"  codes standardised for eval mode (CodeNorm): the training codes had mean |mean_j| {before['mean_abs_mean']:.2f}, "
+          f"mean sd {before['mean_sd']:.2f}")
+    return before
 
 # %% ../nbs/04_training.ipynb #ab3f6b2c
 def _raise_if_nan(nan_cb, ckpt, phase, step):
@@ -620,14 +649,16 @@ def _print_phase(rec, phase):
 # %% ../nbs/04_training.ipynb #ccfd6033
 @patch
 def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False):
-    "Prior check on the training split's eval-mode codes, printed and kept in `rec['prior']`; flags codes far from the prior."
+    "Prior check on the eval-mode codes of the training split (`rec['prior']`) and of the validation split (`rec['prior_valid']`), printed; flags codes far from the prior."
     z, y = encode_split(self.model, self.dls, 0)  # every rank encodes its share; rank 0 tests and prints
-    def check():
-        try: r = latent_prior_report(z)
-        except ValueError as e: print(f"  z vs N(0, I): not checked ({e})"); return None
-        print(f"  z vs N(0, I) after this phase (training codes, eval mode): {format_prior_report(r)}")
+    z_valid, _ = encode_split(self.model, self.dls, 1)
+    def check(codes, which):
+        try: r = latent_prior_report(codes)
+        except ValueError as e: print(f"  z vs N(0, I), {which} codes: not checked ({e})"); return None
+        print(f"  z vs N(0, I) after this phase ({which} codes, eval mode): {format_prior_report(r)}")
         return r
-    r = rec['prior'] = on_main(check)
+    r = rec['prior'] = on_main(check, z, 'training')
+    rec['prior_valid'] = on_main(check, z_valid, 'validation')
     if keep_codes: rec['train_codes'] = (z, y)
     if r is not None and r['mean_abs_mean'] > DIVERGED_MEAN and not rec.get('diverged'):
         rec['diverged'] = f"the codes left the N(0, I) prior (mean abs(mean of z_j) {r['mean_abs_mean']:.3g} > {DIVERGED_MEAN:g})"
