@@ -179,7 +179,9 @@ def train_model(model:XAAEBase, # from `build_model`
     p = data.plan
     training = dict(plan_line=plan_line(data), grad_accum=p['grad_accum'], bs=p['bs'], batches_per_epoch=p['batches_per_epoch'],
                     phases={ph: dict(_json_record(learn.records[ph]), epochs=e) for ph, e in zip(PHASES, epochs)})
-    prior = {ph: {k: int(v) if isinstance(v, (int, np.integer)) else float(v) for k, v in r.items()} for ph, r in learn.prior_reports.items()}
+    plain = lambda r: {k: int(v) if isinstance(v, (int, np.integer)) else float(v) for k, v in r.items()}
+    held = learn._view('prior_valid')  # the validation codes: the honest test once the training codes are calibrated
+    prior = {ph: plain(r) | ({'valid': plain(held[ph])} if held.get(ph) else {}) for ph, r in learn.prior_reports.items()}
     measured = [ph for ph in PHASES if (learn.records.get(ph) or {}).get('reconstruction')]  # the classifier's, or the last one
     reconstruction = (dict(learn.records[measured[-1]]['reconstruction'], encoding_dims=int(model.encoding_dims), phase=measured[-1])
                       if measured else None)

@@ -62,16 +62,22 @@ def _diverged_lines(training:dict|None) -> list[str]:
     return ["**Warning: training diverged** in " + '; '.join(f"the {ph} phase ({why})" for ph, why in bad.items())
             + ". Nothing below describes a sound model. Likely fix: a lower learning rate (`--lr-max`), then run again.", ""]
 
+def _prior_row(ph:str, which:str, r:dict) -> str:
+    return (f"| {ph} | {which} | {r.get('mean_abs_mean', float('nan')):.2f} | {r.get('mean_abs_sd_error', float('nan')):.2f} | "
+            f"{r.get('two_sample_auc', float('nan')):.2f} | {r.get('n', 'n/a')} |")
+
 def _prior_lines(prior:dict) -> list[str]:
     L = ["## Is z Gaussian?", ""]
     if not prior:
         return L + ["Not measured: this version of `train_xaaenet` keeps no prior check (`learn.prior_reports`).", ""]
-    L += ["Codes of the training images after each phase against draws of N(0, I): the prior asks for mean 0, "
-          "standard deviation 1 and an AUC near 0.5.", "",
-          "| after phase | mean abs(mean of z_j) | mean abs(sd of z_j − 1) | two-sample AUC | codes |", "|---|---:|---:|---:|---:|"]
+    L += ["Codes after each phase against draws of N(0, I): the prior asks for mean 0, standard deviation 1 and an AUC "
+          "near 0.5. At the end of each phase the codes are standardised on the training images (`calibrate_codes`), so "
+          "the training row is close to mean 0 and sd 1 by construction; the held-out validation codes are the test.", "",
+          "| after phase | codes of | mean abs(mean of z_j) | mean abs(sd of z_j − 1) | two-sample AUC | codes |",
+          "|---|---|---:|---:|---:|---:|"]
     for ph, r in prior.items():
-        L.append(f"| {ph} | {r.get('mean_abs_mean', float('nan')):.2f} | {r.get('mean_abs_sd_error', float('nan')):.2f} | "
-                 f"{r.get('two_sample_auc', float('nan')):.2f} | {r.get('n', 'n/a')} |")
+        L.append(_prior_row(ph, 'training images', r))
+        if r.get('valid'): L.append(_prior_row(ph, 'held-out images', r['valid']))
     return L + [""]
 
 
@@ -228,7 +234,7 @@ def write_report(path, # Markdown file to write
                  figures:dict, # title → path (relative to the report) of the figures to link
                  alpha:float=0.05, top:int=5,
                  training:dict|None=None, # `{'phases': {phase: record of `train_xaaenet`'s `phase_records`}, 'plan_line': str}`
-                 prior:dict|None=None, # `{phase: latent_prior_report(z)}`; None = section left out
+                 prior:dict|None=None, # `{phase: latent_prior_report(z)}` of the training codes, the held-out codes' report under 'valid'; None = section left out
                  skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
                  evidence:dict|None=None, # from `gather_evidence`: leads the report when given
                  reconstruction:dict|None=None, # `reconstruction_report` of the report images (with `encoding_dims`): one sentence under the training table
