@@ -437,7 +437,6 @@ def explain_classifier(
     s = _settings(None, valid_pct=valid_pct, n_permutations=n_permutations)
     check_explain_settings(**s, seed=seed, images=images, out=out, label=label, on_bad_image=on_bad_image)
     if size is not None: _number('size', size, 8, whole=True)
-    if isinstance(model, (str, Path)) and not Path(model).exists(): raise FileNotFoundError(f"--learner {str(model)!r} does not exist")
     user_cues = _user_cues(cues)  # a bad --cue fails here, before any image is read
     _job_modules()
     model, source, record = _given_model(model, size)  # a file that cannot be loaded, or a learner of more than two classes, fails here

@@ -251,6 +251,12 @@ def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permuta
     return res
 
 # %% ../nbs/15_pipeline.ipynb #39ec375d
+def _caution(preds, y) -> str|None:
+    "The warning every figure and table carries when the model does not beat chance on the report images; None when it does."
+    chance = separation_summary(preds, y)
+    return (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
+            f"p = {format_p(chance['accuracy_p_value'])}): no cue below is a finding")
+
 def explain_model(learn:XAAELearner, # from `train_model`
                   codes:Codes, # from `encode_splits`
                   table:pd.DataFrame, # from `score_cues`
@@ -262,9 +268,7 @@ def explain_model(learn:XAAELearner, # from `train_model`
                  ) -> Explanation:
     "Chance test, cue ranking (correlation), interventions and latent walks (the model), and one verdict per cue."
     preds = predict_from_codes(learn.model, codes.z_valid)
-    chance = separation_summary(preds, codes.y_valid)  # before the figures: they must not overstate
-    caution = (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
-               f"p = {format_p(chance['accuracy_p_value'])}): no cue below is a finding")
+    caution = _caution(preds, codes.y_valid)  # before the figures: they must not overstate
     res = _rank_cues(learn, codes, table, data, save_dir, n_permutations, seed, show, caution)
     print("Editing the cues, and adding the decoder's change across the decision boundary")
     a = data.vocab.index(data.class_a)
@@ -448,9 +452,7 @@ def explain_classifier_model(clf:GivenClassifier, # from `given_classifier`
     "Chance test, cue ranking against the model's own score s (correlation), and the interventions (the model) with one verdict per cue."
     a = clf.axis.target_idx
     preds = np.where(clf.axis.score(codes.z_valid) > 0, a, 1 - a)
-    chance = separation_summary(preds, codes.y_valid)
-    caution = (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
-               f"p = {format_p(chance['accuracy_p_value'])}): no cue below is a finding")
+    caution = _caution(preds, codes.y_valid)
     valid = table[table.split == 'valid'].drop(columns='split').reset_index(drop=True)
     fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
     res = run_pls_feature_figures(codes.z_valid, y, valid, target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b,
