@@ -1,16 +1,22 @@
-"""Does a refactoring change results? Train the same seeded tiny xAAEnet with the code of a git ref and with the
-working tree, one after the other on this machine, and compare the final weights, every phase's validation log
-and the prior checks (issue 20: "for a fixed seed a run gives the same weights, metrics ... before and after the
-change on the same machine").
+"""Does a refactoring change results? Run the same seeded work with the code of a git ref and with the working tree,
+one after the other on this machine, and compare what each wrote.
+
+Two checks:
+- `train_xaaenet` on a tiny model: the final weights, every phase's validation log and the prior checks (issue 20:
+  "for a fixed seed a run gives the same weights, metrics ... before and after the change on the same machine");
+- the whole main job, `tmw-explain --planted brightness` at 32 px with one epoch per phase (issue 29): every
+  checkpoint's weights, every CSV, report.md and run.json, byte for byte once wall times, dates and the
+  output folder's own path are taken out (run.json's `stages`, the wall seconds per stage, exists only from
+  issue 29 on and is not compared).
 
     python bench/same_result.py 026c1ac        # exit 0 when identical, 1 otherwise
+    python bench/same_result.py 6fb7417 --only job
 
-Both runs use one torch thread and the same 24 bundled pet photos at 32 px (2 epochs per phase). Nothing is
-compared with a number recorded elsewhere: the two runs are made here, now.
+Every run uses one torch thread. Nothing is compared with a number recorded elsewhere: the runs are made here, now.
 """
 from __future__ import annotations
 
-import json, os, subprocess, sys, tempfile
+import argparse, hashlib, json, os, subprocess, sys, tempfile
 from pathlib import Path
 
 _RUN = r'''
@@ -39,18 +45,65 @@ def run_with(code_dir:Path, work:Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(ref:str) -> int:
-    repo = Path(__file__).resolve().parents[1]
+JOB = ['--planted', 'brightness', '--size', '32', '--epochs-adv', '1', '--epochs-ae', '1', '--epochs-classif', '1',
+       '--n-permutations', '19', '--no-progress']
+_TIMES = ('seconds', 'finished', 'stages')  # run.json keys that hold wall times or dates
+
+
+def _no_times(v):
+    "A run.json value without its wall times (keys in `_TIMES` or ending in `_s`)."
+    if isinstance(v, dict): return {k: _no_times(x) for k, x in v.items() if k not in _TIMES and not k.endswith('_s')}
+    if isinstance(v, list): return [_no_times(x) for x in v]
+    return v
+
+
+def job_with(code_dir:Path, out:Path) -> dict:
+    "Run the main job with the code in `code_dir` into `out`; one digest per output file (times and `out` taken out)."
+    env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS='1')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, '-c', 'import sys; from tell_me_why.cli import tmw_explain; sys.exit(tmw_explain())', *JOB,
+                    '--out', str(out)], env=env, cwd=out.parent, capture_output=True, text=True, check=True)
+    files = {}
+    for f in sorted(out.rglob('*')):
+        rel = f.relative_to(out).as_posix()
+        if f.suffix == '.pth': files[rel] = hashlib.sha256(b''.join(v.numpy().tobytes() for v in _state(f).values())).hexdigest()
+        elif f.suffix in ('.csv', '.md'): files[rel] = f.read_text().replace(str(out), 'OUT')
+        elif f.name == 'run.json': files[rel] = json.dumps(_no_times(json.loads(f.read_text().replace(str(out), 'OUT'))))
+    return files
+
+
+def _state(f:Path) -> dict:
+    import torch
+    sd = torch.load(f, map_location='cpu', weights_only=False)
+    sd = sd.get('model', sd) if isinstance(sd, dict) else sd
+    return {k: v.detach().cpu() for k, v in sd.items() if hasattr(v, 'detach')}
+
+
+def _in_worktree(repo:Path, ref:str, tmp:Path, run):
+    subprocess.run(['git', '-C', str(repo), 'worktree', 'add', '-q', '--detach', str(tmp/'old'), ref], check=True)
+    try: return run(tmp/'old')
+    finally: subprocess.run(['git', '-C', str(repo), 'worktree', 'remove', '--force', str(tmp/'old')], check=False)
+
+
+def main(ref:str, only:str|None=None) -> int:
+    repo, same = Path(__file__).resolve().parents[1], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        subprocess.run(['git', '-C', str(repo), 'worktree', 'add', '-q', '--detach', str(tmp/'old'), ref], check=True)
-        try: old = run_with(tmp/'old', tmp/'run_old')
-        finally: subprocess.run(['git', '-C', str(repo), 'worktree', 'remove', '--force', str(tmp/'old')], check=False)
-        new = run_with(repo, tmp/'run_new')
-    same = {k: old[k] == new[k] for k in ('weights', 'logs', 'prior')}
-    for k, v in same.items(): print(f"{k:8s} {'identical' if v else 'DIFFERENT'}")
+        if only in (None, 'train'):
+            old, new = _in_worktree(repo, ref, tmp, lambda code: run_with(code, tmp/'run_old')), run_with(repo, tmp/'run_new')
+            same.update({k: old[k] == new[k] for k in ('weights', 'logs', 'prior')})
+        if only in (None, 'job'):
+            old, new = _in_worktree(repo, ref, tmp, lambda code: job_with(code, tmp/'a'/'job')), job_with(repo, tmp/'b'/'job')
+            for k in sorted(set(old) | set(new)):
+                if k.startswith('cue_cache/'): continue  # a cache, not a result
+                same[f'job {k}'] = old.get(k) == new.get(k)
+    for k, v in same.items(): print(f"{k:48s} {'identical' if v else 'DIFFERENT'}")
     return 0 if all(same.values()) else 1
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else 'HEAD'))
+    p = argparse.ArgumentParser(description="Compare the results of a git revision with the working tree's.")
+    p.add_argument('ref', nargs='?', default='HEAD', help="git revision to compare with (default: HEAD)")
+    p.add_argument('--only', choices=['train', 'job'], help="run one of the two checks")
+    a = p.parse_args()
+    sys.exit(main(a.ref, a.only))
