@@ -211,7 +211,7 @@ def _control(res, beats=None):
     "What the report says for a control model (random weights, shuffled labels)."
     from tell_me_why.interventions import describe_interventions
     text = describe_interventions(res)
-    drivers = list(res.cue[res.verdict.str.startswith('drives')])
+    drivers = list(res.cue[res.code == 'drives'])
     return dict(accuracy=res.attrs['accuracy'], beats_chance=res.attrs['beats_chance'], drivers=drivers,
                 says_chance_first=text.startswith('The model does not beat chance'),
                 no_driver_presented=not drivers)
@@ -288,11 +288,11 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
                 planted_ci=(res.ci_low[feature], res.ci_high[feature]), planted_verdict=res.verdict[feature],
                 planted_share=res.share_of_gap[feature], effects=res.effect.to_dict(),
                 found=bool(top == feature and (res.ci_low[feature] > 0 or res.ci_high[feature] < 0)),
-                drivers=list(res.index[res.verdict.str.startswith('drives')]), summary=describe_interventions(res.reset_index()),
+                drivers=list(res.index[res.code == 'drives']), summary=describe_interventions(res.reset_index()),
                 axis_perm_p=axis_p, planted_rank=int(prow['rank']), planted_perm_p=float(prow.perm_p_value),
                 first_finding=_first_of(rank),
                 decoy_cue=decoy_cue, decoy_gap=decoy.cue_class_gap[decoy_cue], decoy_effect=decoy.effect[decoy_cue],
-                decoy_verdict=decoy.verdict[decoy_cue], decoy_beats_chance=decoy.attrs['beats_chance'],
+                decoy_verdict=decoy.verdict[decoy_cue], decoy_called=decoy.code[decoy_cue] == 'drives', decoy_beats_chance=decoy.attrs['beats_chance'],
                 decoy_rank=int(drow['rank']), decoy_perm_p=float(drow.perm_p_value),
                 random=rnd, shuffled=shuf, extra=extra, seconds=time.perf_counter() - t0, **cf,
                 recon_vs_mean=rec['psnr'] - rec['psnr_mean_image'], recon_vs_pca=rec['psnr'] - rec['psnr_pca'])
@@ -344,7 +344,7 @@ def known_answer_rows(runs:list) -> list:
             share=float(np.median([r['planted_share'] for r in sep])) if sep else float('nan'),
             corr_first=sum(r['first_finding'] == r['feature'] for r in sep),
             corr_wrong=sum(r['first_finding'] not in (None, r['feature']) for r in sep),
-            decoy_driver=sum(r['decoy_verdict'].startswith('drives') for r in rs),
+            decoy_driver=sum(r['decoy_called'] for r in rs),
             decoy_significant=sum(r['decoy_perm_p'] < ALPHA_FIRST for r in rs),
             decoy_ranked_first=sum(r['decoy_rank'] == 1 and r['decoy_perm_p'] < ALPHA_FIRST for r in rs),
             random_ok=sum(r['random']['no_driver_presented'] for r in rs),
@@ -412,7 +412,7 @@ def plain_resnet18(dls, seed:int, epochs:int=12, lr:float=3e-3):
 def _tag_record(kind:str, seed:int, verdicts, train_s:float) -> dict:
     "What one tag model's verdicts say: the chance test, the tag's effect and verdict, the cue with the largest |effect|, built-in drivers."
     v = verdicts.set_index('cue')
-    drivers = list(v.index[v.verdict.str.startswith('drives')])
+    drivers = list(v.index[v.code == 'drives'])
     top = v.effect.abs().idxmax()
     return dict(task='tag', model=kind, seed=seed, accuracy=float(verdicts.attrs['accuracy']), binom_p=float(verdicts.attrs['binom_p']),
                 beats_chance=bool(verdicts.attrs['beats_chance']), tag_effect=float(v.effect[TAG_CUE]),

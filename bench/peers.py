@@ -215,7 +215,7 @@ def tcav_test(module, layers:dict, inputs:torch.Tensor, concepts:dict, randoms:l
 def _ours_calls(verdicts, features:list) -> dict:
     "{feature: sign of its effect} for the features `cue_interventions` calls 'drives the decision'."
     v = verdicts.set_index('cue')
-    return {f: int(np.sign(v.effect[f])) for f in features if f in v.index and str(v.verdict[f]).startswith('drives')}
+    return {f: int(np.sign(v.effect[f])) for f in features if f in v.index and v.code[f] == 'drives'}
 
 
 def judge_model(kind:str, learn, verdicts, decoy_verdicts, decoy:dict, probe:dict, cfg:dict, workdir:Path) -> dict:
@@ -238,9 +238,9 @@ def judge_model(kind:str, learn, verdicts, decoy_verdicts, decoy:dict, probe:dic
     sep = {(f, lab): separability(module, layers[lab], concepts[f], randoms[1], cfg['seed'])
            for (f, lab), r in tc.items() if r['significant']}
     methods = {'ours': dict(calls=_ours_calls(verdicts, features), calls_bonf=None,
-                            decoy_call=str(decoy_verdicts.set_index('cue').verdict[decoy['cue']]).startswith('drives'),
+                            decoy_call=decoy_verdicts.set_index('cue').code[decoy['cue']] == 'drives',
                             seconds=verdicts.attrs['seconds'] + decoy_verdicts.attrs['seconds'],
-                            drivers_all=list(verdicts.cue[verdicts.verdict.str.startswith('drives')]))}
+                            drivers_all=list(verdicts.cue[verdicts.code == 'drives']))}
     for lab in layers:
         calls = {f: tc[f, lab]['direction'] for f in features if tc[f, lab]['significant']}
         methods[f'TCAV {lab}'] = dict(calls=calls, calls_bonf={f: s for f, s in calls.items() if tc[f, lab]['p'] < bonf},

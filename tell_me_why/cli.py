@@ -8,10 +8,13 @@ Docs: https://tell-me-why.github.io/tell_me_why/cli.html.md"""
 from __future__ import annotations
 import argparse, contextlib, datetime, functools, io, json, math, os, platform, re, shutil, sys, tempfile, time
 import warnings
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
+from fastcore.meta import delegates
 import tell_me_why
 
 PLANTED_CHOICES = ('brightness', 'redness', 'symmetry', 'center_texture', 'high_frequency') # `--planted` cues: the keys of the fidelity page's `PLANTED_CUES`
@@ -22,7 +25,8 @@ HELP_MIN_STEPS = 8 # the pipeline's `HELP_MIN_STEPS`, for `--help`
 # %% auto #0
 __all__ = ['PLANTED_CHOICES', 'PRECISION_CHOICES', 'HELP_MIN_POINTS', 'HELP_MIN_STEPS', 'RUN_OUTPUTS', 'LOCK_WRITE_GRACE',
            'ARCHS', 'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'torch_pair_problem', 'previous_run_outputs', 'run_lock',
-           'check_explain_settings', 'explain_image_folder', 'explain_classifier', 'tmw_explain_parser', 'tmw_explain']
+           'JobSettings', 'settings_table', 'check_explain_settings', 'explain_image_folder', 'explain_classifier',
+           'tmw_explain_parser', 'tmw_explain']
 
 # %% ../nbs/09_cli.ipynb #74f98af1
 def torch_pair_problem(torch_version:str|None, # installed torch version, e.g. "2.14.1+cpu" (None = not installed)
@@ -176,51 +180,180 @@ ARCHS = ('resnet18', 'resnet34', 'resnet50', 'small') # encoders: torchvision Re
 
 def _opt(name): return {'cues': '--cue'}.get(name, '--' + name.replace('_', '-'))
 
-def _number(name, v, lo=None, hi=None, whole=False, lo_open=False):
+def _range(lo=None, hi=None, whole=False, lo_open=False, hi_open=False) -> str:
+    "The limits of a number in words, e.g. '>= 32' or '> 0 and <= 1'."
+    return ' and '.join(s for s in [f"{'>' if lo_open else '>='} {lo}" if lo is not None else '',
+                                    f"{'<' if hi_open else '<='} {hi}" if hi is not None else ''] if s)
+
+def _number(name, v, lo=None, hi=None, whole=False, lo_open=False, hi_open=False):
+    "Raise the error of the option `name` when `v` is not a number within its limits."
     ok = not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and math.isfinite(v) and (not whole or int(v) == v)
-    ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or v <= hi)
+    ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
     if not ok:
-        kind = 'a whole number' if whole else 'a finite number'
-        rng = ' and '.join(s for s in [f"{'>' if lo_open else '>='} {lo}" if lo is not None else '', f"<= {hi}" if hi is not None else ''] if s)
-        raise ValueError(f"{_opt(name)} must be {kind}{' ' + rng if rng else ''}, got {v!r}")
+        rng = _range(lo, hi, whole, lo_open, hi_open)
+        raise ValueError(f"{_opt(name)} must be {'a whole number' if whole else 'a finite number'}{' ' + rng if rng else ''}, got {v!r}")
 
+# %% ../nbs/09_cli.ipynb #e19be523
+def _setting(default=None, # the folder job's default (`JobSettings.showcase` has its own)
+             metavar:str|None=None, # how `--help` names the option's value
+             group:str='model and training', # the `--help` section of the option
+             choices:tuple|None=None, # the values allowed
+             trains:bool=False, # a setting of a job that trains (refused with `--learner`)
+             flag:str|None=None, # the command-line option, when it is not the name with dashes
+             help:str='', # what the setting does: `--help` and the settings table show it
+             **limits, # `lo`, `hi`, `whole`, `lo_open`, `hi_open` of a number
+            ):
+    "A field of `JobSettings`: its default, how the command line shows it, and the limits `JobSettings.check` enforces."
+    return field(default=default, metadata=dict(help=help, metavar=metavar, group=group, choices=choices, trains=trains, flag=flag, limits=limits or None))
 
-# %% ../nbs/09_cli.ipynb #fc2f5e3a
-def check_explain_settings(size=128, bs=None, grad_accum=None, encoding_dims=128, epochs_adv=3, epochs_ae=10, epochs_classif=10,
-                           lr_max=1e-3, valid_pct=0.25, n_permutations=1000, seed=42, classif_class_weight=0.001,
-                           arch='resnet18', pretrained=False, weights=None, planted=None, planted_strength=2.0,
-                           images=None, out='tmw_output', label=None, on_bad_image='skip', precision='fp32', **_):
-    "Raise a clear error, naming the command-line option, for any setting `explain_image_folder` cannot run with."
-    _number('size', size, 32, whole=True)
-    if bs is not None: _number('bs', bs, 2, whole=True)
-    if grad_accum is not None: _number('grad_accum', grad_accum, 1, whole=True)
-    _number('encoding_dims', encoding_dims, 2, whole=True)
-    for n, e in (('epochs_adv', epochs_adv), ('epochs_ae', epochs_ae), ('epochs_classif', epochs_classif)): _number(n, e, 0, whole=True)
-    _number('lr_max', lr_max, 0, 1, lo_open=True)
-    _number('valid_pct', valid_pct, 0, lo_open=True)
-    if valid_pct >= 1: raise ValueError(f"--valid-pct must lie strictly between 0 and 1, got {valid_pct!r}")
-    _number('n_permutations', n_permutations, 0, whole=True)
-    _number('seed', seed, 0, whole=True)
-    _number('classif_class_weight', classif_class_weight, 0)
-    if arch not in ARCHS: raise ValueError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
-    if (pretrained or weights) and arch == 'small': raise ValueError("--arch small has no ImageNet weights: drop --pretrained/--weights or pick a resnet")
-    if pretrained and weights: raise ValueError("pass either --pretrained (download) or --weights FILE (local), not both")
-    if weights is not None and not Path(weights).is_file(): raise FileNotFoundError(f"--weights {str(weights)!r} is not a file")
-    if precision not in PRECISION_CHOICES: raise ValueError(f"`precision` must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
-    if on_bad_image not in ('skip', 'raise'): raise ValueError(f"`on_bad_image` must be 'skip' or 'raise', got {on_bad_image!r}")
-    if planted is not None:
-        if planted not in PLANTED_CHOICES: raise ValueError(f"--planted must be one of {', '.join(PLANTED_CHOICES)}, got {planted!r}")
-        if images is not None: raise ValueError("--planted makes its own images: drop --images (or drop --planted)")
-        if label is not None: raise ValueError("--planted labels its images itself: drop --label")
-        _number('planted_strength', planted_strength, 0, lo_open=True)
+# %% ../nbs/09_cli.ipynb #c18c025c
+@dataclass
+class JobSettings:
+    "Every setting of the main job, in one place: `explain_image_folder`'s parameters and `tmw-explain`'s options, with defaults and limits."
+    images:str|None = _setting(None, 'FOLDER', 'data',
+                               help="folder of images, searched recursively (default: the bundled pets sample, 120 photos)")
+    label:str|None = _setting(None, 'RULE', 'data',
+                              help="'folder' (one sub-folder per class), 'pets' (uppercase first letter = cat), 're:PATTERN' (first group of a regex on the file name) or 'csv:FILE' (columns file,label); default: folder, or pets for the bundled sample")
+    class_a:str|None = _setting(None, 'CLASS', 'data',
+                                help="class the decision axis points to (default: the second class alphabetically; planted with --planted)")
+    valid_pct:float = _setting(0.25, 'X', 'data', lo=0, hi=1, lo_open=True, hi_open=True,
+                               help="share of images held out for validation and the explanation; the validation split needs >= {min_points} images")
+    planted:str|None = _setting(None, 'CUE', 'data', choices=PLANTED_CHOICES, trains=True,
+                                help="known-answer showcase: instead of --images, make 2 x 150 images that differ only in CUE, and explain them")
+    planted_strength:float = _setting(2.0, 'D', 'data', lo=0, lo_open=True,
+                                      help="Cohen's d of the planted cue")
+    cues:list|None = _setting(None, 'FILE.py:NAME', 'data', flag='--cue',
+                              help="a cue of your own, tested beside the built-in ones: the `Cue` called NAME in a Python file (or module:NAME); repeat for several")
+    learner:str|None = _setting(None, 'FILE',
+                                help="explain your own trained fastai model instead of training one: the file `learn.export()` wrote, a classifier of the two classes of --images. Nothing is trained: the options that train are refused with it. The report gives the accuracy gate, the cue interventions and verdicts and the cue ranking against the model's score; the parts that need an xAAEnet (walk, counterfactual images) are skipped")
+    arch:str = _setting('resnet18', 'ARCH', choices=ARCHS, trains=True,
+                        help="encoder (small: a 4-layer CNN)")
+    pretrained:bool = _setting(False, trains=True,
+                               help="start from ImageNet weights (downloads them: needs a network)")
+    weights:str|None = _setting(None, 'FILE', trains=True,
+                                help="local ImageNet state-dict file for --arch (offline alternative to --pretrained)")
+    size:int = _setting(128, 'PX', trains=True, lo=32, whole=True,
+                        help="image side in pixels")
+    encoding_dims:int = _setting(128, 'N', trains=True, lo=2, whole=True,
+                                 help="size of the latent code z")
+    epochs_adv:int = _setting(3, 'N', trains=True, lo=0, whole=True,
+                              help="epochs of the adversarial phase")
+    epochs_ae:int = _setting(10, 'N', trains=True, lo=0, whole=True,
+                             help="epochs of the denoising-autoencoder phase")
+    epochs_classif:int = _setting(10, 'N', trains=True, lo=0, whole=True,
+                                  help="epochs of the classifier phase; all three 0 = an untrained model, and the report says so")
+    bs:int|None = _setting(None, 'N', trains=True, lo=2, whole=True,
+                           help="batch size, at most the training images; by default 16, or smaller so that an epoch makes {min_steps} batches")
+    grad_accum:int|None = _setting(None, 'K', trains=True, lo=1, whole=True,
+                                   help="batches per optimiser step; by default the largest K <= 4 that leaves {min_steps} steps an epoch")
+    lr_max:float = _setting(1e-3, 'LR', trains=True, lo=0, hi=1, lo_open=True,
+                            help="peak learning rate of the first two phases")
+    lr_max_factor:float = _setting(1., 'F', trains=True, lo=0, lo_open=True,
+                                   help="the classifier phase's peak learning rate, as a multiple of --lr-max")
+    classif_class_weight:float = _setting(0.001, 'W', trains=True, lo=0,
+                                          help="weight of the cross-entropy term in the classifier phase")
+    precision:str = _setting('fp32', 'P', choices=PRECISION_CHOICES, trains=True,
+                             help="training precision: fp32, or mixed precision on the model's device")
+    resume:bool = _setting(False, trains=True,
+                           help="continue the run in OUT, reusing its finished phases")
+    seed:int = _setting(42, 'N', lo=0, whole=True,
+                        help="seed of the split, the weights and the permutations")
+    n_permutations:int = _setting(1000, 'N', 'explanation and output', lo=0, whole=True,
+                                  help="shuffles for the permutation p-values; 0 = no permutation test")
+    out:str = _setting('tmw_output', 'FOLDER', 'explanation and output',
+                       help="output folder; a folder holding a previous run is refused unless --resume or --overwrite")
+    overwrite:bool = _setting(False, group='explanation and output',
+                              help="replace the run in OUT (the old one stays until the new one has finished)")
+    on_bad_image:str = _setting('skip', 'WHAT', 'explanation and output', choices=('skip', 'raise'),
+                                help="unreadable images: skip them (the report lists them) or stop")
+
+# %% ../nbs/09_cli.ipynb #aa19bb3b
+@patch(cls_method=True)
+def showcase(cls:JobSettings, planted:str='brightness', # the planted cue, one of `PLANTED_CHOICES`
+             **given, # settings that replace the showcase's
+            ) -> JobSettings:
+    "The known-answer showcase (`--planted`): small images, a small encoder, more epochs at a higher learning rate."
+    return cls(**{**dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=20, epochs_classif=15, lr_max=3e-3,
+                         lr_max_factor=1/3, valid_pct=0.4, n_permutations=999, classif_class_weight=1.0), **given, 'planted': planted})
+
+@patch(cls_method=True)
+def from_given(cls:JobSettings, **given) -> JobSettings:
+    "The settings from keyword arguments as a caller or the parser gives them: None means the default (the showcase's with `planted`)."
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(cls)})
+    if unknown: raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+    return cls.showcase(**given) if given.get('planted') else cls(**given)
+
+@patch(as_prop=True)
+def epochs(self:JobSettings) -> tuple: return (self.epochs_adv, self.epochs_ae, self.epochs_classif) # the three phases' epochs
+
+# %% ../nbs/09_cli.ipynb #3ea8c599
+def _shown(v) -> str: return f'{v:.3g}' if isinstance(v, float) else 'off' if v is False else str(v)
+
+def _fill_help(text:str) -> str:
+    "Help text with the constants it quotes filled in (without importing torch: `--help` answers at once)."
+    return (text.replace('{cues}', ', '.join(PLANTED_CHOICES)).replace('{min_points}', str(HELP_MIN_POINTS))
+                .replace('{min_steps}', str(HELP_MIN_STEPS)))
+
+def settings_table():
+    "Every setting of the main job: its option, its default for a folder and for the showcase, its limits or choices, and what it does."
+    import pandas as pd
+    show = JobSettings.showcase()
+    row = lambda f, m: dict(option=m['flag'] or _opt(f.name), default='' if f.default is None else _shown(f.default),
+                            showcase='' if getattr(show, f.name) == f.default or f.name == 'planted' else _shown(getattr(show, f.name)),
+                            limits=', '.join(m['choices']) if m['choices'] else _range(**m['limits']) if m['limits'] else '', help=_fill_help(m['help']))
+    return pd.DataFrame([row(f, f.metadata) for f in fields(JobSettings)]).set_index('option')
+
+# %% ../nbs/09_cli.ipynb #9dfae50b
+def _check_values(s:JobSettings):
+    "Each setting against its own limits and choices."
+    for f in fields(s):
+        v, m = getattr(s, f.name), f.metadata
+        if v is None: continue
+        if m['limits']: _number(f.name, v, **m['limits'])
+        if m['choices'] and v not in m['choices']: raise ValueError(f"{_opt(f.name)} must be one of {', '.join(m['choices'])}, got {v!r}")
+
+def _check_weights(s:JobSettings):
+    if (s.pretrained or s.weights) and s.arch == 'small': raise ValueError("--arch small has no ImageNet weights: drop --pretrained/--weights or pick a resnet")
+    if s.pretrained and s.weights: raise ValueError("pass either --pretrained (download) or --weights FILE (local), not both")
+    if s.weights is not None and not Path(s.weights).is_file(): raise FileNotFoundError(f"--weights {str(s.weights)!r} is not a file")
+
+# %% ../nbs/09_cli.ipynb #4a5f0921
+def _check_folders(s:JobSettings):
+    "The planted set replaces the images; a folder of images must exist and must not overlap the output folder."
+    if s.planted is not None:
+        if s.images is not None: raise ValueError("--planted makes its own images: drop --images (or drop --planted)")
+        if s.label is not None: raise ValueError("--planted labels its images itself: drop --label")
         return
-    if images is not None:
-        folder, o = Path(images).resolve(), Path(out).resolve()
-        if not folder.exists(): raise FileNotFoundError(f"--images {str(images)!r} does not exist")
-        if not folder.is_dir(): raise NotADirectoryError(f"--images {str(images)!r} is a file; give the folder that holds the images")
-        if o == folder or folder in o.parents or o in folder.parents:
-            raise ValueError(f"--out {str(out)!r} and --images {str(images)!r} overlap: a run's outputs must not become its inputs; "
-                             "choose an output folder outside the images")
+    if s.images is None: return
+    folder, o = Path(s.images).resolve(), Path(s.out).resolve()
+    if not folder.exists(): raise FileNotFoundError(f"--images {str(s.images)!r} does not exist")
+    if not folder.is_dir(): raise NotADirectoryError(f"--images {str(s.images)!r} is a file; give the folder that holds the images")
+    if o == folder or folder in o.parents or o in folder.parents:
+        raise ValueError(f"--out {str(s.out)!r} and --images {str(s.images)!r} overlap: a run's outputs must not become its inputs; "
+                         "choose an output folder outside the images")
+
+@patch
+def check(self:JobSettings) -> JobSettings:
+    "Raise a clear error, naming the command-line option, for any setting the job cannot run with; return the settings."
+    _check_values(self); _check_weights(self); _check_folders(self)
+    return self
+
+def check_explain_settings(**given) -> JobSettings: # the settings, checked
+    "`JobSettings.from_given(**given).check()`: refuse a bad setting before anything is read."
+    return JobSettings.from_given(**given).check()
+
+# %% ../nbs/09_cli.ipynb #5cc33d02
+@patch
+def record(self:JobSettings, data) -> dict:
+    "The settings the report shows and run.json keeps, with what the data preparation decided (`data`: the pipeline's `PreparedData`)."
+    return dict(images=data.images, label=data.label, classes=data.vocab, class_a=data.class_a, n_train=data.n_train, n_valid=data.n_valid,
+                size=self.size, arch=self.arch, pretrained=bool(self.pretrained), weights=self.weights, encoding_dims=self.encoding_dims,
+                epochs=list(self.epochs), lr_max=self.lr_max, classif_class_weight=self.classif_class_weight,
+                bs=data.plan['bs'], grad_accum=data.plan['grad_accum'], lr_max_factor=self.lr_max_factor, valid_pct=self.valid_pct,
+                n_permutations=self.n_permutations, seed=self.seed, resume=self.resume, planted=self.planted,
+                planted_strength=self.planted_strength if self.planted else None,
+                pls_fit='train split (held out from the report set)', report_set='validation split', precision=self.precision)
 
 # %% ../nbs/09_cli.ipynb #de81b265
 def _fit_width(v, name:str) -> str:
@@ -250,15 +383,9 @@ def _job_callbacks():
     return EpochLines, TableColumns
 
 # %% ../nbs/09_cli.ipynb #92d6ef9b
-FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=10, epochs_classif=10, lr_max=1e-3,
-                       valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001, lr_max_factor=1.) # the main job's settings for a folder of images
-PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=20, epochs_classif=15, lr_max=3e-3,
-                        valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=1/3) # ... for `planted=CUE` (the showcase)
-
-
-def _settings(planted, **given) -> dict:
-    "The run's settings: the defaults of a folder or of the planted showcase, overridden by what the caller gave (not None)."
-    return {**(PLANTED_DEFAULTS if planted else FOLDER_DEFAULTS), **{k: v for k, v in given.items() if v is not None}}
+def _defaults(s:JobSettings) -> dict: return {k: getattr(s, k) for k in ('size', 'arch', 'encoding_dims', 'epochs_adv', 'epochs_ae', 'epochs_classif',
+                                                                     'lr_max', 'valid_pct', 'n_permutations', 'classif_class_weight', 'lr_max_factor')}
+FOLDER_DEFAULTS, PLANTED_DEFAULTS = _defaults(JobSettings()), _defaults(JobSettings.showcase()) # read-only views of the two sets of training defaults, for scripts
 
 def _start_job():
     "Import the job's modules (a broken torch install is named as such) and join the process group under a launcher; return `on_main`."
@@ -293,64 +420,34 @@ def _check_user_cues(cues:list, data):
         except (ValueError, TypeError) as e: raise type(e)(f"--cue {c.name}: {e}") from None
 
 # %% ../nbs/09_cli.ipynb #3e95e450
-def explain_image_folder(
-    images:str|Path|None=None, # Folder of images (searched recursively); None = the bundled pets sample (or the planted set)
-    out:str|Path='tmw_output', # Output folder
-    label:str|None=None, # 'folder' (sub-folder names), 'pets' (uppercase = cat), 're:<pattern>' or 'csv:<file>'; default 'folder' ('pets' for the sample)
-    class_a:str|None=None, # Class PLS1 points to (default: the second class in alphabetical order; 'planted' for the showcase)
-    size:int|None=None, # Image side in pixels, >= 32; None = 128 (48 with `planted`)
-    bs:int|None=None, # Batch size >= 2; None = 16, or smaller so that an epoch makes 8 batches
-    grad_accum:int|None=None, # Batches per optimiser step; None = the largest k <= 4 that leaves 8 steps an epoch
-    arch:str|None=None, # Encoder: resnet18, resnet34, resnet50 or small; None = resnet18 (small with `planted`)
-    pretrained:bool=False, # Use ImageNet weights (downloads them: needs a network)
-    weights:str|None=None, # Local ImageNet state-dict file for `arch` (offline alternative to `pretrained`)
-    encoding_dims:int|None=None, # Size of the latent code z, >= 2; None = 128 (32 with `planted`)
-    epochs_adv:int|None=None, epochs_ae:int|None=None, epochs_classif:int|None=None, # Epochs per phase, >= 0; None = 3, 10, 10 (4, 20, 15 with `planted`)
-    lr_max:float|None=None, # Peak learning rate in (0, 1]; None = 0.001 (0.003 with `planted`, and 0.001 in its classifier phase)
-    valid_pct:float|None=None, # Share of images held out for validation, in (0, 1); None = 0.25 (0.4 with `planted`)
-    n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000 (999 with `planted`)
-    classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (1.0 with `planted`)
-    seed:int=42, # Seed of the split and of training
-    resume:bool=False, # Continue the run in `out` (finished phases' checkpoints are reused)
-    overwrite:bool=False, # Replace the run in `out` (only once the new run has finished)
-    planted:str|None=None, # Known-answer showcase: a planted-cue image set instead of `images` (brightness, redness, ...)
-    planted_strength:float=2.0, # Cohen's d of the planted cue between the classes
-    on_bad_image:str='skip', # Unreadable images: 'skip' (listed in the report) or 'raise'
-    progress:bool=True, # Progress bars (off for saved notebook outputs and logs)
-    show:bool=False, # Also show figures inline (notebooks)
-    precision:str='fp32', # 'fp32', or mixed precision 'bf16' / 'fp16' (`train_xaaenet`'s `precision`)
-    cues:list|None=None, # Cues of your own, tested beside the built-in ones: `Cue`s, or 'FILE.py:NAME' / 'module:NAME' (`load_cue`)
-    learner:str|Path|None=None, # A fastai learner saved with `learn.export()`: explained as it is, nothing trained (`explain_classifier`)
-) -> dict:
+@delegates(JobSettings)
+def explain_image_folder(images:str|Path|None=None, # Folder of images (searched recursively); None = the bundled pets sample (or the planted set)
+                         progress:bool=True, # Progress bars (off for saved notebook outputs and logs)
+                         show:bool=False, # Also show figures inline (notebooks)
+                         **kwargs, # any field of `JobSettings` (see `settings_table`); None = its default (the showcase's with `planted`)
+                        ) -> dict:
     "Train, score, explain and report on a two-class image folder; returns the paths and tables it wrote."
-    if learner is not None:
-        _learner_only(dict(planted=planted, size=size, bs=bs, grad_accum=grad_accum, arch=arch, pretrained=pretrained, weights=weights,
-                           encoding_dims=encoding_dims, epochs_adv=epochs_adv, epochs_ae=epochs_ae, epochs_classif=epochs_classif, lr_max=lr_max,
-                           classif_class_weight=classif_class_weight, resume=resume, precision=precision))
-        return explain_classifier(learner, images, out, label, class_a, valid_pct=valid_pct, n_permutations=n_permutations, seed=seed,
-                                  overwrite=overwrite, on_bad_image=on_bad_image, progress=progress, show=show, cues=cues)
+    if kwargs.get('learner') is not None: return _explain_learner(images, progress, show, **kwargs)
     t0 = time.perf_counter()
-    s = _settings(planted, size=size, arch=arch, encoding_dims=encoding_dims, epochs_adv=epochs_adv, epochs_ae=epochs_ae,
-                  epochs_classif=epochs_classif, lr_max=lr_max, valid_pct=valid_pct, n_permutations=n_permutations, classif_class_weight=classif_class_weight)
-    check_explain_settings(**s, bs=bs, grad_accum=grad_accum, seed=seed, pretrained=pretrained, weights=weights, planted=planted,
-                           planted_strength=planted_strength, images=images, out=out, label=label, on_bad_image=on_bad_image, precision=precision)
-    user_cues = _user_cues(cues)  # a bad --cue fails here, before any image is read
-    out, on_main = Path(out), _start_job()
+    job = check_explain_settings(images=images, **kwargs)
+    user_cues = _user_cues(job.cues)  # a bad --cue fails here, before any image is read
+    out, on_main = Path(job.out), _start_job()
     with contextlib.ExitStack() as lock:  # one run at a time into OUT: rank 0 holds the lock, every rank gets its refusal
         on_main(lambda: lock.enter_context(run_lock(out)) and None)
-        return _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted,
-                        planted_strength, on_bad_image, progress, show, t0, precision, user_cues)
-
+        return _explain(job, user_cues, progress, show, t0)
 
 # %% ../nbs/09_cli.ipynb #76b7383c
-_TRAINING_OPTIONS = ('planted', 'size', 'bs', 'grad_accum', 'arch', 'pretrained', 'weights', 'encoding_dims', 'epochs_adv', 'epochs_ae',
-                     'epochs_classif', 'lr_max', 'classif_class_weight', 'resume') # what `--learner` refuses: options of a job that trains
-
 def _learner_only(given:dict):
     "Refuse the options of a job that trains, given together with `--learner`."
-    drop = [_opt(k) for k, v in given.items() if k in _TRAINING_OPTIONS and v is not None and v is not False]
-    drop += ['--precision'] if given.get('precision', 'fp32') != 'fp32' else []
+    trains = {f.name: f.default for f in fields(JobSettings) if f.metadata['trains']}
+    drop = [_opt(k) for k, d in trains.items() if (v := given.get(k)) is not None and v is not False and v != d]
     if drop: raise ValueError(f"--learner explains a trained model as it is and trains nothing: drop {', '.join(drop)}")
+
+def _explain_learner(images, progress, show, learner, **given):
+    "`explain_image_folder(learner=...)`: refuse training options, then `explain_classifier`."
+    _learner_only(given)
+    keep = ('out', 'label', 'class_a', 'valid_pct', 'n_permutations', 'seed', 'overwrite', 'on_bad_image', 'cues')
+    return explain_classifier(learner, images, progress=progress, show=show, **{k: v for k, v in given.items() if k in keep and v is not None})
 
 def _given_model(model, size):
     "The model to explain (an exported file loaded), how the report names it, and what run.json keeps about where it came from."
@@ -371,44 +468,47 @@ def _given_model(model, size):
 def _gate_line(ex) -> str:
     "The accuracy gate and the drivers in one line of the log."
     s, v = ex.summary, ex.evidence['verdicts']
-    drivers = [c for c, w in zip(v.cue, v.verdict) if w.startswith('drives')]
+    drivers = list(v.cue[v.code == 'drives'])
     return (f"  validation accuracy {s['accuracy']:.2f} on {s['n_valid']} images (majority baseline {s['baseline']:.2f}, binomial p = "
             f"{s['accuracy_p_value']:.2g}): {'beats chance' if s['separated'] else 'does not beat chance: no cue is a finding'}; "
             f"drives the decision: {', '.join(drivers) or 'no cue'}")
 
-def _explain_given(out:Path, model, source, record, s, images, label, class_a, seed, overwrite, on_bad_image, progress, show, t0,
-                   user_cues, size, normalize, classes) -> dict:
+def _explain_given(job:JobSettings, model, source, record, progress, show, t0, user_cues, size, normalize, classes) -> dict:
     "The job for a trained classifier: the pipeline's stages that need no training and no decoder."
     from tell_me_why.data import sample_data_path
     from tell_me_why import pipeline as P
     from tell_me_why.training import progress_bars
     from tell_me_why.cues import BUILTIN_CUES
+    out = Path(job.out)
     prev = previous_run_outputs(out)
-    if prev and not overwrite:  # a trained model's run has nothing to resume: name the one way on
+    if prev and not job.overwrite:  # a trained model's run has nothing to resume: name the one way on
         raise FileExistsError(f"--out {str(out)!r} already holds a run ({', '.join(prev)}); pass --overwrite to replace it, or choose another folder")
-    _check_out(out, False, overwrite)  # refuse before anything is read or written
-    folder, label = Path(images) if images is not None else sample_data_path()/'images', label or ('pets' if images is None else 'folder')
-    shown = str(images) if images is not None else 'the bundled pets sample'
+    _check_out(out, False, job.overwrite)  # refuse before anything is read or written
+    folder, label = Path(job.images) if job.images is not None else sample_data_path()/'images', job.label or ('pets' if job.images is None else 'folder')
+    shown = str(job.images) if job.images is not None else 'the bundled pets sample'
     print(f"tell_me_why: {source}, explained as it is, on {shown} ({label} labels)")
-    data = P.prepare_data(folder, label, size or 64, s['valid_pct'], seed, class_a=class_a, on_bad_image=on_bad_image, progress=progress, shown=shown)
+    clock = P.StageClock()
+    with clock('image check'):
+        data = P.prepare_data(folder, label, size or 64, job.valid_pct, job.seed, class_a=job.class_a, on_bad_image=job.on_bad_image,
+                              progress=progress, shown=shown)
     clf = P.given_classifier(model, data, source, record, size, normalize, classes)  # classes that do not match, or a model that does not fit, fail here
     _check_user_cues(user_cues, clf.learn)
-    with _output_folder(out, False, overwrite) as work, progress_bars(progress):
+    with _output_folder(out, False, job.overwrite) as work, progress_bars(progress):
         print(f"{data.n_train} training and {data.n_valid} validation images; s = logit({data.class_a}) − logit({data.class_b}) "
               f"is read from {clf.features}")
-        codes = P.encode_with_classifier(clf)
+        with clock('encoding'): codes = P.encode_with_classifier(clf)
         print("Scoring image cues")
-        table = P.score_cues(codes, progress, cache_dir=work/'cue_cache', cues=user_cues, dls=clf.learn.dls)
+        with clock('cue table'): table = P.score_cues(codes, progress, cache_dir=work/'cue_cache', cues=user_cues, dls=clf.learn.dls)
         print("Explaining the decision")
-        ex = P.explain_classifier_model(clf, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show,
-                                        cues=[*BUILTIN_CUES, *user_cues] if user_cues else None)
+        ex = P.explain_classifier_model(clf, codes, table, data, work/'interpretation', job.n_permutations, job.seed, progress, show,
+                                        cues=[*BUILTIN_CUES, *user_cues] if user_cues else None, clock=clock)
         print(_gate_line(ex))
         settings = dict(learner=record.get('file'),
                         model=clf.record['model_class'], images=data.images, label=data.label, classes=data.vocab, class_a=data.class_a,
-                        n_train=data.n_train, n_valid=data.n_valid, valid_pct=s['valid_pct'], n_permutations=s['n_permutations'], seed=seed,
+                        n_train=data.n_train, n_valid=data.n_valid, valid_pct=job.valid_pct, n_permutations=job.n_permutations, seed=job.seed,
                         size=size, normalize=None if normalize is None else [list(map(float, v)) for v in normalize],
                         report_set='validation split', cues=[c.name for c in user_cues])
-        P.write_outputs(work, out, data, clf, table, ex, settings, time.perf_counter() - t0)
+        P.write_outputs(work, out, data, clf, table, ex, settings, time.perf_counter() - t0, clock)
     print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {(out/'report.md').as_posix()}")
     return dict(classifier=clf, summary=ex.summary, ranking=ex.ranking, evidence=ex.evidence, feature_table=table, report=out/'report.md',
                 record=out/'run.json', out=out)
@@ -434,27 +534,16 @@ def explain_classifier(
 ) -> dict: # `summary` (the accuracy gate), `ranking` (against s), `evidence`, `feature_table`, `classifier`, and the paths `report`, `record`, `out`
     "Explain a trained two-class classifier as it is (no training): accuracy gate, cue interventions and verdicts, cue ranking against its score s."
     t0 = time.perf_counter()
-    s = _settings(None, valid_pct=valid_pct, n_permutations=n_permutations)
-    check_explain_settings(**s, seed=seed, images=images, out=out, label=label, on_bad_image=on_bad_image)
+    job = check_explain_settings(images=images, out=out, label=label, class_a=class_a, valid_pct=valid_pct, n_permutations=n_permutations,
+                                 seed=seed, overwrite=overwrite, on_bad_image=on_bad_image)
     if size is not None: _number('size', size, 8, whole=True)
     user_cues = _user_cues(cues)  # a bad --cue fails here, before any image is read
     _job_modules()
     model, source, record = _given_model(model, size)  # a file that cannot be loaded, or a learner of more than two classes, fails here
-    out = Path(out)
-    with run_lock(out):
-        return _explain_given(out, model, source, record, s, images, label, class_a, seed, overwrite, on_bad_image, progress, show, t0,
-                              user_cues, size, normalize, classes)
+    with run_lock(Path(out)):
+        return _explain_given(job, model, source, record, progress, show, t0, user_cues, size, normalize, classes)
 
 # %% ../nbs/09_cli.ipynb #70d73791
-def _run_settings(data, s:dict, pretrained, weights, seed, resume, planted, planted_strength, precision) -> dict:
-    "The settings the report shows and run.json keeps."
-    return dict(images=data.images, label=data.label, classes=data.vocab, class_a=data.class_a, n_train=data.n_train, n_valid=data.n_valid,
-                size=s['size'], arch=s['arch'], pretrained=bool(pretrained), weights=weights, encoding_dims=s['encoding_dims'],
-                epochs=[s['epochs_adv'], s['epochs_ae'], s['epochs_classif']], lr_max=s['lr_max'], classif_class_weight=s['classif_class_weight'],
-                bs=data.plan['bs'], grad_accum=data.plan['grad_accum'], lr_max_factor=s['lr_max_factor'], valid_pct=s['valid_pct'],
-                n_permutations=s['n_permutations'], seed=seed, resume=resume, planted=planted, planted_strength=planted_strength if planted else None,
-                pls_fit='train split (held out from the report set)', report_set='validation split', precision=precision)
-
 def _print_training(training:dict):
     from tell_me_why.report import training_status, kept_weights_line
     steps = lambda r: f"{r.get('optimizer_steps', 0)}" + (f" / {r['discriminator_steps']}" if 'discriminator_steps' in r else '')
@@ -462,58 +551,42 @@ def _print_training(training:dict):
           + ', '.join(f"{p} {steps(r)} ({training_status(p, r)})" for p, r in training['phases'].items()))
     if kept_weights_line(training): print(kept_weights_line(training))
 
-def _planted_data(work, out, prepare, planted, planted_strength, size, seed, class_a):
+def _planted_data(work, out, prepare, job:JobSettings):
     "The known-answer showcase: make the planted image set in the run's folder, then prepare it."
-    print(f"tell_me_why showcase: a '{planted}' cue planted at d = {planted_strength} in 2 × 150 images ({out.as_posix()}/planted_images)")
+    print(f"tell_me_why showcase: a '{job.planted}' cue planted at d = {job.planted_strength} in 2 × 150 images ({out.as_posix()}/planted_images)")
     from tell_me_why.fidelity import make_planted_cue_dataset
-    make_planted_cue_dataset(work/'planted_images', planted, planted_strength, n_per_class=150, size=size, seed=seed, overwrite=True)
-    return prepare(work/'planted_images', 'folder', f"{out.as_posix()}/planted_images", class_a or 'planted')
-
+    make_planted_cue_dataset(work/'planted_images', job.planted, job.planted_strength, n_per_class=150, size=job.size, seed=job.seed, overwrite=True)
+    return prepare(work/'planted_images', 'folder', f"{out.as_posix()}/planted_images", job.class_a or 'planted')
 
 # %% ../nbs/09_cli.ipynb #c18b9964
-def _explain(out, s, images, label, class_a, bs, grad_accum, pretrained, weights, seed, resume, overwrite, planted, planted_strength,
-             on_bad_image, progress, show, t0, precision='fp32', user_cues=()):
-    "The main job as the pipeline's stages: rank 0 writes OUT, the other ranks (data-parallel) only train."
+def _explain(job:JobSettings, user_cues, progress, show, t0) -> dict:
+    "The main job: rank 0 writes OUT, the other ranks (data-parallel) only train; the stages themselves are the pipeline's `run_stages`."
     from tell_me_why.distributed import is_main_process, on_main, fail_together
     from tell_me_why.data import sample_data_path
     from tell_me_why import pipeline as P
     from tell_me_why.training import progress_bars
-    from tell_me_why.cues import BUILTIN_CUES
-    on_main(_check_out, out, resume, overwrite)  # refuse before anything is read or written
-    main = is_main_process()
+    out = Path(job.out)
+    on_main(_check_out, out, job.resume, job.overwrite)  # refuse before anything is read or written
+    main, clock = is_main_process(), P.StageClock()
     quiet = contextlib.nullcontext() if main else contextlib.redirect_stdout(io.StringIO())
-    epochs = (s['epochs_adv'], s['epochs_ae'], s['epochs_classif'])
-    prepare = lambda folder, label, shown, class_a: P.prepare_data(folder, label, s['size'], s['valid_pct'], seed, bs, grad_accum, epochs,
-                                                                   class_a, on_bad_image, progress, shown)
-    if not planted:
-        folder, label = Path(images) if images is not None else sample_data_path()/'images', label or ('pets' if images is None else 'folder')
-        shown = str(images) if images is not None else 'the bundled pets sample'
+    prepare = lambda folder, label, shown, class_a: P.prepare_data(folder, label, job.size, job.valid_pct, job.seed, job.bs, job.grad_accum, job.epochs,
+                                                                   class_a, job.on_bad_image, progress, shown)
+    if not job.planted:
+        folder, label = Path(job.images) if job.images is not None else sample_data_path()/'images', job.label or ('pets' if job.images is None else 'folder')
+        shown = str(job.images) if job.images is not None else 'the bundled pets sample'
         if main: print(f"tell_me_why: {shown} ({label} labels)")
-        with fail_together(), quiet: data = prepare(folder, label, shown, class_a)
-    with (_output_folder(out, resume, overwrite) if main else _scratch_folder()) as work, progress_bars(progress and main), fail_together(), quiet:
-        if planted: data = _planted_data(work, out, prepare, planted, planted_strength, s['size'], seed, class_a)
+        with fail_together(), quiet, clock('image check'): data = prepare(folder, label, shown, job.class_a)
+    with (_output_folder(out, job.resume, job.overwrite) if main else _scratch_folder()) as work, progress_bars(progress and main), fail_together(), quiet:
+        if job.planted:
+            with clock('image check'): data = _planted_data(work, out, prepare, job)
         print(P.plan_line(data))
         _check_user_cues(user_cues, data)
         if data.plan['note']: print(f"Warning: {data.plan['note']}.")
         EpochLines, TableColumns = _job_callbacks()
-        trained = P.train_model(P.build_model(s['arch'], s['size'], s['encoding_dims'], seed, pretrained, weights), data, work/'models', epochs,
-                                s['lr_max'], s['lr_max_factor'], s['classif_class_weight'], seed, resume, precision,
-                                cbs=[TableColumns()] if progress else [EpochLines()], show=show)
-        if not main: return dict(learn=trained.learn, out=out)
-        _print_training(trained.training)
-        codes = P.encode_splits(trained.learn)  # saved by train_xaaenet in split_items order: no second encoding pass
-        print("Scoring image cues")
-        table = P.score_cues(codes, progress, cache_dir=work/'cue_cache', cues=user_cues, dls=trained.learn.dls)  # a resumed run scores no image twice
-        print("Explaining the decision axis")
-        ex = P.explain_model(trained.learn, codes, table, data, work/'interpretation', s['n_permutations'], seed, progress, show,
-                             cues=[*BUILTIN_CUES, *user_cues] if user_cues else None)
-        settings = _run_settings(data, s, pretrained, weights, seed, resume, planted, planted_strength, precision)
-        settings['cues'] = [c.name for c in user_cues]
-        P.write_outputs(work, out, data, trained, table, ex, settings, time.perf_counter() - t0)
-    print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {(out/'report.md').as_posix()}")
-    return dict(learn=trained.learn, summary=ex.summary, ranking=ex.ranking, evidence=ex.evidence, feature_table=table, report=out/'report.md',
-                record=out/'run.json', out=out, traversal=out/'interpretation'/'latent_traversal.png', training=trained.training, prior=trained.prior)
-
+        res = P.run_stages(job, data, work, out, user_cues, progress, show, cbs=[TableColumns()] if progress else [EpochLines()],
+                           clock=clock, t0=t0, on_trained=_print_training if main else None)
+    if main: print(f"Done in {time.perf_counter()-t0:.0f} s. Report: {(out/'report.md').as_posix()}")
+    return res
 
 # %% ../nbs/09_cli.ipynb #0486cbfa
 _EXAMPLES = """examples:
@@ -536,60 +609,45 @@ class _Parser(argparse.ArgumentParser):
     def format_help(self):
         "Fill in the constants the help quotes (without importing torch: `--help` answers at once)."
         for a in self._actions:
-            if a.help: a.help = a.help.replace('{cues}', ', '.join(PLANTED_CHOICES)).replace('{min_points}', str(HELP_MIN_POINTS))
+            if a.help: a.help = _fill_help(a.help)
         return super().format_help()
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option, its default and limits)\n")
 
+# %% ../nbs/09_cli.ipynb #84c26525
+def _option_help(f, showcase:JobSettings) -> str:
+    "An option's help: its documentation, its choices or limits, and its defaults (the showcase's where it has its own)."
+    m, d, p = f.metadata, f.default, getattr(showcase, f.name)
+    words = _fill_help(m['help'])
+    if m['choices'] and f.name != 'planted': words += f": one of {', '.join(m['choices'])}"
+    if m['choices'] and f.name == 'planted': words += f" ({', '.join(m['choices'])})"
+    say = [_range(**m['limits'])] if m['limits'] else []
+    if d is not None:  # an option without a fixed default says what happens without it in its own words
+        say.append(f"default: {_shown(d)}" + (f"; {_shown(p)} with --planted" if p != d and f.name != 'planted' else ''))
+    return words + (f" ({'; '.join(say)})" if say else '')
+
+def _add_option(group, f, showcase:JobSettings):
+    m, kind = f.metadata, str(f.type).split('|')[0].strip()
+    how = (dict(action='store_true', default=None) if kind == 'bool' else dict(action='append', metavar=m['metavar']) if kind == 'list'
+           else dict(type={'int': int, 'float': float}.get(kind, str), metavar=m['metavar'] or f.name.upper()))
+    group.add_argument(m['flag'] or _opt(f.name), dest=f.name, help=_option_help(f, showcase), **how)
 
 # %% ../nbs/09_cli.ipynb #5fdc4f56
 def tmw_explain_parser() -> argparse.ArgumentParser:
-    "The argument parser of `tmw-explain`: every option with its default and limits."
-    F, P = FOLDER_DEFAULTS, PLANTED_DEFAULTS
+    "The argument parser of `tmw-explain`: one option per field of `JobSettings`, with its default and limits."
     p = _Parser(prog='tmw-explain', formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EXAMPLES,
                 description="Train an xAAEnet on a two-class image folder (or take your own trained classifier, --learner), rank "
                             "the image cues behind its decision, and write figures, report.md and run.json to OUT.")
-    d = p.add_argument_group('data')
-    d.add_argument('--images', metavar='FOLDER', help="folder of images, searched recursively (default: the bundled pets sample, 120 photos)")
-    d.add_argument('--label', metavar='RULE', help="'folder' (one sub-folder per class), 'pets' (uppercase first letter = cat), "
-                   "'re:PATTERN' (first group of a regex on the file name) or 'csv:FILE' (columns file,label); "
-                   "default: folder, or pets for the bundled sample")
-    d.add_argument('--class-a', metavar='CLASS', help="class the decision axis points to (default: the second class alphabetically; planted with --planted)")
-    d.add_argument('--valid-pct', type=float, metavar='X', help=f"share of images held out for validation and the explanation, in (0, 1) (default: {F['valid_pct']}; {P['valid_pct']} with --planted); the validation split needs >= {{min_points}} images")
-    d.add_argument('--planted', metavar='CUE', help="known-answer showcase: instead of --images, make 2 x 150 images that differ only in CUE "
-                   "({cues}) and explain them")
-    d.add_argument('--planted-strength', type=float, default=2.0, metavar='D', help="Cohen's d of the planted cue, > 0 (default: 2.0)")
-    d.add_argument('--cue', action='append', dest='cues', metavar='FILE.py:NAME', help="a cue of your own, tested beside the built-in ones: "
-                   "the `Cue` called NAME in a Python file (or module:NAME); repeat for several")
-    m = p.add_argument_group('model and training')
-    m.add_argument('--learner', metavar='FILE', help="explain your own trained fastai model instead of training one: the file "
-                   "`learn.export()` wrote, a classifier of the two classes of --images. Nothing is trained: the options below "
-                   "that train are refused with it. The report gives the accuracy gate, the cue interventions and verdicts and the cue "
-                   "ranking against the model's score; the parts that need an xAAEnet (walk, counterfactual images) are skipped")
-    m.add_argument('--arch', choices=list(ARCHS), help=f"encoder (default: {F['arch']}; {P['arch']} with --planted: a 4-layer CNN)")
-    m.add_argument('--pretrained', action='store_true', help="start from ImageNet weights (downloads them: needs a network; default: off)")
-    m.add_argument('--weights', metavar='FILE', help="local ImageNet state-dict file for --arch (offline alternative to --pretrained)")
-    m.add_argument('--size', type=int, metavar='PX', help=f"image side in pixels, >= 32 (default: {F['size']}; {P['size']} with --planted)")
-    m.add_argument('--encoding-dims', type=int, metavar='N', help=f"size of the latent code z, >= 2 (default: {F['encoding_dims']}; {P['encoding_dims']} with --planted)")
-    for ph, name in (('adv', 'adversarial'), ('ae', 'denoising-autoencoder'), ('classif', 'classifier')):
-        m.add_argument(f'--epochs-{ph}', type=int, metavar='N', help=f"epochs of the {name} phase, >= 0 (default: {F['epochs_' + ph]}; {P['epochs_' + ph]} with --planted); all 0 = an untrained model, and the report says so")
-    m.add_argument('--bs', type=int, metavar='N', help=f"batch size, >= 2 and <= the training images (default: 16, or smaller so that an epoch makes {HELP_MIN_STEPS} batches)")
-    m.add_argument('--grad-accum', type=int, metavar='K', help=f"batches per optimiser step, >= 1 (default: the largest K <= 4 that leaves {HELP_MIN_STEPS} steps an epoch)")
-    m.add_argument('--lr-max', type=float, metavar='LR', help=f"peak learning rate, in (0, 1] (default: {F['lr_max']}; {P['lr_max']} with --planted, {P['lr_max'] * P['lr_max_factor']:.3g} in its classifier phase)")
-    m.add_argument('--classif-class-weight', type=float, metavar='W', help=f"weight of the cross-entropy term in the classifier phase, >= 0 (default: {F['classif_class_weight']}; {P['classif_class_weight']} with --planted)")
-    m.add_argument('--precision', choices=list(PRECISION_CHOICES), default='fp32', help="training precision: fp32, or mixed precision bf16 / fp16 on the model's device (default: fp32)")
-    m.add_argument('--seed', type=int, default=42, metavar='N', help="seed of the split, the weights and the permutations, >= 0 (default: 42)")
-    e = p.add_argument_group('explanation and output')
-    e.add_argument('--n-permutations', type=int, metavar='N', help=f"shuffles for the permutation p-values, >= 0; 0 = no permutation test (default: {F['n_permutations']}; {P['n_permutations']} with --planted)")
-    e.add_argument('--out', default='tmw_output', metavar='FOLDER', help="output folder (default: tmw_output); a folder holding a previous run is refused unless --resume or --overwrite")
-    e.add_argument('--resume', action='store_true', help="continue the run in OUT, reusing its finished phases")
-    e.add_argument('--overwrite', action='store_true', help="replace the run in OUT (the old one stays until the new one has finished)")
+    groups, showcase = {}, JobSettings.showcase()
+    for f in fields(JobSettings):
+        g = groups.get(f.metadata['group']) or groups.setdefault(f.metadata['group'], p.add_argument_group(f.metadata['group']))
+        _add_option(g, f, showcase)
+    e = groups['explanation and output']
     e.add_argument('--explain-image', metavar='FILE', help="explain one more image with the model of the finished run in --out, "
                    "without training: its counterfactual, the difference and the cues that change most, in OUT/interpretation/image_NAME.png and .md")
     e.add_argument('--no-progress', action='store_true', help="no progress bars (for logs)")
     e.add_argument('--debug', action='store_true', help="show the Python traceback of an error (or set TMW_DEBUG=1)")
     return p
-
 
 # %% ../nbs/09_cli.ipynb #6dc04c54
 _USER_ERRORS = (ValueError, OSError, FloatingPointError)

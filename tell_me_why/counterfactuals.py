@@ -17,7 +17,7 @@ import torch
 import matplotlib.pyplot as plt
 from scipy import stats
 
-from .latent_figures import latent_to_numpy, fit_oriented_pls, show_figure, save_png, pls1_gradient
+from .latent_figures import latent_to_numpy, fit_oriented_pls, show_figure, save_png, pls1_gradient, PLSAxis
 from .feature_scores import score_pixels, using_torch_threads
 from .cues import cue_values
 from .interventions import model_image_batches
@@ -98,23 +98,25 @@ def compare_axes(model, # an xAAEnet, a `Learner` holding one, or its `DecisionA
                  *,
                  fit_z=None, # codes to fit PLS1 on (e.g. the training split's); None = `z` (in-sample)
                  fit_y=None, # class index per row of `fit_z`
+                 pls=None, # PLS1 already fitted (a `PLSAxis`, 1 = `target_idx`) in place of `fit_z` and `fit_y`
                 ) -> dict: # `cosine`, `r_s_pls1`, `p_s_pls1`, `accuracy`, `chance`, `accuracy_p`, `s`, `pls1`, `axis`, `n_report`, `n_fit`, `held_out`
     "Cosine between the model's axis and PLS1, Pearson r of s with PLS1 scores, and the model's accuracy on `z`."
     axis, zr = _as_axis(model, target_idx), latent_to_numpy(z, 'z')
     yr = _binary(y, len(zr), target_idx)
     if (fit_z is None) != (fit_y is None): raise ValueError("Pass both `fit_z` and `fit_y` (held-out PLS) or neither (in-sample).")
     zf, yf = (zr, yr) if fit_z is None else (latent_to_numpy(fit_z, 'fit_z'), _binary(fit_y, len(fit_z), target_idx))
-    pls, signs = fit_oriented_pls(zf, yf)
-    pls1 = pls.transform(zr)[:, 0] * signs[0]
+    if pls is not None: zf, yf = pls.z_fit, pls.y_fit
+    pls = pls if pls is not None else PLSAxis().fit(zf, yf)
+    pls1 = pls.score(zr)
     s = axis.score(zr)
     u = axis.weight / np.linalg.norm(axis.weight)
     r = stats.pearsonr(s, pls1)
     correct = int(((s > 0) == (yr == 1)).sum())
     majority = max(yr.mean(), 1 - yr.mean())  # chance: always answering the commoner class
-    return dict(cosine=float(u @ pls1_gradient(pls, signs, zr.shape[1])), r_s_pls1=float(r.statistic), p_s_pls1=float(r.pvalue),
+    return dict(cosine=float(u @ pls.gradient()), r_s_pls1=float(r.statistic), p_s_pls1=float(r.pvalue),
                 accuracy=correct / len(zr), chance=float(majority),
                 accuracy_p=float(stats.binomtest(correct, len(zr), majority, alternative='greater').pvalue),
-                s=s, pls1=pls1, axis=axis, n_report=len(zr), n_fit=len(zf), held_out=fit_z is not None)
+                s=s, pls1=pls1, axis=axis, n_report=len(zr), n_fit=len(zf), held_out=fit_z is not None or zf is not zr)
 
 # %% ../nbs/13_counterfactuals.ipynb #328ba4c4
 WALK_DIRECTIONS = ('model', 'data')

@@ -6,19 +6,18 @@ Docs: https://tell-me-why.github.io/tell_me_why/explanation.html.md"""
 
 # %% ../nbs/14_explanation.ipynb #dd054706
 from __future__ import annotations
-import math
+import contextlib, math
 import numpy as np
 import pandas as pd
 from pathlib import Path
 import matplotlib.pyplot as plt
+from .interventions import Verdict, verdict_words
 
 # %% auto #0
-__all__ = ['VERDICTS', 'NEEDS_XAAENET', 'cue_verdicts', 'gather_evidence']
+__all__ = ['ORDER', 'NEEDS_XAAENET', 'cue_verdicts', 'gather_evidence']
 
 # %% ../nbs/14_explanation.ipynb #35dabeb5
-VERDICTS = {'drives': "drives the decision", 'moves': "moves with the decision but does not drive it",
-            'sensitive': "sensitive, but not a learned reason", 'small': "small effect", 'none': "no link found",
-            'gate': "no learned decision to explain"} # the plain words of `cue_verdicts`, strongest claim first
+ORDER = (Verdict.DRIVES, Verdict.MOVES, Verdict.SENSITIVE, Verdict.SMALL, Verdict.NO_LINK, Verdict.GATE) # the codes of `cue_verdicts`, strongest claim first
 
 def _walk_agrees(row, min_rho:float, alpha:float) -> bool:
     "The counterfactual walk changes the cue steadily, in the direction the edit found (or any direction without an edit)."
@@ -36,19 +35,18 @@ def _gate_of(attrs:dict) -> str|None:
         return f"the model does not beat chance (accuracy {attrs['accuracy']:.2f}, binomial p = {attrs['binom_p']:.2g})"
     return None
 
-def _one_verdict(row, gate:str|None, min_rho:float, alpha:float) -> str:
-    if gate: return f"{VERDICTS['gate']}: {gate}"
+def _one_verdict(row, gate:str|None, min_rho:float, alpha:float) -> dict:
+    "The verdict on one cue as `verdict_words`' arguments, from the interventions' code and the walk and correlation beside it."
+    if gate: return dict(code=Verdict.GATE, reason=gate)
     walk = _walk_agrees(row, min_rho, alpha)
     corr = np.isfinite(row.get('perm_p', math.nan)) and row['perm_p'] < alpha
-    said = str(row.get('intervention', ''))
-    if said.startswith(VERDICTS['drives']):
-        if 'walk_rho' not in row: return VERDICTS['drives']  # no (usable) walk to compare with
-        return VERDICTS['drives'] + (" (the edit and the walk agree)" if walk else " (the edit shows it; the walk does not)")
-    if said.startswith((VERDICTS['small'], VERDICTS['sensitive'])): return said  # the interventions' own words: the edit moves s, but not as a driver
+    edit = row.get('_code')
+    if edit == Verdict.DRIVES: return dict(code=Verdict.DRIVES, walk=walk if 'walk_rho' in row else None)  # without a (usable) walk nothing is said about one
+    if edit in (Verdict.SMALL, Verdict.SENSITIVE): return dict(code=edit, reason=row['_reason'], labels_known=row['_labels'])  # the edit moves s, but not as a driver
     if walk or corr:
         why = ' and '.join(w for w, ok in (('the walk', walk), ('the correlation', corr)) if ok)
-        return f"{VERDICTS['moves']} ({why} link{'' if walk and corr else 's'} it; " + ("the edit does not move s)" if np.isfinite(row.get('effect', math.nan)) else "no edit tests it)")
-    return VERDICTS['none']
+        return dict(code=Verdict.MOVES, reason=why, edited=bool(np.isfinite(row.get('effect', math.nan))))
+    return dict(code=Verdict.NO_LINK)
 
 # %% ../nbs/14_explanation.ipynb #d9799081
 def cue_verdicts(interventions:pd.DataFrame|None=None, # `cue_interventions` result (columns cue, effect, ci_low, ci_high, verdict, …; `.attrs['gate']`)
@@ -57,13 +55,14 @@ def cue_verdicts(interventions:pd.DataFrame|None=None, # `cue_interventions` res
                  gate:str|None=None, # why there is no learned decision (e.g. the model does not beat chance); default from `interventions.attrs`
                  min_rho:float=0.5, # smallest |median rank correlation| along the walk that counts as a steady change
                  alpha:float=0.05, # level of the permutation and sign tests
-                ) -> pd.DataFrame: # one row per cue: the evidence side by side and `verdict`
-    "One verdict in words per cue from the interventional, counterfactual and correlational evidence."
+                ) -> pd.DataFrame: # one row per cue: the evidence side by side, `verdict` and `code`
+    "One verdict per cue, a `Verdict` code (`code`) and its words (`verdict`), from the interventional, counterfactual and correlational evidence."
     parts = []
     if interventions is not None:
         gate = gate if gate is not None else _gate_of(interventions.attrs)
-        iv = interventions.rename(columns={'verdict': 'intervention'})
-        parts.append(iv[[c for c in ('cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'share_of_gap', 'off_target', 'off_target_cue', 'intervention') if c in iv]])
+        iv = interventions.rename(columns={'verdict': 'intervention', 'code': '_code', 'reason': '_reason', 'labels_known': '_labels'})
+        parts.append(iv[[c for c in ('cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'share_of_gap', 'off_target', 'off_target_cue', 'intervention',
+                                     '_code', '_reason', '_labels') if c in iv]])
     if counterfactuals is not None:
         parts.append(counterfactuals.rename(columns={'median_rho': 'walk_rho', 'sign_p': 'walk_sign_p'})[['cue', 'walk_rho', 'walk_sign_p']])
     if ranking is not None:
@@ -72,8 +71,10 @@ def cue_verdicts(interventions:pd.DataFrame|None=None, # `cue_interventions` res
     if not parts: raise ValueError("cue_verdicts: pass at least one of `interventions`, `ranking`, `counterfactuals`.")
     out = parts[0]
     for p in parts[1:]: out = out.merge(p, on='cue', how='outer', sort=False)
-    out['verdict'] = [_one_verdict(r, gate, min_rho, alpha) for r in out.to_dict('records')]
-    order = out.verdict.map(lambda v: next(i for i, k in enumerate(VERDICTS.values()) if v.startswith(k)))
+    said = [_one_verdict(r, gate, min_rho, alpha) for r in out.to_dict('records')]
+    out = out.drop(columns=[c for c in ('_code', '_reason', '_labels') if c in out])
+    out['verdict'], out['code'] = [verdict_words(**s) for s in said], [s['code'] for s in said]
+    order = out.code.map(ORDER.index)
     size = out['effect'].abs() if 'effect' in out else pd.Series(0., index=out.index)
     return out.assign(_o=order, _s=-size.fillna(0)).sort_values(['_o', '_s'], kind='stable').drop(columns=['_o', '_s']).reset_index(drop=True)
 
@@ -114,21 +115,25 @@ def gather_evidence(learn, # a `Learner` from `train_xaaenet`, or any fastai `Le
                     save_dir=None, # folder for `cue_effects.png` and `counterfactuals.png`; None = no files
                     seed:int=0, progress:bool=True, show:bool|None=False,
                     cues:list|None=None, # cues to test and follow: built-in names and `Cue`s of your own; None = every built-in cue
+                    clock=None, # a `StageClock` (pipeline page) to time the interventions and the counterfactuals; None = untimed
+                    pls=None, # PLS1 already fitted on `fit_z` (a `PLSAxis`) for the axis comparison; None = fitted here
                    ) -> dict: # `interventions`, `counterfactuals`, `walk`, `axes`, `verdicts`, `paths`; for a classifier without a decoder `skipped` instead of the walk and axes
     "Interventions, counterfactual images and the axis comparison for a trained xAAEnet (interventions only for another classifier), read into one verdict per cue."
     items = [Path(i) for i in items]  # fastai's image loader takes paths, not strings
     from .interventions import cue_interventions, plot_cue_effects
     from .counterfactuals import compare_axes, walk_verdict
-    iv = cue_interventions(learn, items=items, labels=[int(v) for v in y], target_class=target_idx, seed=seed, progress=progress, cues=cues)
-    paths = {}
-    if save_dir is not None:
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-        paths['effects'] = Path(save_dir)/'cue_effects.png'
-        plt.close(plot_cue_effects(iv, fname=paths['effects']))
+    stage, paths = clock or (lambda name: contextlib.nullcontext()), {}
+    with stage('interventions'):
+        iv = cue_interventions(learn, items=items, labels=[int(v) for v in y], target_class=target_idx, seed=seed, progress=progress, cues=cues)
+        if save_dir is not None:
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
+            paths['effects'] = Path(save_dir)/'cue_effects.png'
+            plt.close(plot_cue_effects(iv, fname=paths['effects']))
     if not _has_decoder(learn):  # a classifier of the user's: the edits are the model-based evidence there is
         return dict(interventions=iv, paths=paths, skipped=dict(NEEDS_XAAENET), verdicts=cue_verdicts(iv, ranking, None))
-    cf, paths['walk'] = _walk(learn, items, y, target_idx, fit_z, save_dir, show, cues)
-    axes = compare_axes(learn.model, z, y, target_idx, fit_z=fit_z, fit_y=fit_y)
+    with stage('counterfactuals'):
+        cf, paths['walk'] = _walk(learn, items, y, target_idx, fit_z, save_dir, show, cues)
+        axes = compare_axes(learn.model, z, y, target_idx, fit_z=fit_z, fit_y=fit_y, pls=pls)
     walk = walk_verdict(cf, list(learn.dls.vocab))  # a walk whose frames do not carry the decision is no evidence
     return dict(interventions=iv, counterfactuals=cf, walk=walk, axes=axes, paths={k: v for k, v in paths.items() if v is not None},
                 verdicts=cue_verdicts(iv, ranking, cf['table'] if walk['faithful'] else None))

@@ -8,6 +8,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/interventions.html.md"""
 from __future__ import annotations
 
 import math, time
+from enum import Enum
 from pathlib import Path
 from collections.abc import Mapping, Sequence
 
@@ -24,8 +25,46 @@ from .cues import (Cue, BUILTIN, BUILTIN_CUES, CUE_EDITS, as_cues, calibrate_edi
 from .model_aae import XAAEBase, XAAEOutput
 
 # %% auto #0
-__all__ = ['MIN_TRAIN_SHARE', 'decision_scores', 'model_image_batches', 'cue_interventions', 'plot_cue_effects',
-           'describe_interventions']
+__all__ = ['SENSITIVE_REASONS', 'MIN_TRAIN_SHARE', 'Verdict', 'verdict_words', 'decision_scores', 'model_image_batches',
+           'cue_interventions', 'plot_cue_effects', 'describe_interventions']
+
+# %% ../nbs/12_interventions.ipynb #5021b34f
+class Verdict(str, Enum):
+    "What the evidence says about one cue, as a code; `verdict_words` says it in a sentence. Strongest claim first."
+    DRIVES = 'drives' # editing the cue moves the decision, and the cue differed between the classes in training
+    MOVES = 'moves' # the walk or the correlation links the cue to the decision; no edit shows it drives it
+    SENSITIVE = 'sensitive' # editing the cue moves the decision, but it is not a learned reason (`reason`: a key of `SENSITIVE_REASONS`)
+    SMALL = 'small' # editing the cue moves the decision by less than `min_effect`
+    NO_LINK = 'no link' # no evidence links the cue to the decision
+    GATE = 'gate' # there is no learned decision to explain (`reason` says why)
+    NOT_JUDGED = 'not judged' # the interventions' gate: the model does not beat chance on the edited images (`reason` says why)
+    NOT_TESTED = 'not tested' # the cue could not be edited (`reason` says why)
+    def __str__(self): return self.value # as pandas and f-strings show it, the code itself
+
+SENSITIVE_REASONS = {'no training gap': "the cue did not differ between the classes in training",
+                     'little training gap': "in training the cue differed too little between the classes, or the other way, to account for the decision",
+                     'against the gap': "the effect works against the cue's class difference here"} # why an effect is not a learned reason
+
+# %% ../nbs/12_interventions.ipynb #f728cf24
+def verdict_words(code:Verdict|str, # the verdict
+                  reason:str='', # why: NOT_TESTED, NOT_JUDGED and GATE; a key of `SENSITIVE_REASONS`; what links a MOVES cue ('the walk', 'the correlation', or both joined by ' and '); an off-target note of DRIVES
+                  walk:bool|None=None, # DRIVES: whether the walk agrees with the edit (None: no walk to compare with)
+                  edited:bool=True, # MOVES: whether an edit tested the cue
+                  labels_known:bool=True, # False: say that whether the model beats chance is unknown
+                 ) -> str:
+    "The one sentence of a verdict: the only place that puts a `Verdict` into words."
+    code = Verdict(code)
+    if code is Verdict.DRIVES:
+        w = "drives the decision" + (f" ({reason})" if reason else '')
+        if walk is not None: w += " (the edit and the walk agree)" if walk else " (the edit shows it; the walk does not)"
+    elif code is Verdict.MOVES:
+        w = (f"moves with the decision but does not drive it ({reason} link{'' if ' and ' in reason else 's'} it; "
+             + ("the edit does not move s)" if edited else "no edit tests it)"))
+    elif code is Verdict.SENSITIVE: w = f"sensitive, but not a learned reason: {SENSITIVE_REASONS[reason]}"
+    else: w = {Verdict.SMALL: "small effect", Verdict.NO_LINK: "no link found", Verdict.GATE: f"no learned decision to explain: {reason}",
+               Verdict.NOT_JUDGED: f"not judged: {reason}", Verdict.NOT_TESTED: f"not tested: {reason}"}[code]
+    unlabelled = not labels_known and code in (Verdict.DRIVES, Verdict.SENSITIVE, Verdict.SMALL, Verdict.NO_LINK)
+    return w + (" (no labels: whether the model beats chance is unknown)" if unlabelled else '')
 
 # %% ../nbs/12_interventions.ipynb #41641b43
 def _as_module(model) -> torch.nn.Module:
@@ -152,19 +191,17 @@ def _moved(new:dict, old:dict, sd_cue) -> dict:
 MIN_TRAIN_SHARE = 0.1 # a learned reason accounts for at least this share of the model's class gap with the cue's training class gap
 
 def _verdict(effect, ci_low, ci_high, off_target, off_cue, gate_msg, labels_known, min_effect, max_off_target,
-             train_p=math.nan, share=math.nan, alpha=0.05, train_share=math.nan) -> str:
-    if not np.isfinite(effect): return "not tested: the edit could not move the cue"
-    if gate_msg: return gate_msg
-    if not (ci_low > 0 or ci_high < 0): v = "no link found"
-    elif abs(effect) < min_effect: v = "small effect"
-    elif train_p >= alpha: v = "sensitive, but not a learned reason: the cue did not differ between the classes in training"
-    elif train_share < MIN_TRAIN_SHARE: v = ("sensitive, but not a learned reason: in training the cue differed too little between the "
-                                            "classes, or the other way, to account for the decision")
-    elif share < 0: v = "sensitive, but not a learned reason: the effect works against the cue's class difference here"
-    else:
-        v = "drives the decision"
-        if off_target > max_off_target: v += f" (the edit also moves {off_cue} by {off_target:.1f} SD)"
-    return v if labels_known else v + " (no labels: whether the model beats chance is unknown)"
+             train_p=math.nan, share=math.nan, alpha=0.05, train_share=math.nan) -> dict:
+    "The interventions' verdict on one cue: `code`, `reason` and `labels_known`, the arguments of `verdict_words`."
+    say = lambda code, reason='', labels=labels_known: dict(code=code, reason=reason, labels_known=labels)
+    if not np.isfinite(effect): return say(Verdict.NOT_TESTED, "the edit could not move the cue", True)
+    if gate_msg: return say(Verdict.NOT_JUDGED, gate_msg, True)
+    if not (ci_low > 0 or ci_high < 0): return say(Verdict.NO_LINK)
+    if abs(effect) < min_effect: return say(Verdict.SMALL)
+    if train_p >= alpha: return say(Verdict.SENSITIVE, 'no training gap')
+    if train_share < MIN_TRAIN_SHARE: return say(Verdict.SENSITIVE, 'little training gap')
+    if share < 0: return say(Verdict.SENSITIVE, 'against the gap')
+    return say(Verdict.DRIVES, f"the edit also moves {off_cue} by {off_target:.1f} SD" if off_target > max_off_target else '')
 
 # %% ../nbs/12_interventions.ipynb #6ab44ba7
 def _bootstrap_mean_ci(b:np.ndarray, n_boot:int, rng, level:float=0.95) -> tuple[float, float]:
@@ -185,7 +222,7 @@ def _gate(s0, y, t_idx, alpha):
     if y is None: return math.nan, math.nan, ''
     correct, chance = int(((s0 > 0) == (y == t_idx)).sum()), _chance_level(y)
     acc, p = correct / len(y), float(stats.binomtest(correct, len(y), chance, alternative='greater').pvalue)
-    msg = '' if p < alpha else (f"not judged: the model does not beat chance on these images (accuracy {acc:.2f}, chance "
+    msg = '' if p < alpha else (f"the model does not beat chance on these images (accuracy {acc:.2f}, chance "
                                 f"{chance:.2f}, binomial p = {p:.2g}), so no cue drives a learned decision")
     return acc, p, msg
 
@@ -254,7 +291,7 @@ def _training_class_p(dls, train_items, t_idx, bs, cues=()) -> dict[str, tuple]:
 
 # %% ../nbs/12_interventions.ipynb #2c6ef809
 _COLUMNS = ['cue', 'effect', 'ci_low', 'ci_high', 'flip_rate', 'off_target', 'off_target_cue', 'share_of_gap',
-            'cue_class_gap', 'train_gap_p', 'train_share', 'dose_reached', 'verdict', 'edit']
+            'cue_class_gap', 'train_gap_p', 'train_share', 'dose_reached', 'verdict', 'edit', 'code', 'reason', 'labels_known']
 
 def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot, seed, gate_msg, min_effect, max_off_target,
                train_p, alpha, s_off, dv):
@@ -278,9 +315,9 @@ def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot,
                          off_target=others.get(off_cue, math.nan), off_target_cue=off_cue, share_of_gap=share,
                          cue_class_gap=gap, train_gap_p=tp, train_share=t_share,
                          dose_reached=math.nan if cue.binary else float(np.mean(reached[c] / np.asarray(doses))),
-                         verdict=_verdict(effect, lo, hi, others.get(off_cue, 0.), off_cue, gate_msg, y is not None, min_effect,
-                                          max_off_target, tp, share, alpha, t_share),
-                         edit=cue.description))
+                         edit=cue.description, **_verdict(effect, lo, hi, others.get(off_cue, 0.), off_cue, gate_msg, y is not None,
+                                                           min_effect, max_off_target, tp, share, alpha, t_share)))
+        rows[-1]['verdict'] = verdict_words(rows[-1]['code'], rows[-1]['reason'], labels_known=rows[-1]['labels_known'])
     return sorted(rows, key=lambda r: -abs(r['effect']) if np.isfinite(r['effect']) else 0)
 
 def _cue_unit(cue, values:np.ndarray, dv:dict) -> float:
@@ -293,7 +330,6 @@ def _flip_rate(cue, ds:np.ndarray, s0:np.ndarray, s_off:dict, doses) -> float:
     if cue.binary: return float(((s_off[cue.name] + ds[:, 0] > 0) != (s_off[cue.name] > 0)).mean())
     far = [j for j, d in enumerate(doses) if abs(d) == max(map(abs, doses))]
     return float(((s0[:, None] + ds[:, far] > 0) != (s0[:, None] > 0)).any(1).mean())
-
 
 # %% ../nbs/12_interventions.ipynb #9397f307
 def cue_interventions(
@@ -352,21 +388,20 @@ def _cue_interventions(learn, items, cues, doses, target_class, n_boot, seed, bs
     train_p = _training_class_p(dls if dls is not None else getattr(learn, 'dls', None), train_items, t_idx, bs, cues)
     rows = _summarise(edit, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot, seed, gate_msg, min_effect,
                       max_off_target, train_p, alpha, s_off, dv)
-    rows += [dict(cue=c, verdict=f"not tested: {why}") for c, why in skipped.items()]
+    rows += [dict(cue=c, verdict=verdict_words(Verdict.NOT_TESTED, why), code=Verdict.NOT_TESTED, reason=why, labels_known=True) for c, why in skipped.items()]
     df = pd.DataFrame(rows, columns=_COLUMNS)
     df.attrs.update(_run_attrs(n, acc, y, p, alpha, sd_s, s0, t_idx, vocab, train_p, doses, skipped, off, min_effect, max_off_target, t0))
     df.attrs['binary_cues'] = [c.name for c in edit if c.binary]
     return df
 
 # %% ../nbs/12_interventions.ipynb #9a239f3d
-_VERDICT_STYLE = {  # verdict start -> (colour, legend label)
-    'drives': ('#c0392b', 'drives the decision'), 'sensitive': ('#8e44ad', 'sensitive, not a learned reason'),
-    'small': ('#e59866', 'small effect'), 'no link': ('#95a5a6', 'no link found'),
-    'not judged': ('#34495e', 'not judged: model at chance'),
+_VERDICT_STYLE = {  # verdict code -> (colour, legend label)
+    Verdict.DRIVES: ('#c0392b', 'drives the decision'), Verdict.SENSITIVE: ('#8e44ad', 'sensitive, not a learned reason'),
+    Verdict.SMALL: ('#e59866', 'small effect'), Verdict.NO_LINK: ('#95a5a6', 'no link found'),
+    Verdict.NOT_JUDGED: ('#34495e', 'not judged: model at chance'),
 }
 
-def _verdict_kind(v:str) -> str:
-    return next((k for k in _VERDICT_STYLE if v.startswith(k)), 'not judged')
+def _verdict_kind(code) -> Verdict: return Verdict(code) if code in _VERDICT_STYLE else Verdict.NOT_JUDGED
 
 def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
                      ax=None, # matplotlib axes to draw on; None = a new figure
@@ -378,7 +413,7 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
     from matplotlib.patches import Patch
     d = df[df.effect.notna()].iloc[::-1]
     if ax is None: _, ax = plt.subplots(figsize=(7.5, 0.35 * len(d) + 1.6))
-    colours = [_VERDICT_STYLE[_verdict_kind(v)][0] for v in d.verdict]
+    colours = [_VERDICT_STYLE[_verdict_kind(v)][0] for v in d.code]
     y = np.arange(len(d))
     ax.errorbar(d.effect, y, xerr=[d.effect - d.ci_low, d.ci_high - d.effect], fmt='none', ecolor='#444', capsize=3, lw=1)
     ax.scatter(d.effect, y, c=colours, s=45, zorder=3, edgecolor='k', linewidth=0.5)
@@ -391,7 +426,7 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
     gate = ('labels unknown' if not a.get('labels_known') else
             f"accuracy {a['accuracy']:.2f}, p = {a['binom_p']:.2g}" + ('' if a['beats_chance'] else ': at chance, no cue judged'))
     ax.set_title(title or f"Cue interventions: towards {a.get('target_class')!r} ({gate})", fontsize=10)
-    present = {_verdict_kind(v) for v in d.verdict}
+    present = {_verdict_kind(v) for v in d.code}
     ax.legend(handles=[Patch(color=c, label=lab) for k, (c, lab) in _VERDICT_STYLE.items() if k in present],
               loc='best', fontsize=8)
     fig = ax.figure; fig.tight_layout()
@@ -402,7 +437,7 @@ def plot_cue_effects(df:pd.DataFrame, # the result of `cue_interventions`
 def describe_interventions(df:pd.DataFrame, # the result of `cue_interventions`
                           ) -> str: # a few plain sentences
     "The interventional evidence in words: whether the model beats chance, which cues drive its decision, which it is only sensitive to."
-    a, kinds = df.attrs, df.verdict.map(_verdict_kind)
+    a, kinds = df.attrs, df.code.map(_verdict_kind)
     if not a.get('labels_known'): head = f"Whether the model beats chance on these {a['n']} images is unknown (no labels)."
     else: head = (f"The model {'beats' if a['beats_chance'] else 'does not beat'} chance on these {a['n']} images "
                   f"(accuracy {a['accuracy']:.2f} against a chance level of {a['chance_level']:.2f}, binomial p = {a['binom_p']:.2g}).")
@@ -415,7 +450,7 @@ def describe_interventions(df:pd.DataFrame, # the result of `cue_interventions`
                          + f", flips {r.flip_rate:.0%} of the decisions "
                          + ("when switched)" if r.cue in binary else f"at ±{dose:g} SD)")
                          for r in df[kinds == kind].itertuples())
-    drivers, sensitive = cues_of('drives'), cues_of('sensitive', share=False)
+    drivers, sensitive = cues_of(Verdict.DRIVES), cues_of(Verdict.SENSITIVE, share=False)
     out = [head, f"Changing these cues moves the decision towards {a['target_class']!r}: {drivers}." if drivers
            else "No cue that could be edited drives the decision."]
     if sensitive: out.append(f"The model is also sensitive to {sensitive}; these are not learned reasons (they did not differ "

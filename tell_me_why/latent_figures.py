@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 # %% auto #0
 __all__ = ['TSNE_MAX_ITER', 'TSNE_SINGLE_THREAD_BELOW', 'AXIS_DEFAULT', 'in_notebook', 'show_figure', 'latent_to_numpy',
            'subsample_indices', 'save_png', 'latent_tsne_embedding', 'save_latent_tsne_figure', 'binary_target',
-           'fit_oriented_pls', 'pls1_gradient', 'check_axis', 'save_latent_pls_figure']
+           'fit_oriented_pls', 'pls1_gradient', 'check_axis', 'PLSAxis', 'save_latent_pls_figure']
 
 # %% ../nbs/03_latent_figures.ipynb #247dfd99
 def in_notebook() -> bool:
@@ -227,6 +227,27 @@ def check_axis(axis, # 'pls1', or the model's axis (`model_axis(learn, target_id
     if w.shape != (d,): raise ValueError(f"`axis` has {w.size} weights but the codes have {d} dimensions.")
     if not np.isfinite(w).all() or not np.linalg.norm(w) > 0: raise ValueError("`axis` has a zero or non-finite weight vector.")
     return axis
+
+# %% ../nbs/03_latent_figures.ipynb #139f7169
+class PLSAxis:
+    "PLS of codes on a 0/1 target, each score oriented to rise with the target: fitted once (`fit`), then used to score codes and to step along PLS1."
+    def __init__(self, n_components:int=2): self.n_components = n_components
+
+    def fit(self, z, # codes (n, d): tensor or array
+            y, # 0/1 target per row (1 = the class the axis points to)
+           ) -> PLSAxis:
+        "Fit the PLS of `y` on `z`; keep both (a walk along PLS1 starts from their mean)."
+        self.z_fit, self.y_fit = latent_to_numpy(z, 'z'), np.asarray(y, float).reshape(-1)
+        self.pls, self.signs = fit_oriented_pls(self.z_fit, self.y_fit, self.n_components)
+        return self
+
+    def transform(self, z) -> np.ndarray: # oriented scores (n, n_components)
+        "The oriented PLS scores of codes `z`."
+        return self.pls.transform(latent_to_numpy(z, 'z')) * self.signs
+    def score(self, z) -> np.ndarray: return self.transform(z)[:, 0] # the PLS1 score per row: higher = the target class
+    def gradient(self) -> np.ndarray: return pls1_gradient(self.pls, self.signs, self.z_fit.shape[1]) # unit direction in z along which PLS1 rises
+    @property
+    def n_fit(self) -> int: return len(self.z_fit)
 
 # %% ../nbs/03_latent_figures.ipynb #9e8a274a
 def _biplot_fit(zn, y, idx, fit_z, fit_targets, class_names, tclass):

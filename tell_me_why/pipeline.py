@@ -6,7 +6,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/pipeline.html.md"""
 
 # %% ../nbs/15_pipeline.ipynb #987bd48d
 from __future__ import annotations
-import datetime, json, math, pickle, platform, time, types, warnings
+import contextlib, datetime, json, math, pickle, platform, time, types, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,24 +19,23 @@ from .model_aae import AAE, XAAEBase, default_device
 from .training import train_xaaenet, load_latent, XAAELearner, predict_from_codes, optimizer_steps_of
 from .feature_scores import compute_feature_score_table
 from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
+from .latent_figures import PLSAxis
 from .fidelity import small_xaaenet
 from .explanation import gather_evidence, _keep_per_class
 from .counterfactuals import model_axis, explain_image, _learner_images, DecisionAxis
 from .callbacks import atomic_write, load_state
-from .distributed import world_size
+from .distributed import world_size, is_main_process
 from .training import KEEP_CRITERIA, PHASES
-from .statistics import separation_summary, format_p
+from .statistics import separation_summary, with_axis_p, format_p
 from .report import write_report
-from .cues import Cue, cue_values
-
-
+from .cues import Cue, cue_values, BUILTIN_CUES
 
 # %% auto #0
 __all__ = ['MIN_STEPS_PER_EPOCH', 'FIGURES', 'NEEDS_DECODER', 'plan_optimizer_steps', 'PreparedData', 'prepare_data', 'plan_line',
-           'build_model', 'TrainedModel', 'train_model', 'Codes', 'encode_splits', 'score_cues', 'Explanation',
-           'explain_model', 'load_exported_learner', 'classifier_dataloaders', 'GivenClassifier', 'given_classifier',
-           'encode_with_classifier', 'explain_classifier_model', 'write_outputs', 'FinishedRun', 'load_run',
-           'explain_run_image']
+           'StageClock', 'build_model', 'TrainedModel', 'train_model', 'Codes', 'encode_splits', 'score_cues',
+           'Explanation', 'explain_model', 'load_exported_learner', 'classifier_dataloaders', 'GivenClassifier',
+           'given_classifier', 'encode_with_classifier', 'explain_classifier_model', 'write_outputs', 'run_stages',
+           'FinishedRun', 'load_run', 'explain_run_image']
 
 # %% ../nbs/15_pipeline.ipynb #f349de3c
 MIN_STEPS_PER_EPOCH = 8 # optimiser steps per epoch the command line aims for
@@ -135,6 +134,17 @@ def plan_line(data:PreparedData) -> str:
             f"{' (chosen)' if p['auto_grad_accum'] else ''} → {p['steps_per_epoch']} optimiser steps an epoch; planned per phase: "
             + ', '.join(f"{ph} {n}" for ph, n in p['steps_per_phase'].items())
             + " (in the adversarial phase the schedule gives each epoch's steps to the discriminator alone or to both players).")
+
+# %% ../nbs/15_pipeline.ipynb #6da83460
+class StageClock:
+    "Wall seconds of a run's stages, in the order they first ran: `with clock('cue table'): ...`, or `clock.add(name, seconds)`."
+    def __init__(self): self.seconds = {}
+    def add(self, name:str, seconds:float): self.seconds[name] = round(self.seconds.get(name, 0.) + float(seconds), 2)
+    @contextlib.contextmanager
+    def __call__(self, name:str):
+        start = time.perf_counter()
+        try: yield
+        finally: self.add(name, time.perf_counter() - start)
 
 # %% ../nbs/15_pipeline.ipynb #b80b4a57
 def build_model(arch:str='resnet18', # 'resnet18', 'resnet34', 'resnet50' or 'small'
@@ -237,23 +247,23 @@ def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permuta
     valid = table[table.split == 'valid'].drop(columns='split').reset_index(drop=True)
     fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
     names = dict(target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b)
-    res = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, fit_z=codes.z_train, fit_target=fit_y,
+    pls = PLSAxis().fit(codes.z_train, fit_y)  # PLS1 once, for every ranking, figure and comparison of the run
+    res = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, pls=pls,
                                   n_permutations=n_permutations, random_state=seed, caution=caution)
-    res['model_axis'] = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, fit_z=codes.z_train,
-                                                fit_target=fit_y, n_permutations=n_permutations, random_state=seed, caution=caution,
-                                                axis=model_axis(learn, a))
+    res['model_axis'] = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, pls=pls,
+                                                n_permutations=n_permutations, random_state=seed, caution=caution, axis=model_axis(learn, a))
     keep = _keep_per_class(y)  # two real images of each class, each moved along PLS1 by the decoder's change
     images = _learner_images(learn, [codes.paths_valid[i] for i in keep])[0]
-    res['traversal'] = latent_traversal_figure(learn.model.decode, codes.z_valid, y, **names, fit_z=codes.z_train, fit_target=fit_y,
+    res['traversal'] = latent_traversal_figure(learn.model.decode, codes.z_valid, y, **names, pls=pls,
                                                images=images, image_z=codes.z_valid[keep],
                                                image_labels=[f"a {data.class_a if y[j] else data.class_b} image" for j in keep],
                                                save_path=Path(save_dir)/'latent_traversal.png', show=show)['save_path']
+    res['pls_axis'] = pls
     return res
 
 # %% ../nbs/15_pipeline.ipynb #39ec375d
-def _caution(preds, y) -> str|None:
-    "The warning every figure and table carries when the model does not beat chance on the report images; None when it does."
-    chance = separation_summary(preds, y)
+def _caution(chance:dict) -> str|None:
+    "The warning every figure and table carries when the model does not beat chance on the report images (`separation_summary`); None when it does."
     return (None if chance['separated'] else f"the model does not beat chance (validation accuracy {chance['accuracy']:.2f}, "
             f"p = {format_p(chance['accuracy_p_value'])}): no cue below is a finding")
 
@@ -265,20 +275,23 @@ def explain_model(learn:XAAELearner, # from `train_model`
                   n_permutations:int=1000, # shuffles of the permutation tests
                   seed:int=42, progress:bool=False, show:bool=False,
                   cues:list|None=None, # cues to test: built-in names and `Cue`s of your own; None = every built-in cue
+                  clock:StageClock|None=None, # times the rankings, the interventions and the counterfactuals
                  ) -> Explanation:
     "Chance test, cue ranking (correlation), interventions and latent walks (the model), and one verdict per cue."
+    clock = clock if clock is not None else StageClock()
     preds = predict_from_codes(learn.model, codes.z_valid)
-    caution = _caution(preds, codes.y_valid)  # before the figures: they must not overstate
-    res = _rank_cues(learn, codes, table, data, save_dir, n_permutations, seed, show, caution)
+    chance = separation_summary(preds, codes.y_valid)  # the chance test, once
+    caution = _caution(chance)  # before the figures: they must not overstate
+    with clock('rankings and their figures'): res = _rank_cues(learn, codes, table, data, save_dir, n_permutations, seed, show, caution)
     print("Editing the cues, and adding the decoder's change across the decision boundary")
     a = data.vocab.index(data.class_a)
     ev = gather_evidence(learn, codes.paths_valid, codes.z_valid, codes.y_valid, table[table.split == 'valid'].reset_index(drop=True),
                          res['importance_rank'], target_idx=a, fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed,
-                         progress=progress, show=show, cues=cues)
+                         progress=progress, show=show, cues=cues, clock=clock, pls=res['pls_axis'])
     cf = ev['counterfactuals']
     print(f"  counterfactuals: {cf['validity']:.0%} of the {len(cf['valid'])} validation images get the other decision "
           f"(mean absolute pixel change {cf['size']:.3f})")
-    summary = separation_summary(preds, codes.y_valid, res.get('target_perm_p_value'))
+    summary = with_axis_p(chance, res.get('target_perm_p_value'))
     figs = dict(effects=ev['paths'].get('effects'), walk=ev['paths'].get('walk'), importance=res['paths'].get('importance'),
                 importance_model_axis=res['model_axis']['paths'].get('importance'), alignment=res['paths'].get('alignment'), traversal=res['traversal'])
     return Explanation(summary, res['importance_rank'], ev, res['model_axis']['importance_rank'], {k: p for k, p in figs.items() if p is not None})
@@ -448,20 +461,23 @@ def explain_classifier_model(clf:GivenClassifier, # from `given_classifier`
                              n_permutations:int=1000, # shuffles of the permutation tests
                              seed:int=42, progress:bool=False, show:bool=False,
                              cues:list|None=None, # cues to test: built-in names and `Cue`s of your own; None = every built-in cue
+                             clock:StageClock|None=None, # times the ranking and the interventions
                             ) -> Explanation:
     "Chance test, cue ranking against the model's own score s (correlation), and the interventions (the model) with one verdict per cue."
+    clock = clock if clock is not None else StageClock()
     a = clf.axis.target_idx
     preds = np.where(clf.axis.score(codes.z_valid) > 0, a, 1 - a)
-    caution = _caution(preds, codes.y_valid)
+    chance = separation_summary(preds, codes.y_valid)  # the chance test, once
+    caution = _caution(chance)
     valid = table[table.split == 'valid'].drop(columns='split').reset_index(drop=True)
     fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
-    res = run_pls_feature_figures(codes.z_valid, y, valid, target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b,
+    with clock('rankings and their figures'): res = run_pls_feature_figures(codes.z_valid, y, valid, target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b,
                                   save_dir=save_dir, show=show, fit_z=codes.z_train, fit_target=fit_y, n_permutations=n_permutations,
                                   random_state=seed, caution=caution, axis=clf.axis)
     print("Editing the cues")
     ev = gather_evidence(clf.learn, codes.paths_valid, codes.z_valid, codes.y_valid, ranking=res['importance_rank'], target_idx=a,
-                         fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed, progress=progress, show=show, cues=cues)
-    summary = separation_summary(preds, codes.y_valid, res.get('target_perm_p_value'))
+                         fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed, progress=progress, show=show, cues=cues, clock=clock)
+    summary = with_axis_p(chance, res.get('target_perm_p_value'))
     figs = dict(effects=ev['paths'].get('effects'), importance_model_axis=res['paths'].get('importance'),
                 alignment_model_axis=res['paths'].get('alignment'))
     return Explanation(summary, res['importance_rank'], ev, None, {k: p for k, p in figs.items() if p is not None}, axis='s')
@@ -489,8 +505,9 @@ def _write_tables(work:Path, out:Path, table, ex:Explanation):
     table.assign(Source_File_Path=[_rel(p, work, out) for p in table.Source_File_Path]).to_csv(work/'feature_scores.csv', index=False)
     ex.ranking.to_csv(work/('cue_ranking_model_axis.csv' if ex.axis == 's' else 'cue_ranking.csv'), index=False)  # the file says what it ranks against
     if ex.model_ranking is not None: ex.model_ranking.to_csv(work/'cue_ranking_model_axis.csv', index=False)
-    ex.evidence['interventions'].to_csv(work/'cue_interventions.csv', index=False)
-    ex.evidence['verdicts'].to_csv(work/'cue_verdicts.csv', index=False)
+    codes = ['code', 'reason', 'labels_known']  # the verdicts' codes stay in memory; the files keep their words
+    ex.evidence['interventions'].drop(columns=codes).to_csv(work/'cue_interventions.csv', index=False)
+    ex.evidence['verdicts'].drop(columns='code').to_csv(work/'cue_verdicts.csv', index=False)
 
 # %% ../nbs/15_pipeline.ipynb #f2bacc2c
 def _counterfactual_record(cf:dict) -> dict:
@@ -527,9 +544,10 @@ def write_outputs(work, # the folder the run writes to
                   data:PreparedData, trained:TrainedModel|GivenClassifier, table:pd.DataFrame, ex:Explanation, # the stages' results (a given classifier in place of a trained model)
                   settings:dict, # the run's settings, shown in the report and kept in run.json
                   seconds:float=0., # the run's time so far
+                  clock:StageClock|None=None, # the stages' wall seconds, kept in run.json with the time of this one ('report')
                  ) -> dict: # paths of `report` and `record` (under `work`) and the `figures` linked
     "Write the cue tables, `report.md` and `run.json` of a run."
-    work, out = Path(work), Path(out)
+    work, out, start = Path(work), Path(out), time.perf_counter()
     _write_tables(work, out, table, ex)
     figures = _figure_links(work, trained, ex)
     skipped = [(_rel(p, work, out), why) for p, why in data.dls.skipped_images]
@@ -544,8 +562,47 @@ def write_outputs(work, # the folder the run writes to
                             n_train=data.n_train, n_valid=data.n_valid, skipped_images=skipped),
                   **(dict(model=trained.record) if given else {}), settings=settings, training=training, prior=prior,
                   result=dict(_result_record(ex), reconstruction=reconstruction))
+    if clock is not None:
+        clock.add('report', time.perf_counter() - start)
+        record['stages'] = dict(processes=world_size(), seconds=dict(clock.seconds))
     dump = lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o)))
     return dict(report=report, record=atomic_write(work/'run.json', dump), figures=figures)
+
+# %% ../nbs/15_pipeline.ipynb #24204844
+def _phase_stages(clock:StageClock, training:dict):
+    "Each phase's wall seconds (training, checks, figures and codes) as a stage of its own."
+    for ph, r in training['phases'].items():
+        clock.add(f'{ph} phase', sum(r.get(k) or 0. for k in ('wall_s', 'figure_s', 'figures_and_latent_s')))
+
+def run_stages(job, # the job's `JobSettings` (command-line page): model, training and explanation settings
+               data:PreparedData, # from `prepare_data`
+               work, out, # the folder the run writes to, and the folder its files will be read from
+               user_cues:list=(), # `Cue`s of your own, tested beside the built-in ones
+               progress:bool=False, show:bool=False, # progress bars; figures inline
+               cbs:list|None=None, # console callbacks of the training phases
+               clock:StageClock|None=None, # holds the stages timed before (the image check); every stage here adds its seconds
+               t0:float|None=None, # `time.perf_counter()` when the run started (run.json's `seconds`)
+               on_trained=None, # called with the training summary, on the process that writes
+              ) -> dict:
+    "The main job's stages in order: train, encode, score the cues, explain, write; rank 0 does all, the other ranks only train."
+    clock, t0 = clock if clock is not None else StageClock(), t0 if t0 is not None else time.perf_counter()
+    model = build_model(job.arch, job.size, job.encoding_dims, job.seed, job.pretrained, job.weights)
+    trained = train_model(model, data, Path(work)/'models', job.epochs, job.lr_max, job.lr_max_factor, job.classif_class_weight, job.seed,
+                          job.resume, job.precision, cbs=cbs, show=show)
+    _phase_stages(clock, trained.training)
+    if not is_main_process(): return dict(learn=trained.learn, out=Path(out))
+    if on_trained is not None: on_trained(trained.training)
+    with clock('encoding'): codes = encode_splits(trained.learn)  # saved by train_xaaenet in split_items order: no second encoding pass
+    print("Scoring image cues")
+    with clock('cue table'): table = score_cues(codes, progress, cache_dir=Path(work)/'cue_cache', cues=user_cues, dls=trained.learn.dls)
+    print("Explaining the decision axis")
+    ex = explain_model(trained.learn, codes, table, data, Path(work)/'interpretation', job.n_permutations, job.seed, progress, show,
+                       cues=[*BUILTIN_CUES, *user_cues] if user_cues else None, clock=clock)
+    settings = dict(job.record(data), cues=[c.name for c in user_cues])
+    write_outputs(work, out, data, trained, table, ex, settings, time.perf_counter() - t0, clock)
+    out = Path(out)
+    return dict(learn=trained.learn, summary=ex.summary, ranking=ex.ranking, evidence=ex.evidence, feature_table=table, report=out/'report.md',
+                record=out/'run.json', out=out, traversal=out/'interpretation'/'latent_traversal.png', training=trained.training, prior=trained.prior)
 
 # %% ../nbs/15_pipeline.ipynb #4568bd3f
 @dataclass

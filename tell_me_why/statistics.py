@@ -18,13 +18,13 @@ import torch
 from scipy import stats
 from sklearn.preprocessing import StandardScaler
 
-from .latent_figures import latent_to_numpy, fit_oriented_pls, check_axis
+from .latent_figures import latent_to_numpy, fit_oriented_pls, check_axis, PLSAxis
 from .counterfactuals import compare_axes
 
 # %% auto #0
 __all__ = ['MIN_POINTS', 'check_binary_target', 'check_codes', 'fit_set', 'select_feature_matrix', 'check_same_images',
            'standardise_fit', 'permutation_pvalues', 'pls_feature_alignment', 'synthetic_codes',
-           'bootstrap_rank_stability', 'separation_summary', 'format_p', 'standardised_mean_difference']
+           'bootstrap_rank_stability', 'separation_summary', 'with_axis_p', 'format_p', 'standardised_mean_difference']
 
 # %% ../nbs/16_statistics.ipynb #ab81c95d
 MIN_POINTS = 10 # fewer rows than this cannot support a PLS plus correlations
@@ -165,15 +165,15 @@ def permutation_pvalues(scores:np.ndarray, # PLS1 scores of the report set (n,),
     return tuple((1 + h) / (1 + n_permutations) for h in (hits, class_hits, axis_hits))
 
 # %% ../nbs/16_statistics.ipynb #46aaf306
-def _axis_scores(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarray) -> dict:
-    "Report-set `scores` with the decision axis in column 0: (PLS1, PLS2), or the model's (s, PLS1) with `axes` from `compare_axes`."
+def _axis_scores(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarray, pls=None) -> dict:
+    "Report-set `scores` with the decision axis in column 0: (PLS1, PLS2), or the model's (s, PLS1) with `axes` from `compare_axes`; `pls`: a fitted `PLSAxis`, else fitted on `zf`."
     if dec is None:
-        pls, signs = fit_oriented_pls(zf, yf)
-        return dict(scores=pls.transform(zr) * signs, pls=pls, pls_signs=signs, axis='pls1', axis_name='PLS1', r_column='r_pls1')
+        pls = pls if pls is not None else PLSAxis().fit(zf, yf)
+        return dict(scores=pls.transform(zr), pls=pls.pls, pls_signs=pls.signs, axis='pls1', axis_name='PLS1', r_column='r_pls1')
     a = dec.target_idx
     as_idx = lambda t: np.where(t == 1, a, 1 - a)  # class indices from the 0/1 target (1 = the class the axis points to)
     fit = {} if zf is zr else dict(fit_z=zf, fit_y=as_idx(yf))
-    cmp = compare_axes(dec, zr, as_idx(y), a, **fit)
+    cmp = compare_axes(dec, zr, as_idx(y), a, **fit, pls=pls)
     return dict(scores=np.column_stack([cmp['s'], cmp['pls1']]), pls=None, pls_signs=None, axis='model', axis_name='s',
                 r_column='r_s', decision_axis=dec, axes=cmp)
 
@@ -225,6 +225,7 @@ def pls_feature_alignment(
     random_state:int=0, # seed of the permutations
     image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
     axis='pls1', # decision axis: 'pls1' (fitted to the labels), or the model's own, `model_axis(learn, target_idx)` (target_idx = class coded 1)
+    pls:PLSAxis|None=None, # PLS1 already fitted on other codes (held out, kept fixed), in place of `fit_z` and `fit_target`
 ) -> dict:
     "PLS of z on the target, then each feature's Pearson r with the decision axis (PLS1, or the model's score s) and PLS2 or PLS1 (numbers only, no figure)."
     zr = latent_to_numpy(z, 'z')
@@ -232,11 +233,11 @@ def pls_feature_alignment(
     y = check_binary_target(target_score, len(zr), 'target_score')
     features, cols = select_feature_matrix(feature_table, feature_columns, len(zr))
     check_same_images(image_paths, feature_table)
-    zf, yf = fit_set(zr, y, fit_z, fit_target)
-    held_out = fit_z is not None
+    zf, yf = fit_set(zr, y, fit_z, fit_target) if pls is None else (pls.z_fit, pls.y_fit)
+    held_out = fit_z is not None or pls is not None
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 0:
         raise ValueError(f"`n_permutations` must be a non-negative integer, got {n_permutations!r}.")
-    ax = _axis_scores(check_axis(axis, zr.shape[1]), zr, y, zf, yf)
+    ax = _axis_scores(check_axis(axis, zr.shape[1]), zr, y, zf, yf, pls)
     scores = ax['scores']
     fs = StandardScaler().fit_transform(features)
     const = [c for c, s in zip(cols, features.std(0)) if s == 0]
@@ -307,13 +308,14 @@ def bootstrap_rank_stability(
     random_state:int=0, # seed of the resampling
     block:int=50, # resamples per vectorised block (memory vs speed)
     axis='pls1', # 'pls1', or the model's own axis `model_axis(learn, target_idx)`: kept fixed, like a held-out PLS1
+    pls:PLSAxis|None=None, # PLS1 already fitted on other codes (kept fixed), in place of `fit_z` and `fit_target`
 ) -> pd.DataFrame: # one row per feature, in observed rank order
     "Bootstrap the cue ranking (on PLS1 or the model's axis) over the reported rows: per feature, share of resamples keeping its rank, and r² interval."
     if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
         raise ValueError(f"`n_boot` must be a positive integer, got {n_boot!r}.")
     lo_q, hi_q = interval
     if not 0 <= lo_q < hi_q <= 100: raise ValueError(f"`interval` must be two percentiles 0 <= low < high <= 100, got {interval!r}.")
-    res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, axis=axis)
+    res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, axis=axis, pls=pls)
     y = res['target']
     rank = res['importance_rank']
     order = [res['features'].index(f) for f in rank.feature]  # observed rank order
@@ -345,9 +347,13 @@ def separation_summary(preds:np.ndarray, # predicted class per validation row
     baseline = float(np.bincount(targets).max()/n)
     k = int((preds == targets).sum())
     p_acc = float(stats.binomtest(k, n, baseline, alternative='greater').pvalue)
-    separated = p_acc < alpha and (axis_perm_p is None or axis_perm_p < alpha)
-    return dict(n_valid=n, accuracy=acc, baseline=baseline, accuracy_p_value=p_acc, axis_perm_p_value=axis_perm_p,
-                separated=separated)
+    return with_axis_p(dict(n_valid=n, accuracy=acc, baseline=baseline, accuracy_p_value=p_acc), axis_perm_p, alpha)
+
+def with_axis_p(summary:dict, # from `separation_summary`
+                axis_perm_p:float|None, # permutation p of the decision axis (None if not run)
+                alpha:float=0.05) -> dict:
+    "`summary` with the axis' permutation p, and separated only when both tests pass: the chance test is not run again."
+    return dict(summary, axis_perm_p_value=axis_perm_p, separated=summary['accuracy_p_value'] < alpha and (axis_perm_p is None or axis_perm_p < alpha))
 
 # %% ../nbs/16_statistics.ipynb #3316b2d1
 def format_p(p, # a p-value, or None / NaN when none was computed

@@ -542,7 +542,7 @@ def fit_phase(self:XAAELearner,
               check_reconstruction:bool=True, # measure the decoder on the validation images after the phase (`reconstruction_report`)
              ) -> dict: # the phase's record
     "Fit one `phase` (or resume or skip it); return its record, also kept in `self.records`."
-    ckpt = Path(self.path)/self.model_dir/f'{phase.fname}.pth'
+    ckpt, start = Path(self.path)/self.model_dir/f'{phase.fname}.pth', time.perf_counter()
     print(f"Phase {step} — {_PHASE_TITLES.get(phase.name, phase.name)}" if step else f"Phase — {phase.name}")
     settings = _phase_settings(self, phase)
     rec = self._resumed(ckpt, settings) if resume else None
@@ -554,6 +554,7 @@ def fit_phase(self:XAAELearner,
     if rec['status'] != 'skipped':
         self._check_prior(phase, rec, keep_codes)
         if check_reconstruction: self._check_reconstruction(rec)
+    rec['wall_s'] = round(time.perf_counter() - start, 2)  # training, prior and reconstruction checks
     self.records[phase.name] = rec
     return rec
 

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 from scipy import stats
 from sklearn.preprocessing import StandardScaler
 
-from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, save_png, check_axis
+from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, save_png, check_axis, PLSAxis
 from .statistics import (MIN_POINTS, check_binary_target, check_codes, fit_set, standardise_fit, format_p,
                                     select_feature_matrix, check_same_images, permutation_pvalues,  # noqa: F401 (seed import path)
                                     pls_feature_alignment, bootstrap_rank_stability)
@@ -142,10 +142,10 @@ def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
     return fig
 
 # %% ../nbs/06_visualization.ipynb #ef1c0b60
-def _add_stability(res, z, target_score, feature_table, feature_columns, n_boot, fit_z, fit_target, random_state, axis):
+def _add_stability(res, z, target_score, feature_table, feature_columns, n_boot, fit_z, fit_target, random_state, axis, pls=None):
     "Bootstrap the ranking and merge its `boot_*` columns into `res['importance_rank']` (in place)."
     st = bootstrap_rank_stability(z, target_score, feature_table, feature_columns, n_boot,
-                                  fit_z=fit_z, fit_target=fit_target, random_state=random_state, axis=axis)
+                                  fit_z=fit_z, fit_target=fit_target, random_state=random_state, axis=axis, pls=pls)
     boot_cols = [c for c in st.columns if c.startswith('boot_')]
     res['importance_rank'] = res['importance_rank'].merge(st[['feature', *boot_cols]], on='feature', how='left')
     res['stability'] = st
@@ -192,6 +192,7 @@ def run_pls_feature_figures(
     image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
     caution:str|None=None, # e.g. "the model does not beat chance": printed as the first line of both figures' titles
     axis='pls1', # decision axis: 'pls1' (the seed's), or the model's own `model_axis(learn, target_idx)` (target_idx = class coded 1); PNG names end in `_model_axis`
+    pls=None, # a fitted `PLSAxis` (on other codes, kept fixed) in place of `fit_z` and `fit_target`
 ) -> dict:
     "Alignment of each feature with the decision axis (PLS1 of z on the target, or the model's own score s): ranking table, alignment panels and ranking figure."
     if save_dir is not None and Path(save_dir).exists() and not Path(save_dir).is_dir():
@@ -199,9 +200,9 @@ def run_pls_feature_figures(
     if not isinstance(n_bootstrap, (int, np.integer)) or isinstance(n_bootstrap, bool) or n_bootstrap < 0:
         raise ValueError(f"`n_bootstrap` must be a non-negative integer, got {n_bootstrap!r}.")
     res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, image_paths=image_paths,
-                                n_permutations=n_permutations, random_state=random_state, axis=axis)
+                                n_permutations=n_permutations, random_state=random_state, axis=axis, pls=pls)
     res['caution'] = caution
-    if n_bootstrap: _add_stability(res, z, target_score, feature_table, feature_columns, int(n_bootstrap), fit_z, fit_target, random_state, axis)
+    if n_bootstrap: _add_stability(res, z, target_score, feature_table, feature_columns, int(n_bootstrap), fit_z, fit_target, random_state, axis, pls)
     if mask_positive is not None: mask_positive = _row_mask(mask_positive, res['n_report'])
     fig_a = plot_alignment_panels(res, mask_positive, positive_label, negative_label, target_label, max_panels)
     fig_i = plot_importance_ranking(res, target_label)
@@ -221,13 +222,13 @@ def _decode_device(decode, z):
     return z.device if isinstance(z, torch.Tensor) else torch.device('cpu')
 
 # %% ../nbs/06_visualization.ipynb #cdb4cac1
-def _traversal_path(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarray, n_steps:int, extend:float):
+def _traversal_path(dec, zr:np.ndarray, y:np.ndarray, zf:np.ndarray, yf:np.ndarray, n_steps:int, extend:float, pls=None):
     "Codes from the negative to the positive class's mean score on the axis (± `extend` × the gap), their scores, the gap, the step direction and the score function."
     if dec is None:  # PLS1: z(a) = mean + a · std ⊙ r₁ has PLS1 score a
-        pls, signs = fit_oriented_pls(zf, yf)
-        score = lambda c: pls.transform(c)[:, 0] * signs[0]
+        pls = pls if pls is not None else PLSAxis().fit(zf, yf)
+        score, rot = pls.score, pls.pls.x_rotations_[:, 0]
         start, sd = standardise_fit(zf)
-        direction = signs[0] * sd * pls.x_rotations_[:, 0] / np.linalg.norm(pls.x_rotations_[:, 0])
+        direction = pls.signs[0] * sd * rot / np.linalg.norm(rot)
     else:  # the model's axis: z(a) = the mean code moved onto the boundary, + a · w / |w|², has score s = a
         score, w = dec.score, np.asarray(dec.weight, float)
         direction, mu = w / (w @ w), zf.mean(0)
@@ -266,7 +267,6 @@ def _image_rows(decode:Callable, batch, steps:np.ndarray, direction:np.ndarray, 
     own = _decode_path(decode, zi, dev, len(zi))
     moved = [_decode_path(decode, z[None] + (steps - score(z[None])[0])[:, None] * direction[None], dev, len(steps)) for z in zi]
     return (x[:, None] + torch.stack(moved) - own[:, None]).clamp(0, 1)
-
 
 # %% ../nbs/06_visualization.ipynb #dd40de66
 def _traversal_title(dec, held_out:bool, target_label:str, positive_label:str, negative_label:str, extend:float, gap:float, real:bool=False) -> str:
@@ -323,6 +323,7 @@ def latent_traversal_figure(
     images:torch.Tensor|None=None, # real images (k, C, H, W) in [0, 1]: one row each, the image plus the decoder's change; None = the decoded mean code
     image_z=None, # the codes (k, d) of `images`
     image_labels:Sequence[str]|None=None, # one label per real image, shown beside its row (e.g. its true class)
+    pls=None, # a fitted `PLSAxis` in place of `fit_z` and `fit_target` (the walk starts from the mean of the codes it was fitted on)
 ) -> dict: # `fig`, `save_path`, `images` (n_steps, C, H, W), or (k, n_steps, C, H, W) with real images; `z_path`, `axis_scores` (and `pls1_scores` on PLS1)
     "Decode the mean latent (or real images) moved along the decision axis (PLS1, or the model's own) from the negative to the positive class."
     if not callable(decode): raise TypeError(f"`decode` must be callable (e.g. `model.decode`), got {type(decode).__name__}.")
@@ -330,9 +331,9 @@ def latent_traversal_figure(
     if extend < 0: raise ValueError(f"`extend` must be >= 0, got {extend}.")
     zr = latent_to_numpy(z, 'z'); check_codes(zr, 'z')
     y = check_binary_target(target_score, len(zr), 'target_score')
-    zf, yf = fit_set(zr, y, fit_z, fit_target)
+    zf, yf = fit_set(zr, y, fit_z, fit_target) if pls is None else (pls.z_fit, pls.y_fit)
     dec = check_axis(axis, zr.shape[1])
-    z_path, steps, gap, direction, score = _traversal_path(dec, zr, y, zf, yf, n_steps, extend)
+    z_path, steps, gap, direction, score = _traversal_path(dec, zr, y, zf, yf, n_steps, extend, pls)
     dev = torch.device(device) if device is not None else _decode_device(decode, z)
     imgs = (_decode_path(decode, z_path, dev, n_steps) if images is None
             else _image_rows(decode, _image_batch(images, image_z, zr.shape[1]), steps, direction, score, dev))
@@ -340,7 +341,7 @@ def latent_traversal_figure(
         raise ValueError(f"`image_labels` needs one label per image in `images`; got {len(image_labels)} labels for "
                          f"{'no images' if images is None else f'{len(images)} images'}.")
     fig = _strip_figure(imgs, steps, 'PLS1' if dec is None else 's', positive_label, negative_label,
-                        _traversal_title(dec, fit_z is not None, target_label, positive_label, negative_label, extend, gap, images is not None),
+                        _traversal_title(dec, fit_z is not None or pls is not None, target_label, positive_label, negative_label, extend, gap, images is not None),
                         row_labels=image_labels)
     fig.tight_layout()
     try:
