@@ -7,7 +7,8 @@ Two checks:
 - the whole main job, `tmw-explain --planted brightness` at 32 px with one epoch per phase (issue 29): every
   checkpoint's weights, every CSV, report.md and run.json, byte for byte once wall times, dates and the
   output folder's own path are taken out (run.json's `stages`, the wall seconds per stage, exists only from
-  issue 29 on and is not compared).
+  issue 29 on and is not compared). A CSV column or a run.json key that only the new run writes is named, not
+  counted as a difference, when everything the old run wrote is unchanged.
 
     python bench/same_result.py 026c1ac        # exit 0 when identical, 1 otherwise
     python bench/same_result.py 6fb7417 --only job
@@ -68,8 +69,41 @@ def job_with(code_dir:Path, out:Path) -> dict:
         rel = f.relative_to(out).as_posix()
         if f.suffix == '.pth': files[rel] = hashlib.sha256(b''.join(v.numpy().tobytes() for v in _state(f).values())).hexdigest()
         elif f.suffix in ('.csv', '.md'): files[rel] = f.read_text().replace(str(out), 'OUT')
-        elif f.name == 'run.json': files[rel] = json.dumps(_no_times(json.loads(f.read_text().replace(str(out), 'OUT'))))
+        elif f.name == 'run.json': files[rel] = _no_times(json.loads(f.read_text().replace(str(out), 'OUT')))
     return files
+
+
+def _added(old, new, path=''):
+    "Keys of `new` (nested dicts and lists of dicts) that `old` lacks, as paths; None when the two differ otherwise."
+    if isinstance(old, dict) and isinstance(new, dict):
+        if set(old) - set(new): return None
+        extra = [f'{path}.{k}'.lstrip('.') for k in set(new) - set(old)]
+        for k in old:
+            sub = _added(old[k], new[k], f'{path}.{k}')
+            if sub is None: return None
+            extra += sub
+        return extra
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new): return None
+        subs = [_added(o, n, f'{path}[]') for o, n in zip(old, new)]
+        return None if any(x is None for x in subs) else sorted({e for x in subs for e in x})
+    return [] if old == new else None
+
+
+def _compare(name:str, old, new) -> tuple[bool, str]:
+    "Whether a file is the same in both runs: identical, identical but for added columns or keys (said), or different."
+    if old == new: return True, 'identical'
+    if old is None or new is None: return False, 'only in one run'
+    if name.endswith('.csv'):
+        import io, pandas as pd
+        o, n = pd.read_csv(io.StringIO(old)), pd.read_csv(io.StringIO(new))
+        extra = [c for c in n.columns if c not in o.columns]
+        if extra and set(o.columns) <= set(n.columns) and n[list(o.columns)].equals(o):
+            return True, f"identical but for the added column(s) {', '.join(extra)}"
+    if isinstance(old, dict):
+        extra = _added(old, new)
+        if extra: return True, f"identical but for the added key(s) {', '.join(extra)}"
+    return False, 'DIFFERENT'
 
 
 def _state(f:Path) -> dict:
@@ -91,14 +125,14 @@ def main(ref:str, only:str|None=None) -> int:
         tmp = Path(tmp)
         if only in (None, 'train'):
             old, new = _in_worktree(repo, ref, tmp, lambda code: run_with(code, tmp/'run_old')), run_with(repo, tmp/'run_new')
-            same.update({k: old[k] == new[k] for k in ('weights', 'logs', 'prior')})
+            same.update({k: (old[k] == new[k], 'identical' if old[k] == new[k] else 'DIFFERENT') for k in ('weights', 'logs', 'prior')})
         if only in (None, 'job'):
             old, new = _in_worktree(repo, ref, tmp, lambda code: job_with(code, tmp/'a'/'job')), job_with(repo, tmp/'b'/'job')
             for k in sorted(set(old) | set(new)):
                 if k.startswith('cue_cache/'): continue  # a cache, not a result
-                same[f'job {k}'] = old.get(k) == new.get(k)
-    for k, v in same.items(): print(f"{k:48s} {'identical' if v else 'DIFFERENT'}")
-    return 0 if all(same.values()) else 1
+                same[f'job {k}'] = _compare(k, old.get(k), new.get(k))
+    for k, (ok, said) in same.items(): print(f"{k:48s} {said}")
+    return 0 if all(ok for ok, _ in same.values()) else 1
 
 
 if __name__ == '__main__':

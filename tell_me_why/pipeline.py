@@ -505,9 +505,8 @@ def _write_tables(work:Path, out:Path, table, ex:Explanation):
     table.assign(Source_File_Path=[_rel(p, work, out) for p in table.Source_File_Path]).to_csv(work/'feature_scores.csv', index=False)
     ex.ranking.to_csv(work/('cue_ranking_model_axis.csv' if ex.axis == 's' else 'cue_ranking.csv'), index=False)  # the file says what it ranks against
     if ex.model_ranking is not None: ex.model_ranking.to_csv(work/'cue_ranking_model_axis.csv', index=False)
-    codes = ['code', 'reason', 'labels_known']  # the verdicts' codes stay in memory; the files keep their words
-    ex.evidence['interventions'].drop(columns=codes).to_csv(work/'cue_interventions.csv', index=False)
-    ex.evidence['verdicts'].drop(columns='code').to_csv(work/'cue_verdicts.csv', index=False)
+    ex.evidence['interventions'].drop(columns='labels_known').to_csv(work/'cue_interventions.csv', index=False)  # `code` and `reason` for scripts, `verdict` for people
+    ex.evidence['verdicts'].to_csv(work/'cue_verdicts.csv', index=False)
 
 # %% ../nbs/15_pipeline.ipynb #f2bacc2c
 def _counterfactual_record(cf:dict) -> dict:
@@ -517,7 +516,7 @@ def _counterfactual_record(cf:dict) -> dict:
 def _result_record(ex:Explanation) -> dict:
     "run.json's `result`: the chance test, the leading verdicts, the two axes and the top of the ranking."
     v, rk = ex.evidence['verdicts'], ex.ranking
-    cols = ['cue', 'verdict'] + [c for c in ('effect', 'ci_low', 'ci_high', 'walk_rho') if c in v]
+    cols = ['cue', 'code', 'verdict'] + [c for c in ('effect', 'ci_low', 'ci_high', 'walk_rho') if c in v]
     ev, on_s = ex.evidence, ex.axis == 's'
     top = lambda r: r.head(5)[['feature', 'signed_r2'] + (['perm_p_value'] if 'perm_p_value' in r else [])].to_dict('records')
     return dict(**{k: (None if isinstance(x, float) and math.isnan(x) else x) for k, x in ex.summary.items()},

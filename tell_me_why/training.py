@@ -6,6 +6,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/training.html.md"""
 
 # %% ../nbs/04_training.ipynb #f03bead7
 from __future__ import annotations
+from functools import partial
 import io, json, numbers, os, random, time, warnings
 from contextlib import contextmanager, redirect_stdout, nullcontext
 from pathlib import Path
@@ -46,7 +47,7 @@ __all__ = ['ExplainableModel', 'MAX_DISC_LR', 'KEEP_CRITERIA', 'PHASES', 'DIVERG
            'latent_prior_report', 'format_prior_report', 'code_norm', 'calibrate_codes', 'split_images',
            'reconstruction_report', 'format_reconstruction_report', 'check_training_inputs', 'plot_validation_pls',
            'save_latent', 'load_latent', 'optimizer_steps_of', 'planned_optimizer_steps', 'progress_bars',
-           'quiet_training', 'Phase', 'XAAELearner', 'check_run_folder', 'train_xaaenet']
+           'quiet_training', 'Phase', 'XAAELearner', 'check_run_folder', 'xaaenet_phases', 'train_xaaenet']
 
 # %% ../nbs/04_training.ipynb #3df12b93
 ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` or `EncoderWithAAEBlocks`
@@ -703,51 +704,54 @@ def check_run_folder(found:list, # what the folder holds of an earlier run (file
         raise FileExistsError(f"{where} already holds a run ({', '.join(found)}); pass {r} to continue it, {o} to replace it, "
                               "or choose another folder")
 
-def _check_run(a:dict):
+def _check_run(model, dls, models_dir, resume, overwrite, pls_target_class, save_pls, weights:dict):
     "Refuse, before anything is written, a run that cannot train or would mix with another run in `models_dir`."
-    models_dir, resume, overwrite = a['models_dir'], a['resume'], a['overwrite']
-    check_training_inputs(a['model'], a['dls'], models_dir, **{k: a[k] for k in _WEIGHT_ARGS})
+    check_training_inputs(model, dls, models_dir, **weights)
     records = sorted(Path(models_dir).glob('*.done.json'))
     check_run_folder([r.name for r in records], resume, overwrite, f"`models_dir` {str(models_dir)!r}")
     if overwrite:
         for r in records: r.unlink()
-    dls = a['dls']
     if _train_batches(dls) == 0:
         raise ValueError(f"The training split ({len(dls.train_ds)} images) gives no full batch of bs={dls.bs}"
                          + (f" on each of {world_size()} processes" if is_distributed() else "") + ": lower the batch size.")
-    _target_index(dls.vocab, a['pls_target_class'])
-    if a['save_pls'] and a['model'].encoding_dims < 2:
+    _target_index(dls.vocab, pls_target_class)
+    if save_pls and model.encoding_dims < 2:
         raise ValueError(f"`save_pls=True` needs codes of at least 2 dimensions for its 2-component PLS; the model has "
-                         f"encoding_dims={a['model'].encoding_dims}. Build it with encoding_dims >= 2 or pass save_pls=False.")
+                         f"encoding_dims={model.encoding_dims}. Build it with encoding_dims >= 2 or pass save_pls=False.")
 
-def _check_numbers(a:dict):
-    for name in ('lr_max', 'lr_max_factor', 'disc_lr_factor'):
-        v = a[name]
+def _check_numbers(rates:dict, counts:dict, precision, adv_balance, recons_func):
+    "Rates (> 0), counts (whole, >= 0; `grad_accum` >= 1), the precision, the balance and the reconstruction loss, each named in its error."
+    for name, v in rates.items():
         if not _is_number(v) or not np.isfinite(v) or v <= 0: raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
-    for name in ('epochs_adv', 'epochs_ae', 'epochs_classif', 'grad_accum'):
-        e = a[name]
+    for name, e in counts.items():
         if not _is_number(e) or int(e) != e or e < (1 if name == 'grad_accum' else 0):
             raise ValueError(f"`{name}` must be a whole number >= {int(name == 'grad_accum')}, got {e!r}")
-    if a['precision'] not in PRECISIONS: raise ValueError(f"`precision` must be one of {PRECISIONS}, got {a['precision']!r}")
-    b = a['adv_balance']
-    if b is not None and (not _is_number(b) or not np.isfinite(b) or b < 0):
-        raise ValueError(f"`adv_balance` must be a finite number >= 0, or None for the plain sum of the gradients, got {b!r}")
-    get_reconstruction_loss(a['recons_func'])
+    if precision not in PRECISIONS: raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}")
+    if adv_balance is not None and (not _is_number(adv_balance) or not np.isfinite(adv_balance) or adv_balance < 0):
+        raise ValueError(f"`adv_balance` must be a finite number >= 0, or None for the plain sum of the gradients, got {adv_balance!r}")
+    get_reconstruction_loss(recons_func)
 
 # %% ../nbs/04_training.ipynb #ec6bb67f
-def _curriculum(a:dict) -> list[Phase]:
-    "The three phases that `train_xaaenet`'s arguments `a` describe."
-    lr, lr_c, f, balance = a['lr_max'], a['lr_max'] * a['lr_max_factor'], a['disc_lr_factor'], a['adv_balance']
-    common = dict(grad_accum=a['grad_accum'], patience=a['patience'], precision=a['precision'], recons_func=a['recons_func'])
-    ratio = lambda rw, aw: None if balance is None or rw == 0 or aw == 0 else balance * aw / rw  # the cap, in units of the weights' ratio
-    players = UnfreezeFcCritAdaptative(low_threshold=a['adv_low_threshold'], high_threshold=a['adv_high_threshold'])
-    corruption = CorruptionCallback([AddGaussianNoise(std=a['noise_std']), RandomMasking(mask_ratio=a['mask_ratio'], patch_size=a['patch_size'])])
-    return [Phase('adversarial', a['epochs_adv'], a['adv_fname'], adv_weight=1., lr_max=lr, disc_lr=_disc_lr(lr, f), cbs=[players], **common),
-            Phase('autoencoder', a['epochs_ae'], a['ae_fname'], recons_weight=a['ae_recons_weight'], adv_weight=a['ae_adv_weight'],
-                  lr_max=lr, disc_lr=_disc_lr(lr, f), cbs=[corruption], adv_grad_ratio=ratio(a['ae_recons_weight'], a['ae_adv_weight']), **common),
-            Phase('classifier', a['epochs_classif'], a['classif_fname'], recons_weight=a['classif_recons_weight'],
-                  adv_weight=a['classif_adv_weight'], classif_weight=a['classif_class_weight'], lr_max=lr_c, disc_lr=_disc_lr(lr_c, f),
-                  adv_grad_ratio=ratio(a['classif_recons_weight'], a['classif_adv_weight']), **common)]
+def xaaenet_phases(epochs:tuple, # epochs of the adversarial, autoencoder and classifier phases
+                   ae_weights:tuple, # (reconstruction, adversarial) loss weights of the autoencoder phase
+                   classif_weights:tuple, # (reconstruction, class, adversarial) loss weights of the classifier phase
+                   lr_max:float, lr_max_factor:float, # peak rate of the first two phases; the classifier phase's is `lr_max * lr_max_factor`
+                   disc_lr_factor:float, # the discriminator learns at this × each phase's peak rate (at most `MAX_DISC_LR`)
+                   adv_balance:float|None, # cap on the adversary's gradient at z, × (adv weight / recons weight); None = plain sum
+                   fnames:tuple, # checkpoint names of the three phases
+                   players, # callback of the adversarial phase: who trains when (`UnfreezeFcCritAdaptative`)
+                   corruption, # callback of the autoencoder phase: the corruption of its inputs (`CorruptionCallback`)
+                   **common, # `Phase` settings of all three: `grad_accum`, `patience`, `precision`, `recons_func`
+                  ) -> list[Phase]:
+    "The curriculum's three `Phase`s: adversarial, denoising autoencoder, classifier."
+    lr_c, disc = lr_max * lr_max_factor, lambda lr: _disc_lr(lr, disc_lr_factor)
+    ratio = lambda rw, aw: None if adv_balance is None or rw == 0 or aw == 0 else adv_balance * aw / rw  # the cap, in units of the weights' ratio
+    (ae_r, ae_a), (c_r, c_c, c_a) = ae_weights, classif_weights
+    return [Phase('adversarial', epochs[0], fnames[0], adv_weight=1., lr_max=lr_max, disc_lr=disc(lr_max), cbs=[players], **common),
+            Phase('autoencoder', epochs[1], fnames[1], recons_weight=ae_r, adv_weight=ae_a, lr_max=lr_max, disc_lr=disc(lr_max),
+                  cbs=[corruption], adv_grad_ratio=ratio(ae_r, ae_a), **common),
+            Phase('classifier', epochs[2], fnames[2], recons_weight=c_r, adv_weight=c_a, classif_weight=c_c, lr_max=lr_c, disc_lr=disc(lr_c),
+                  adv_grad_ratio=ratio(c_r, c_a), **common)]
 
 def _shared_shuffle_rng(seed, dls) -> random.Random|None:
     "Data-parallel runs: every rank walks the training items in the same order (and, on CUDA, uses its own GPU)."
@@ -756,59 +760,58 @@ def _shared_shuffle_rng(seed, dls) -> random.Random|None:
     return random.Random(broadcast_object(seed if seed is not None else random.randrange(2**32)))
 
 # %% ../nbs/04_training.ipynb #48edb2ee
-def _tsne_after(learn:XAAELearner, phase:Phase, a:dict):
+def _tsne_after(learn:XAAELearner, phase:Phase, max_points=5000, perplexity=30, show=None, color_by_class=False):
     "t-SNE figure of the validation codes after `phase`; its time goes into the phase's record."
     start, dls, model = time.perf_counter(), learn.dls, learn.model
     z, y = encode_split(model, dls, 1)
     def draw():  # rank 0 draws
         return save_latent_tsne_figure(z, Path(learn.path)/learn.model_dir/f'tsne_{phase.fname}.png', phase=phase.name, encoding_dims=model.encoding_dims,
-                                max_points=a['tsne_max_points'], perplexity=a['tsne_perplexity'], show=a['show_latent_figures'], targets=y,
-                                class_names=list(dls.vocab), color_by='class' if a['color_by_class'] else None)
+                                max_points=max_points, perplexity=perplexity, show=show, targets=y,
+                                class_names=list(dls.vocab), color_by='class' if color_by_class else None)
     learn.records[phase.name].update(figure=on_main(draw), figure_s=time.perf_counter() - start)
 
 # %% ../nbs/04_training.ipynb #97ee167a
-def _figures_and_latent(learn:XAAELearner, train_codes, a:dict):
+def _figures_and_latent(learn:XAAELearner, train_codes, save_pls, extract_latent, latent_path, classif_fname, pls_target_class,
+                        pls_max_points, show, color_by_class):
     "After the classifier phase: the PLS figure and the latent file (every item encoded once, in `split_items` order)."
     start, rec = time.perf_counter(), learn.records['classifier']
     z_train, y_train = train_codes or (None, None)
     z_valid = y_valid = None
-    if a['save_pls'] or a['extract_latent']:  # every rank encodes its share of each split
+    if save_pls or extract_latent:  # every rank encodes its share of each split
         z_valid, y_valid = encode_split(learn.model, learn.dls, 1)
         if z_train is None: z_train, y_train = encode_split(learn.model, learn.dls, 0)
     def draw_and_save():  # rank 0 only
         fig = None
-        if a['save_pls']:
-            fig = _pls_validation_latent_after_phase(learn, a['classif_fname'], 'classifier', a['pls_target_class'], a['pls_max_points'],
-                                               a['show_latent_figures'], z_valid, y_valid, z_train, y_train,
-                                               color_by='class' if a['color_by_class'] else 'pls1',
-                                               axis=model_axis(learn, _target_index(learn.dls.vocab, a['pls_target_class'])))
-        if a['extract_latent']:
-            path = Path(a['latent_path']) if a['latent_path'] is not None else Path(learn.path)/learn.model_dir/f"{a['classif_fname']}_latent.pt"
+        if save_pls:
+            fig = _pls_validation_latent_after_phase(learn, classif_fname, 'classifier', pls_target_class, pls_max_points,
+                                               show, z_valid, y_valid, z_train, y_train,
+                                               color_by='class' if color_by_class else 'pls1',
+                                               axis=model_axis(learn, _target_index(learn.dls.vocab, pls_target_class)))
+        if extract_latent:
+            path = Path(latent_path) if latent_path is not None else Path(learn.path)/learn.model_dir/f"{classif_fname}_latent.pt"
             path = save_latent(learn, path, z_valid, y_valid, z_train, y_train)
             print(f"Latent codes saved to {path}")
             return fig, path
         return fig, None
     rec['figure'], path = on_main(draw_and_save)
-    if a['extract_latent']: rec['latent_path'] = path
+    if extract_latent: rec['latent_path'] = path
     rec['figures_and_latent_s'] = time.perf_counter() - start
 
 # %% ../nbs/04_training.ipynb #08553629
-def _run_curriculum(a:dict) -> XAAELearner:
-    "`train_xaaenet` after its checks: the learner, then each phase of the curriculum fitted in turn, then the figures and codes."
-    model, dls, seed, models_dir = a['model'], a['dls'], a['seed'], a['models_dir']
-    init_distributed()  # a no-op unless a launcher (torchrun, accelerate launch) started several processes
-    # data-parallel: rank 0 prints and writes; an exception on any rank stops every rank with its message
-    with fail_together(), (nullcontext() if is_main_process() else redirect_stdout(io.StringIO())):
-        on_main(_check_run, a)
-        if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
-        learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
-        for i, phase in enumerate(_curriculum(a), 1):
-            rec = learn.fit_phase(phase, a['resume'], f'{i}/3', a['cbs'], keep_codes=phase.name == 'classifier',
-                                  check_reconstruction=a['check_reconstruction'])
-            if a['save_tsne'] and phase.name != 'classifier' and rec['status'] != 'skipped': _tsne_after(learn, phase, a)
-        _figures_and_latent(learn, rec.pop('train_codes', None), a)
-        return learn
-
+@patch
+def fit_phases(self:XAAELearner,
+               phases:list, # `Phase`s to fit in turn, e.g. `xaaenet_phases(...)`
+               resume:bool=False, # load each phase that finished in `models_dir` with the same data and settings instead of fitting it
+               cbs:list|None=None, # extra callbacks for every phase
+               after_phase=None, # called as `after_phase(learn, phase)` after each phase but the last that was not skipped (e.g. a figure)
+               check_reconstruction:bool=True, # measure the decoder on the validation images after each phase
+              ) -> dict: # each phase's record by name (also in `records`); the last one's training codes under 'train_codes'
+    "Fit a curriculum of phases one after another."
+    for i, phase in enumerate(phases, 1):
+        last = i == len(phases)
+        rec = self.fit_phase(phase, resume, f'{i}/{len(phases)}', cbs, keep_codes=last, check_reconstruction=check_reconstruction)
+        if after_phase is not None and not last and rec['status'] != 'skipped': after_phase(self, phase)
+    return {p.name: self.records[p.name] for p in phases}
 
 # %% ../nbs/04_training.ipynb #ce3b5c07
 def train_xaaenet(
@@ -846,6 +849,24 @@ def train_xaaenet(
     check_reconstruction:bool=True, # After each phase, measure the decoder on the validation images against the mean training image and PCA (`reconstruction_report`); False saves that time
 ) -> XAAELearner:
     "Train an explainable xAAEnet model: adversarial, then autoencoder, then classifier."
-    a = dict(locals())
-    _check_numbers(a)
-    return _run_curriculum(a)
+    weights = dict(ae_recons_weight=ae_recons_weight, ae_adv_weight=ae_adv_weight, classif_recons_weight=classif_recons_weight,
+                   classif_class_weight=classif_class_weight, classif_adv_weight=classif_adv_weight)
+    _check_numbers(dict(lr_max=lr_max, lr_max_factor=lr_max_factor, disc_lr_factor=disc_lr_factor), precision=precision, adv_balance=adv_balance,
+                   counts=dict(epochs_adv=epochs_adv, epochs_ae=epochs_ae, epochs_classif=epochs_classif, grad_accum=grad_accum), recons_func=recons_func)
+    init_distributed()  # a no-op unless a launcher (torchrun, accelerate launch) started several processes
+    # data-parallel: rank 0 prints and writes; an exception on any rank stops every rank with its message
+    with fail_together(), (nullcontext() if is_main_process() else redirect_stdout(io.StringIO())):
+        on_main(_check_run, model, dls, models_dir, resume, overwrite, pls_target_class, save_pls, weights)
+        if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
+        learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
+        corruption = CorruptionCallback([AddGaussianNoise(std=noise_std), RandomMasking(mask_ratio=mask_ratio, patch_size=patch_size)])
+        phases = xaaenet_phases((epochs_adv, epochs_ae, epochs_classif), (ae_recons_weight, ae_adv_weight),
+                                (classif_recons_weight, classif_class_weight, classif_adv_weight), lr_max, lr_max_factor, disc_lr_factor,
+                                adv_balance, (adv_fname, ae_fname, classif_fname), corruption=corruption, grad_accum=grad_accum,
+                                players=UnfreezeFcCritAdaptative(low_threshold=adv_low_threshold, high_threshold=adv_high_threshold),
+                                patience=patience, precision=precision, recons_func=recons_func)
+        tsne = partial(_tsne_after, max_points=tsne_max_points, perplexity=tsne_perplexity, show=show_latent_figures, color_by_class=color_by_class)
+        recs = learn.fit_phases(phases, resume, cbs, after_phase=tsne if save_tsne else None, check_reconstruction=check_reconstruction)
+        _figures_and_latent(learn, recs[phases[-1].name].pop('train_codes', None), save_pls, extract_latent, latent_path, classif_fname,
+                            pls_target_class, pls_max_points, show_latent_figures, color_by_class)
+        return learn
