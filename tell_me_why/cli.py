@@ -436,6 +436,8 @@ def explain_image_folder(images:str|Path|None=None, # Folder of images (searched
         on_main(lambda: lock.enter_context(run_lock(out)) and None)
         return _explain(job, user_cues, progress, show, t0)
 
+del explain_image_folder.__delwrap__  # the settings' documentation is `settings_table` (a dataclass' generated `__init__` has no source to read)
+
 # %% ../nbs/09_cli.ipynb #76b7383c
 def _learner_only(given:dict):
     "Refuse the options of a job that trains, given together with `--learner`."
