@@ -289,22 +289,23 @@ def walk_verdict(cf:dict, # output of `image_counterfactuals` or `latent_counter
                  class_names:Sequence[str]=('class 0', 'class 1'), # names of the two classes, e.g. `dls.vocab`
                  min_flip_rate:float=0.5, # share of walks that must flip the model's decision (`validity`, or `flip_rate` of latent walks)
                  max_sign_p:float=0.01, # sign-test p below which a cue's direction counts as consistent across images
-                ) -> dict: # `faithful` (bool), `cue` (str or None), `text` (plain words)
+                ) -> dict: # `faithful` (bool), `cue` (str or None), `text` (plain words), `detail` (the text without the share of flips)
     "Plain-words reading of a walk: does it carry the decision, and which rendered cue changes most consistently with s?"
     t, a = cf['table'], cf['axis'].target_idx
     flips, what = (cf['validity'], 'counterfactual images') if 'validity' in cf else (cf['flip_rate'], "walks' last frames")
     if not flips >= min_flip_rate:
-        return dict(faithful=False, cue=None, text=f"Fed back to the model, only {flips:.0%} of the {what} get the other "
-                    "decision: the decoder's change does not carry what moves the decision, so this walk is no evidence about cues.")
+        detail = "the decoder's change does not carry what moves the decision, so this walk is no evidence about cues."
+        return dict(faithful=False, cue=None, detail=detail, text=f"Fed back to the model, only {flips:.0%} of the {what} get the other decision: {detail}")
     rendered = t.rendered if 'rendered' in t else pd.Series(True, index=t.index)
     usable = t[rendered & (t.sign_p <= max_sign_p)]
+    share = f"The walk carries the decision ({flips:.0%} of the {what} get the other decision)"
     if not len(usable):
-        return dict(faithful=True, cue=None, text=f"The walk carries the decision ({flips:.0%} of the {what} get the other decision), but no cue the "
-                    "decoder renders changes consistently along them.")
+        detail = "no cue the decoder renders changes consistently along it."
+        return dict(faithful=True, cue=None, detail=detail, text=f"{share}, but {detail}")
     top = usable.iloc[0]
-    return dict(faithful=True, cue=top.cue, text=f"The walk carries the decision ({flips:.0%} of the {what} get the other decision). {top.cue} "
-                f"{'rises' if top.median_rho > 0 else 'falls'} as the decision moves towards {class_names[a]} (median ρ = "
-                f"{top.median_rho:+.2f}, same direction in {top.sign_share:.0%} of the images, change {top.change_sd:+.2f} SD).")
+    detail = (f"{top.cue} {'rises' if top.median_rho > 0 else 'falls'} as the decision moves towards {class_names[a]} (median ρ = "
+              f"{top.median_rho:+.2f}, same direction in {top.sign_share:.0%} of the images, change {top.change_sd:+.2f} SD).")
+    return dict(faithful=True, cue=top.cue, detail=detail, text=f"{share}. {detail}")
 
 # %% ../nbs/13_counterfactuals.ipynb #ba9a0ff6
 def _frame_columns(steps:int, max_frames:int) -> list[int]:

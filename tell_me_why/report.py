@@ -103,10 +103,11 @@ def _counterfactual_lines(ev:dict) -> list[str]:
     "Validity and size of the counterfactuals, and what the walk says (or why it is no evidence)."
     if 'walk' not in ev: return [""]
     cf = ev.get('counterfactuals') or {}
-    head = (f"Counterfactuals: {cf['validity']:.0%} of the {len(cf['valid'])} validation images, given the decoder's change along "
-            f"the decision axis, get the other decision from the model (validity); the mean absolute pixel change is {cf['size']:.3f} "
-            "on a 0–1 scale. " if 'validity' in cf else "Latent walk: ")
-    return ["", head + ev['walk']['text']]
+    if 'validity' not in cf: return ["", "Latent walk: " + ev['walk']['text']]
+    w = ev['walk']  # the validity is said once, here; the walk's reading follows without repeating it
+    return ["", f"Counterfactuals: {cf['validity']:.0%} of the {len(cf['valid'])} validation images, given the decoder's change along "
+                f"the decision axis, get the other decision from the model (validity); the mean absolute pixel change is {cf['size']:.3f} "
+                f"on a 0–1 scale. {'The walk carries the decision' if w['faithful'] else 'Too few'}: {w['detail']}"]
 
 def _num(v, fmt='+.2f') -> str:
     "`v` formatted, 'n/a' when missing; a value that rounds to zero prints as zero, without a minus sign."
@@ -156,7 +157,6 @@ def _evidence_lines(ev:dict, class_a:str, top:int=12) -> list[str]:
     L += ["", axes + "An edit changes the image, not the world: "
           "a cue that drives the decision here is a cue the model responds to, which may stand in for something else in real photos.", ""]
     return L
-
 
 # %% ../nbs/17_report.ipynb #f2ee3da3
 def _opening_lines(summary:dict, untrained:bool, given:bool=False) -> list[str]:
