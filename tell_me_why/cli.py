@@ -253,7 +253,7 @@ def _job_callbacks():
 FOLDER_DEFAULTS = dict(size=128, arch='resnet18', encoding_dims=128, epochs_adv=3, epochs_ae=10, epochs_classif=10, lr_max=1e-3,
                        valid_pct=0.25, n_permutations=1000, classif_class_weight=0.001, lr_max_factor=1.) # the main job's settings for a folder of images
 PLANTED_DEFAULTS = dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=20, epochs_classif=15, lr_max=3e-3,
-                        valid_pct=0.4, n_permutations=999, classif_class_weight=1.0, lr_max_factor=1/3) # ... for `planted=CUE` (the showcase)
+                        valid_pct=0.4, n_permutations=999, classif_class_weight=0.1, lr_max_factor=1/3) # ... for `planted=CUE` (the showcase)
 
 
 def _settings(planted, **given) -> dict:
@@ -309,7 +309,7 @@ def explain_image_folder(
     lr_max:float|None=None, # Peak learning rate in (0, 1]; None = 0.001 (0.003 with `planted`, and 0.001 in its classifier phase)
     valid_pct:float|None=None, # Share of images held out for validation, in (0, 1); None = 0.25 (0.4 with `planted`)
     n_permutations:int|None=None, # Shuffles for the permutation p-values (0 = none); None = 1000 (999 with `planted`)
-    classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (1.0 with `planted`)
+    classif_class_weight:float|None=None, # Weight of the cross-entropy in the classifier phase; None = 0.001 (0.1 with `planted`)
     seed:int=42, # Seed of the split and of training
     resume:bool=False, # Continue the run in `out` (finished phases' checkpoints are reused)
     overwrite:bool=False, # Replace the run in `out` (only once the new run has finished)
