@@ -253,6 +253,15 @@ def format_reconstruction_report(r:dict, # from `reconstruction_report`
             f"(SSIM {r['ssim_mean_image']:.2f}); PCA with {r['pca_components']} components {r['psnr_pca']:.1f} dB "
             f"(SSIM {r['ssim_pca']:.2f}); {r['n']} images")
 
+# %% ../nbs/04_training.ipynb #e667c592
+def _start_decoder_at_mean(model:XAAEBase, dls:DataLoaders, max_images:int=512) -> bool:
+    "Start a new decoder (linear path all zeros) at the mean of the first `max_images` training images; True if it did."
+    if any(bool(p.detach().abs().sum() > 0) for p in model.decoder.coarse.parameters()): return False
+    images = split_images(dls, 0, max_images)  # the same images on every rank of a data-parallel run
+    if not len(images): return False
+    model.start_decoder_at(images.mean(0))
+    return True
+
 # %% ../nbs/04_training.ipynb #edfab77e
 _WEIGHT_ARGS = ('ae_recons_weight', 'ae_adv_weight', 'classif_recons_weight', 'classif_class_weight', 'classif_adv_weight')
 
@@ -801,6 +810,7 @@ def _run_curriculum(a:dict) -> XAAELearner:
         on_main(_check_run, a)
         if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
         learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
+        _start_decoder_at_mean(model, dls)  # a resumed phase loads its weights over it
         for i, phase in enumerate(_curriculum(a), 1):
             rec = learn.fit_phase(phase, a['resume'], f'{i}/3', a['cbs'], keep_codes=phase.name == 'classifier',
                                   check_reconstruction=a['check_reconstruction'])
