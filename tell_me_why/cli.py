@@ -274,7 +274,7 @@ def showcase(cls:JobSettings, planted:str='brightness', # the planted cue, one o
             ) -> JobSettings:
     "The known-answer showcase (`--planted`): small images, a small encoder, more epochs at a higher learning rate."
     return cls(**{**dict(size=48, arch='small', encoding_dims=32, epochs_adv=4, epochs_ae=20, epochs_classif=15, lr_max=3e-3,
-                         lr_max_factor=1/3, valid_pct=0.4, n_permutations=999, classif_class_weight=1.0), **given, 'planted': planted})
+                         lr_max_factor=1/3, valid_pct=0.4, n_permutations=999, classif_class_weight=0.1), **given, 'planted': planted})
 
 @patch(cls_method=True)
 def from_given(cls:JobSettings, **given) -> JobSettings:

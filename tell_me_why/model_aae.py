@@ -545,6 +545,25 @@ def forward(self:XAAEBase,
     self.crit_gen, self.crit_fake, self.crit_real = torch.sigmoid(gen_logit), torch.sigmoid(fake_logit), torch.sigmoid(real_logit)
     return out if self.return_parts else out.logits
 
+# %% ../nbs/01_model_aae.ipynb #9ac64cae
+@patch
+@torch.no_grad()
+def start_decoder_at(self:XAAEBase,
+                     image:torch.Tensor, # (input_channels, input_size, input_size) floats in [0, 1], e.g. the mean training image
+                    ) -> XAAEBase:
+    "Set the decoder's linear path bias to the logits of `image` (area-averaged to `coarse_side`) and zero its last convolution: it draws `image`, blurred."
+    shape = (self.input_channels, self.input_size, self.input_size)
+    if not torch.is_tensor(image) or tuple(image.shape) != shape or not image.is_floating_point():
+        raise ValueError(f"start_decoder_at: `image` must be a float tensor {shape} (C, H, W), got "
+                         f"{tuple(image.shape) if torch.is_tensor(image) else type(image).__name__}.")
+    if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+        raise ValueError("start_decoder_at: `image` must hold finite values in [0, 1].")
+    coarse, side = self.decoder.coarse, self.decoder.coarse_side
+    small = F.adaptive_avg_pool2d(image[None].float(), side).clamp(1e-3, 1 - 1e-3)  # a saturated pixel would give an infinite logit
+    coarse.bias.copy_(torch.logit(small).flatten().to(coarse.bias))
+    for p in self.decoder.head.parameters(): p.zero_()  # an untrained head's output would sit on top of the image
+    return self
+
 # %% ../nbs/01_model_aae.ipynb #4f13de3b
 class AAE(XAAEBase):
     "xAAEnet on the convolutional body of a torchvision-style `arch` (ResNet-34 by default)."

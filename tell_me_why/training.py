@@ -254,6 +254,15 @@ def format_reconstruction_report(r:dict, # from `reconstruction_report`
             f"(SSIM {r['ssim_mean_image']:.2f}); PCA with {r['pca_components']} components {r['psnr_pca']:.1f} dB "
             f"(SSIM {r['ssim_pca']:.2f}); {r['n']} images")
 
+# %% ../nbs/04_training.ipynb #e667c592
+def _start_decoder_at_mean(model:XAAEBase, dls:DataLoaders, max_images:int=512) -> bool:
+    "Start a new decoder (linear path all zeros) at the mean of the first `max_images` training images; True if it did."
+    if any(bool(p.detach().abs().sum() > 0) for p in model.decoder.coarse.parameters()): return False
+    images = split_images(dls, 0, max_images)  # the same images on every rank of a data-parallel run
+    if not len(images): return False
+    model.start_decoder_at(images.mean(0))
+    return True
+
 # %% ../nbs/04_training.ipynb #edfab77e
 _WEIGHT_ARGS = ('ae_recons_weight', 'ae_adv_weight', 'classif_recons_weight', 'classif_class_weight', 'classif_adv_weight')
 
@@ -859,6 +868,7 @@ def train_xaaenet(
         on_main(_check_run, model, dls, models_dir, resume, overwrite, pls_target_class, save_pls, weights)
         if seed is not None: _seed_everything(seed + rank(), dls)  # corruption noise, masks and prior draws differ between ranks
         learn = XAAELearner(dls, model, models_dir, shuffle_rng=_shared_shuffle_rng(seed, dls))
+        _start_decoder_at_mean(model, dls)  # a new decoder starts at the mean training image; a resumed phase loads its weights over it
         corruption = CorruptionCallback([AddGaussianNoise(std=noise_std), RandomMasking(mask_ratio=mask_ratio, patch_size=patch_size)])
         phases = xaaenet_phases((epochs_adv, epochs_ae, epochs_classif), (ae_recons_weight, ae_adv_weight),
                                 (classif_recons_weight, classif_class_weight, classif_adv_weight), lr_max, lr_max_factor, disc_lr_factor,
