@@ -188,7 +188,7 @@ def _ranking(model, dls, table_fn, items=None, n_permutations=499, seed=0):
     z_fit, y_fit = extract_latent_space(model, dls, 0)
     z_val, y_val = extract_latent_space(model, dls, 1) if items is None else _encode(model, dls, items)
     res = pls_feature_alignment(z_val, y_val.numpy(), table_fn(), CUE_FEATURES, fit_z=z_fit, fit_target=y_fit.numpy(),
-                                n_permutations=n_permutations, random_state=seed)
+                                n_permutations=n_permutations, seed=seed)
     return res['importance_rank'], res['target_perm_p_value']
 
 

@@ -46,7 +46,7 @@ def bench_tsne(n:int=5000, d:int=128, seed:int=0) -> dict:
          mock.patch.object(latent_figures, 'latent_tsne_embedding', recording):
         t0 = time.perf_counter()
         latent_figures.save_latent_tsne_figure(z, Path(tmp)/'tsne.png', phase='bench', max_points=n,
-                                               random_state=seed, show=False)
+                                               seed=seed, show=False)
         t_figure = time.perf_counter() - t0
     emb_figure, idx, _ = captured['out']
     assert len(idx) == n, "the benchmark must map every row"

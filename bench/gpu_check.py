@@ -103,7 +103,7 @@ def explain(learn, a) -> dict:
     table = compute_feature_score_table(p_va, progress=False)
     res = run_pls_feature_figures(z_va, (y_va == pos).astype(float), table, target_label='planted', positive_label='planted',
                                   negative_label='control', save_dir=None, show=False, fit_z=z_tr, fit_target=(y_tr == pos).astype(float),
-                                  n_permutations=a.n_permutations, random_state=a.seed)
+                                  n_permutations=a.n_permutations, seed=a.seed)
     ranking = res['importance_rank']
     ev = gather_evidence(learn, p_va, z_va, y_va, table, ranking, target_idx=pos, fit_z=z_tr, fit_y=y_tr, save_dir=None,
                          seed=a.seed, progress=False, show=False)

@@ -387,7 +387,7 @@ def fidelity_check(
         z_val, y_val = extract_latent_space(learn.model, dls, 1)
         table = compute_feature_score_table(split_items(dls, 1), score_names=cols, progress=False)
     res = pls_feature_alignment(z_val, y_val.numpy(), table, cols, fit_z=z_fit, fit_target=y_fit.numpy(),
-                                n_permutations=n_permutations, random_state=seed)
+                                n_permutations=n_permutations, seed=seed)
     acc = float((predict_from_codes(learn.model, z_val) == np.asarray(y_val)).mean())
     return dict(cue=cue, strength=float(strength), seed=seed, **_ranked_planted(res, info['feature']), valid_accuracy=acc,
                 measured_d=info['measured_d'], n_train=len(z_fit), n_valid=len(z_val), n_permutations=int(n_permutations),
@@ -499,7 +499,7 @@ def sanity_check(
     def rank(m, zf=None, zv=None):
         if zf is None: zf, zv = extract_latent_space(m, dls, 0)[0], extract_latent_space(m, dls, 1)[0]
         return pls_feature_alignment(zv, y_val.numpy(), table, feature_columns, fit_z=zf, fit_target=y_fit.numpy(),
-                                     n_permutations=n_permutations, random_state=seed)
+                                     n_permutations=n_permutations, seed=seed)
     results = {'trained': rank(model, z_fit, z_val), 'random weights': rank(reinitialised_copy(model, seed))}
     if shuffled_labels:
         train_items = split_items(dls, 0)

@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
+from .core import renamed_args
+
 
 # %% auto #0
 __all__ = ['TSNE_MAX_ITER', 'TSNE_SINGLE_THREAD_BELOW', 'AXIS_DEFAULT', 'in_notebook', 'show_figure', 'latent_to_numpy',
@@ -61,14 +63,15 @@ def latent_to_numpy(z, # latent codes: torch tensor or array-like, shape (n, d)
     return z
 
 # %% ../nbs/03_latent_figures.ipynb #f18a716e
+@renamed_args(random_state='seed')
 def subsample_indices(n:int, # number of rows available
                       max_points:int|None, # cap; None or >= n keeps everything
-                      random_state:int=42, # seed of the fixed RNG
+                      seed:int=42, # seed of the fixed RNG
                      ) -> np.ndarray:
     "Sorted row indices: all rows, or `max_points` of them drawn without replacement by a seeded RNG."
     if max_points is None or n <= max_points: return np.arange(n)
     if max_points < 1: raise ValueError(f"`max_points` must be at least 1, got {max_points}.")
-    return np.sort(np.random.default_rng(random_state).choice(n, size=max_points, replace=False))
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 # %% ../nbs/03_latent_figures.ipynb #18f895b8
 def save_png(fig, # a matplotlib figure
@@ -84,28 +87,29 @@ def save_png(fig, # a matplotlib figure
 TSNE_MAX_ITER = 500 # 250 early-exaggeration iterations + 250 more; see the speed note above
 TSNE_SINGLE_THREAD_BELOW = 1000 # maps with fewer points run the gradient on one OpenMP thread
 
-def _tsne(perplexity, random_state, init, max_iter=TSNE_MAX_ITER):
+def _tsne(perplexity, seed, init, max_iter=TSNE_MAX_ITER):
     "A scikit-learn `TSNE`; `max_iter` was called `n_iter` before scikit-learn 1.5."
     it_name = 'max_iter' if 'max_iter' in inspect.signature(TSNE).parameters else 'n_iter'
-    return TSNE(n_components=2, perplexity=perplexity, init=init, random_state=random_state, **{it_name: max_iter})
+    return TSNE(n_components=2, perplexity=perplexity, init=init, random_state=seed, **{it_name: max_iter})
 
 # %% ../nbs/03_latent_figures.ipynb #0e8df525
+@renamed_args(random_state='seed')
 def latent_tsne_embedding(z, # latent codes, shape (n, d), tensor or array
                           max_points:int=5000, # subsample to at most this many rows (fixed RNG)
                           perplexity:float=30, # t-SNE perplexity, clipped to (n - 1) / 3 for small n
-                          random_state:int=42, # seed for the subsample and t-SNE
+                          seed:int=42, # seed for the subsample and t-SNE
                          ) -> tuple[np.ndarray, np.ndarray, float]:
     "t-SNE map of `z`: returns `(embedding (m, 2), row indices used, perplexity used)`."
     z = latent_to_numpy(z)
     if len(z) < 3: raise ValueError(f"`z` needs at least 3 rows for a t-SNE map, got {len(z)}.")
     if perplexity <= 0: raise ValueError(f"`perplexity` must be positive, got {perplexity}.")
-    idx = subsample_indices(len(z), max_points, random_state)
+    idx = subsample_indices(len(z), max_points, seed)
     zs = z[idx]
     perp = float(min(perplexity, max((len(zs) - 1) / 3, 1.0)))
     init = 'pca' if zs.shape[1] >= 2 else 'random'
     # small maps: one thread (see the speed note); large maps: scikit-learn's default thread count
     with threadpool_limits(limits=1 if len(zs) < TSNE_SINGLE_THREAD_BELOW else None, user_api='openmp'):
-        emb = _tsne(perp, random_state, init).fit_transform(zs.astype(np.float32))
+        emb = _tsne(perp, seed, init).fit_transform(zs.astype(np.float32))
     return emb, idx, perp
 
 # %% ../nbs/03_latent_figures.ipynb #b47e7811
@@ -120,6 +124,7 @@ def _class_scatter(ax, xy, y, names, target_class, **kw):
     ax.legend(loc='best', fontsize=9, markerscale=2)
 
 # %% ../nbs/03_latent_figures.ipynb #7ee5b4aa
+@renamed_args(random_state='seed')
 def save_latent_tsne_figure(
     z:torch.Tensor, # latent codes, shape (n, d); torch tensor or numpy array
     save_path:str|Path, # PNG to write (parent folders are created)
@@ -127,7 +132,7 @@ def save_latent_tsne_figure(
     encoding_dims:int|None=None, # latent size shown in the title (default: z.shape[1])
     max_points:int=5000, # subsample to at most this many points with a fixed RNG
     perplexity:float=30, # t-SNE perplexity (clipped for small n)
-    random_state:int=42, # seed for the subsample and t-SNE
+    seed:int=42, # seed for the subsample and t-SNE
     show:bool|None=None, # display inline; None = only under IPython
     targets=None, # class per row (indices or labels), needed for `color_by='class'`
     class_names:Sequence[str]|None=None, # names for the target indices, e.g. `dls.vocab`
@@ -142,7 +147,7 @@ def save_latent_tsne_figure(
         if len(tt) != len(zn): raise ValueError(f"`z` has {len(zn)} rows but `targets` has {len(tt)} values; they must match row by row.")
         y, names, tclass = binary_target(tt, class_names)
     dims = zn.shape[1] if encoding_dims is None else encoding_dims
-    emb, idx, perp = latent_tsne_embedding(zn, max_points, perplexity, random_state)
+    emb, idx, perp = latent_tsne_embedding(zn, max_points, perplexity, seed)
     fig, ax = plt.subplots(figsize=(6.5, 6))
     if color_by == 'class': _class_scatter(ax, emb, y[idx], names, tclass, s=8, alpha=0.7, linewidths=0)
     else: ax.scatter(emb[:, 0], emb[:, 1], s=6, alpha=0.6, color='tab:blue', linewidths=0)
@@ -344,6 +349,7 @@ def _draw_biplot(scores, ys, names, tclass, color_by, s, dec, r2, title):
     return fig
 
 # %% ../nbs/03_latent_figures.ipynb #bdda867f
+@renamed_args(random_state='seed')
 def save_latent_pls_figure(
     z:torch.Tensor, # latent codes, shape (n, d); torch tensor or numpy array
     targets:torch.Tensor, # class index (or label) per row
@@ -353,7 +359,7 @@ def save_latent_pls_figure(
     phase:str='', # training phase shown in the title
     encoding_dims:int|None=None, # latent size shown in the title (default: z.shape[1])
     max_points:int=10000, # subsample to at most this many points with a fixed RNG
-    random_state:int=42, # seed for the subsample
+    seed:int=42, # seed for the subsample
     show:bool|None=None, # display inline; None = only under IPython
     fit_z=None, # codes to fit the PLS on (e.g. the training split's); default: the points drawn
     fit_targets=None, # class per row of `fit_z`
@@ -362,7 +368,7 @@ def save_latent_pls_figure(
 ) -> Path:
     "Supervised PLS biplot of z vs binary targets: display inline in a notebook, then save a PNG."
     zn, y, names, tclass, dec, color_by = _pls_figure_inputs(z, targets, class_names, target_class, color_by, axis)
-    idx = subsample_indices(len(zn), max_points, random_state)
+    idx = subsample_indices(len(zn), max_points, seed)
     zs, ys, zf, pls, signs = _biplot_fit(zn, y, idx, fit_z, fit_targets, class_names, tclass)
     scores = pls.transform(zs) * signs
     r2 = np.array([np.corrcoef(scores[:, k], ys)[0, 1] ** 2 for k in range(2)])

@@ -249,9 +249,9 @@ def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permuta
     names = dict(target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b)
     pls = PLSAxis().fit(codes.z_train, fit_y)  # PLS1 once, for every ranking, figure and comparison of the run
     res = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, pls=pls,
-                                  n_permutations=n_permutations, random_state=seed, caution=caution)
+                                  n_permutations=n_permutations, seed=seed, caution=caution)
     res['model_axis'] = run_pls_feature_figures(codes.z_valid, y, valid, **names, save_dir=save_dir, show=show, pls=pls,
-                                                n_permutations=n_permutations, random_state=seed, caution=caution, axis=model_axis(learn, a))
+                                                n_permutations=n_permutations, seed=seed, caution=caution, axis=model_axis(learn, a))
     keep = _keep_per_class(y)  # two real images of each class, each moved along PLS1 by the decoder's change
     images = _learner_images(learn, [codes.paths_valid[i] for i in keep])[0]
     res['traversal'] = latent_traversal_figure(learn.model.decode, codes.z_valid, y, **names, pls=pls,
@@ -473,7 +473,7 @@ def explain_classifier_model(clf:GivenClassifier, # from `given_classifier`
     fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
     with clock('rankings and their figures'): res = run_pls_feature_figures(codes.z_valid, y, valid, target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b,
                                   save_dir=save_dir, show=show, fit_z=codes.z_train, fit_target=fit_y, n_permutations=n_permutations,
-                                  random_state=seed, caution=caution, axis=clf.axis)
+                                  seed=seed, caution=caution, axis=clf.axis)
     print("Editing the cues")
     ev = gather_evidence(clf.learn, codes.paths_valid, codes.z_valid, codes.y_valid, ranking=res['importance_rank'], target_idx=a,
                          fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed, progress=progress, show=show, cues=cues, clock=clock)

@@ -20,6 +20,8 @@ from sklearn.preprocessing import StandardScaler
 
 from .latent_figures import latent_to_numpy, fit_oriented_pls, check_axis, PLSAxis
 from .counterfactuals import compare_axes
+from .core import renamed_args
+
 
 # %% auto #0
 __all__ = ['MIN_POINTS', 'check_binary_target', 'check_codes', 'fit_set', 'select_feature_matrix', 'check_same_images',
@@ -132,12 +134,13 @@ def _unit_columns(a:np.ndarray) -> np.ndarray:
     return a / np.where(norm == 0, np.inf, norm)
 
 # %% ../nbs/16_statistics.ipynb #487eec0d
+@renamed_args(random_state='seed')
 def permutation_pvalues(scores:np.ndarray, # PLS1 scores of the report set (n,), oriented: higher = positive class
                         features:np.ndarray, # feature matrix of the report set (n, k)
                         target:np.ndarray, # 0/1 target of the report set (n,)
                         refit_z:np.ndarray|None=None, # in-sample: the latents (n, d) PLS1 was fit on, refit per shuffle; None = held-out
                         n_permutations:int=1000, # number of shuffles
-                        random_state:int=0, # seed of the shuffles
+                        seed:int=0, # seed of the shuffles
                         block:int=256, # shuffles per matrix product (memory vs speed)
                        ) -> tuple[np.ndarray, np.ndarray, float]: # (alignment p and class p of each feature, p of the axis)
     "Permutation p-values: each feature's |r| with PLS1, each feature's difference between the classes, the axis's correlation with the target."
@@ -150,7 +153,7 @@ def permutation_pvalues(scores:np.ndarray, # PLS1 scores of the report set (n,),
     if refit_z is not None:
         mu, sd = standardise_fit(refit_z)
         x = (refit_z - mu) / sd
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(seed)
     hits, class_hits, axis_hits, done, tol = np.zeros(fn.shape[1]), np.zeros(fn.shape[1]), 0, 0, 1e-12
     while done < n_permutations:
         b = min(block, n_permutations - done)
@@ -192,13 +195,13 @@ def _correlation_table(fs:np.ndarray, scores:np.ndarray, y:np.ndarray, cols:list
                              p_value_pls2=np.asarray(res2.pvalue, float), r_class=rc))
 
 # %% ../nbs/16_statistics.ipynb #761368cd
-def _add_permutation_columns(table, ax, features, y, zr, held_out, n_permutations, random_state):
+def _add_permutation_columns(table, ax, features, y, zr, held_out, n_permutations, seed):
     "Add the permutation p-values to `table` (in place); return the axis' own p (None without permutations)."
     if not n_permutations: return None
     # the model's axis, like a held-out PLS1, is not fitted to these labels: it stays fixed
     fixed = held_out or ax['axis'] == 'model'
     align_p, class_p, target_p = permutation_pvalues(ax['scores'][:, 0], features, y, refit_z=None if fixed else zr,
-                                                     n_permutations=int(n_permutations), random_state=random_state)
+                                                     n_permutations=int(n_permutations), seed=seed)
     undefined = np.isnan(table[ax['r_column']].to_numpy())  # constant features: no correlation, no p-value
     table['alignment_perm_p'] = np.where(undefined, np.nan, align_p)
     table['class_perm_p'] = np.where(undefined, np.nan, class_p)
@@ -213,6 +216,7 @@ def _ranked(table:pd.DataFrame) -> pd.DataFrame:
     return rank
 
 # %% ../nbs/16_statistics.ipynb #74783ece
+@renamed_args(random_state='seed')
 def pls_feature_alignment(
     z, # latents of the report set (n, d): tensor or array
     target_score, # 0/1 per row of `z` (1 = positive class)
@@ -222,7 +226,7 @@ def pls_feature_alignment(
     fit_z=None, # latents to fit PLS on (e.g. train z); None = fit on `z` (in-sample)
     fit_target=None, # 0/1 target of `fit_z`
     n_permutations:int=0, # > 0 adds a permutation p-value per feature
-    random_state:int=0, # seed of the permutations
+    seed:int=0, # seed of the permutations
     image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
     axis='pls1', # decision axis: 'pls1' (fitted to the labels), or the model's own, `model_axis(learn, target_idx)` (target_idx = class coded 1)
     pls:PLSAxis|None=None, # PLS1 already fitted on other codes (held out, kept fixed), in place of `fit_z` and `fit_target`
@@ -244,7 +248,7 @@ def pls_feature_alignment(
     if const: warnings.warn(f"Constant feature column(s) {const}: correlation undefined, reported as NaN.")
     table = _correlation_table(fs, scores, y, cols, ax['axis'])
     target_r = float(np.corrcoef(scores[:, 0], y)[0, 1])
-    target_p = _add_permutation_columns(table, ax, features, y, zr, held_out, n_permutations, random_state)
+    target_p = _add_permutation_columns(table, ax, features, y, zr, held_out, n_permutations, seed)
     return dict(alignment=table, importance_rank=_ranked(table), standardized_features=fs, features=cols, target=y, held_out=held_out,
                 n_fit=len(zf), n_report=len(zr), target_r2=target_r**2, target_perm_p_value=target_p, n_permutations=int(n_permutations), **ax)
 
@@ -295,6 +299,7 @@ def _resampled_r(res:dict, z, idx:np.ndarray, block:int) -> np.ndarray:
     return r
 
 # %% ../nbs/16_statistics.ipynb #bbcd2a21
+@renamed_args(random_state='seed')
 def bootstrap_rank_stability(
     z, # latents of the report set (n, d): tensor or array
     target_score, # 0/1 per row of `z` (1 = positive class)
@@ -305,7 +310,7 @@ def bootstrap_rank_stability(
     fit_z=None, # latents PLS was fit on (held-out fit, axis kept fixed); None = in-sample, refit per resample
     fit_target=None, # 0/1 target of `fit_z`
     interval:tuple[float, float]=(5, 95), # percentiles of the signed r² interval
-    random_state:int=0, # seed of the resampling
+    seed:int=0, # seed of the resampling
     block:int=50, # resamples per vectorised block (memory vs speed)
     axis='pls1', # 'pls1', or the model's own axis `model_axis(learn, target_idx)`: kept fixed, like a held-out PLS1
     pls:PLSAxis|None=None, # PLS1 already fitted on other codes (kept fixed), in place of `fit_z` and `fit_target`
@@ -319,7 +324,7 @@ def bootstrap_rank_stability(
     y = res['target']
     rank = res['importance_rank']
     order = [res['features'].index(f) for f in rank.feature]  # observed rank order
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(y == c) for c in (0, 1)]
     idx = np.concatenate([rng.choice(g, size=(n_boot, len(g))) for g in groups], axis=1)  # stratified resamples
     r = _resampled_r(res, z, idx, block)

@@ -24,6 +24,8 @@ from .latent_figures import latent_to_numpy, show_figure, fit_oriented_pls, save
 from .statistics import (MIN_POINTS, check_binary_target, check_codes, fit_set, standardise_fit, format_p,
                                     select_feature_matrix, check_same_images, permutation_pvalues,  # noqa: F401 (seed import path)
                                     pls_feature_alignment, bootstrap_rank_stability)
+from .core import renamed_args
+
 
 # %% auto #0
 __all__ = ['plot_alignment_panels', 'plot_importance_ranking', 'run_pls_feature_figures', 'latent_traversal_figure']
@@ -142,10 +144,10 @@ def plot_importance_ranking(res:dict, # output of `pls_feature_alignment`
     return fig
 
 # %% ../nbs/06_visualization.ipynb #ef1c0b60
-def _add_stability(res, z, target_score, feature_table, feature_columns, n_boot, fit_z, fit_target, random_state, axis, pls=None):
+def _add_stability(res, z, target_score, feature_table, feature_columns, n_boot, fit_z, fit_target, seed, axis, pls=None):
     "Bootstrap the ranking and merge its `boot_*` columns into `res['importance_rank']` (in place)."
     st = bootstrap_rank_stability(z, target_score, feature_table, feature_columns, n_boot,
-                                  fit_z=fit_z, fit_target=fit_target, random_state=random_state, axis=axis, pls=pls)
+                                  fit_z=fit_z, fit_target=fit_target, seed=seed, axis=axis, pls=pls)
     boot_cols = [c for c in st.columns if c.startswith('boot_')]
     res['importance_rank'] = res['importance_rank'].merge(st[['feature', *boot_cols]], on='feature', how='left')
     res['stability'] = st
@@ -171,6 +173,7 @@ def _save_and_show(figs:dict, save_dir, axis:str, show) -> dict:
     return paths
 
 # %% ../nbs/06_visualization.ipynb #d3e1d7d5
+@renamed_args(random_state='seed')
 def run_pls_feature_figures(
     z, # latent codes (n, d) of the images to explain (tensor or array)
     target_score, # 0/1 per row (1 = positive class, e.g. class A)
@@ -186,7 +189,7 @@ def run_pls_feature_figures(
     fit_z=None, # latents to fit PLS on (e.g. train z); None = in-sample on `z`
     fit_target=None, # 0/1 target of `fit_z`
     n_permutations:int=0, # shuffles for the permutation p-values of the axis and each feature (e.g. 1000)
-    random_state:int=0, # seed of the permutations
+    seed:int=0, # seed of the permutations
     max_panels:int|None=None, # alignment panels for the top features only
     n_bootstrap:int=0, # > 0: resamples for `bootstrap_rank_stability`, drawn as whiskers and added to `importance_rank`
     image_paths=None, # image path per row of `z`: checked against the table's `Source_File_Path`
@@ -200,9 +203,9 @@ def run_pls_feature_figures(
     if not isinstance(n_bootstrap, (int, np.integer)) or isinstance(n_bootstrap, bool) or n_bootstrap < 0:
         raise ValueError(f"`n_bootstrap` must be a non-negative integer, got {n_bootstrap!r}.")
     res = pls_feature_alignment(z, target_score, feature_table, feature_columns, fit_z=fit_z, fit_target=fit_target, image_paths=image_paths,
-                                n_permutations=n_permutations, random_state=random_state, axis=axis, pls=pls)
+                                n_permutations=n_permutations, seed=seed, axis=axis, pls=pls)
     res['caution'] = caution
-    if n_bootstrap: _add_stability(res, z, target_score, feature_table, feature_columns, int(n_bootstrap), fit_z, fit_target, random_state, axis, pls)
+    if n_bootstrap: _add_stability(res, z, target_score, feature_table, feature_columns, int(n_bootstrap), fit_z, fit_target, seed, axis, pls)
     if mask_positive is not None: mask_positive = _row_mask(mask_positive, res['n_report'])
     fig_a = plot_alignment_panels(res, mask_positive, positive_label, negative_label, target_label, max_panels)
     fig_i = plot_importance_ranking(res, target_label)
