@@ -12,8 +12,8 @@ phase (`AUC`), and the wall time.
 
 Set-ups:
 - `brightness`, `redness`: the `--planted` showcase (48 px, small encoder, 32-d codes, 2 x 150 images, d = 2),
-  with `PLANTED_DEFAULTS`. Target: the decoder beats the mean image by >= 3 dB in every seed.
-- `pets`: the default job on the bundled pet photos (128 px, ResNet-18 from scratch, 128-d), `FOLDER_DEFAULTS`.
+  with `JobSettings.showcase()`. Target: the decoder beats the mean image by >= 3 dB in every seed.
+- `pets`: the default job on the bundled pet photos (128 px, ResNet-18 from scratch, 128-d), `JobSettings()`.
 - `walkthrough`: the walkthrough's set-up (300 px, ResNet-34 from scratch, 128-d, epochs 1/1/2, bs 16,
   `train_xaaenet`'s other defaults) on the 184 shared pet photos (`../shared/data/pets_sample`).
 Target for the last two: the decoder beats the mean image.
@@ -41,14 +41,13 @@ OLD_SHOWCASE = dict(lr_max=1e-3, lr_max_factor=3., epochs=(4, 5, 15))  # the sho
 
 def _settings(setup:str) -> dict:
     "Data, model and training settings of a set-up, from the command line's defaults."
-    from tell_me_why.cli import FOLDER_DEFAULTS, PLANTED_DEFAULTS
+    from tell_me_why.cli import JobSettings
     if setup == 'walkthrough':
         return dict(size=300, arch='resnet34', encoding_dims=128, epochs=(1, 1, 2), lr_max=1e-4, lr_max_factor=3., valid_pct=0.2,
                     classif_class_weight=0.001, bs=16, grad_accum=None)
-    s = PLANTED_DEFAULTS if setup in ('brightness', 'redness') else FOLDER_DEFAULTS
-    return dict(size=s['size'], arch=s['arch'], encoding_dims=s['encoding_dims'], epochs=(s['epochs_adv'], s['epochs_ae'], s['epochs_classif']),
-                lr_max=s['lr_max'], lr_max_factor=s['lr_max_factor'], valid_pct=s['valid_pct'], classif_class_weight=s['classif_class_weight'],
-                bs=None, grad_accum=None)
+    s = JobSettings.showcase(setup) if setup in ('brightness', 'redness') else JobSettings()
+    return dict(size=s.size, arch=s.arch, encoding_dims=s.encoding_dims, epochs=s.epochs, lr_max=s.lr_max, lr_max_factor=s.lr_max_factor,
+                valid_pct=s.valid_pct, classif_class_weight=s.classif_class_weight, bs=None, grad_accum=None)
 
 
 def _data(setup:str, s:dict, seed:int, work:Path):

@@ -24,9 +24,8 @@ HELP_MIN_STEPS = 8 # the pipeline's `HELP_MIN_STEPS`, for `--help`
 
 # %% auto #0
 __all__ = ['PLANTED_CHOICES', 'PRECISION_CHOICES', 'HELP_MIN_POINTS', 'HELP_MIN_STEPS', 'RUN_OUTPUTS', 'LOCK_WRITE_GRACE',
-           'ARCHS', 'FOLDER_DEFAULTS', 'PLANTED_DEFAULTS', 'torch_pair_problem', 'previous_run_outputs', 'run_lock',
-           'JobSettings', 'settings_table', 'check_explain_settings', 'explain_image_folder', 'explain_classifier',
-           'tmw_explain_parser', 'tmw_explain']
+           'ARCHS', 'torch_pair_problem', 'previous_run_outputs', 'run_lock', 'JobSettings', 'settings_table',
+           'check_explain_settings', 'explain_image_folder', 'explain_classifier', 'tmw_explain_parser', 'tmw_explain']
 
 # %% ../nbs/09_cli.ipynb #74f98af1
 def torch_pair_problem(torch_version:str|None, # installed torch version, e.g. "2.14.1+cpu" (None = not installed)
@@ -383,10 +382,6 @@ def _job_callbacks():
     return EpochLines, TableColumns
 
 # %% ../nbs/09_cli.ipynb #92d6ef9b
-def _defaults(s:JobSettings) -> dict: return {k: getattr(s, k) for k in ('size', 'arch', 'encoding_dims', 'epochs_adv', 'epochs_ae', 'epochs_classif',
-                                                                     'lr_max', 'valid_pct', 'n_permutations', 'classif_class_weight', 'lr_max_factor')}
-FOLDER_DEFAULTS, PLANTED_DEFAULTS = _defaults(JobSettings()), _defaults(JobSettings.showcase()) # read-only views of the two sets of training defaults, for scripts
-
 def _start_job():
     "Import the job's modules (a broken torch install is named as such) and join the process group under a launcher; return `on_main`."
     _job_modules()

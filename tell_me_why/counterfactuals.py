@@ -105,7 +105,7 @@ def compare_axes(model, # an xAAEnet, a `Learner` holding one, or its `DecisionA
     yr = _binary(y, len(zr), target_idx)
     if (fit_z is None) != (fit_y is None): raise ValueError("Pass both `fit_z` and `fit_y` (held-out PLS) or neither (in-sample).")
     zf, yf = (zr, yr) if fit_z is None else (latent_to_numpy(fit_z, 'fit_z'), _binary(fit_y, len(fit_z), target_idx))
-    if pls is not None: zf, yf = pls.z_fit, pls.y_fit
+    held_out = fit_z is not None or pls is not None  # a given PLS1 was fitted on other codes
     pls = pls if pls is not None else PLSAxis().fit(zf, yf)
     pls1 = pls.score(zr)
     s = axis.score(zr)
@@ -116,7 +116,7 @@ def compare_axes(model, # an xAAEnet, a `Learner` holding one, or its `DecisionA
     return dict(cosine=float(u @ pls.gradient()), r_s_pls1=float(r.statistic), p_s_pls1=float(r.pvalue),
                 accuracy=correct / len(zr), chance=float(majority),
                 accuracy_p=float(stats.binomtest(correct, len(zr), majority, alternative='greater').pvalue),
-                s=s, pls1=pls1, axis=axis, n_report=len(zr), n_fit=len(zf), held_out=fit_z is not None or zf is not zr)
+                s=s, pls1=pls1, axis=axis, n_report=len(zr), n_fit=pls.n_fit, held_out=held_out)
 
 # %% ../nbs/13_counterfactuals.ipynb #328ba4c4
 WALK_DIRECTIONS = ('model', 'data')

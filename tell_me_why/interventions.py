@@ -311,13 +311,12 @@ def _summarise(cues, ds, reached, off, s0, sd_s, table, y, t_idx, doses, n_boot,
         share = effect * gap / s_gap if s_gap and np.isfinite(s_gap) else math.nan
         tp, tdiff, tsd = train_p.get(c, (math.nan,) * 3)
         t_share = effect * tdiff / (unit if cue.binary else tsd) / s_gap if s_gap and np.isfinite(s_gap) else math.nan
+        said = _verdict(effect, lo, hi, others.get(off_cue, 0.), off_cue, gate_msg, y is not None, min_effect, max_off_target, tp, share, alpha, t_share)
         rows.append(dict(cue=c, effect=effect, ci_low=lo, ci_high=hi, flip_rate=_flip_rate(cue, ds[c], s0, s_off, doses),
                          off_target=others.get(off_cue, math.nan), off_target_cue=off_cue, share_of_gap=share,
                          cue_class_gap=gap, train_gap_p=tp, train_share=t_share,
                          dose_reached=math.nan if cue.binary else float(np.mean(reached[c] / np.asarray(doses))),
-                         edit=cue.description, **_verdict(effect, lo, hi, others.get(off_cue, 0.), off_cue, gate_msg, y is not None,
-                                                           min_effect, max_off_target, tp, share, alpha, t_share)))
-        rows[-1]['verdict'] = verdict_words(rows[-1]['code'], rows[-1]['reason'], labels_known=rows[-1]['labels_known'])
+                         verdict=verdict_words(**said), edit=cue.description, **said))
     return sorted(rows, key=lambda r: -abs(r['effect']) if np.isfinite(r['effect']) else 0)
 
 def _cue_unit(cue, values:np.ndarray, dv:dict) -> float:

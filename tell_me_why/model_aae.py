@@ -559,8 +559,8 @@ def start_decoder_at(self:XAAEBase,
     if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
         raise ValueError("start_decoder_at: `image` must hold finite values in [0, 1].")
     coarse, side = self.decoder.coarse, self.decoder.coarse_side
-    small = F.adaptive_avg_pool2d(image[None].float(), side).clamp(1e-3, 1 - 1e-3)  # a saturated pixel would give an infinite logit
-    coarse.bias.copy_(torch.logit(small).flatten().to(coarse.bias))
+    small = F.adaptive_avg_pool2d(image[None].float(), side)
+    coarse.bias.copy_(torch.logit(small, eps=1e-3).flatten().to(coarse.bias))  # `eps`: a saturated pixel would give an infinite logit
     for p in self.decoder.head.parameters(): p.zero_()  # an untrained head's output would sit on top of the image
     return self
 

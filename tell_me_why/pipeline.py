@@ -427,7 +427,7 @@ def given_classifier(model, # a fastai `Learner` (e.g. from `load_exported_learn
     if feats is not None:
         w, b = head.weight.detach().double().cpu().numpy(), (np.zeros(2) if head.bias is None else head.bias.detach().double().cpu().numpy())
         axis, features = DecisionAxis(w[a] - w[1 - a], float(b[a] - b[1 - a]), a), f"the {w.shape[1]} inputs of its last linear layer"
-    else: axis, features = DecisionAxis(np.array([1., -1.])[[a, 1 - a]] * 1., 0., a), "its two logits (no last linear layer gives them)"
+    else: axis, features = DecisionAxis(np.array([1., -1.])[[a, 1 - a]], 0., a), "its two logits (no last linear layer gives them)"
     learn = Learner(dls, module, loss_func=torch.nn.CrossEntropyLoss())
     name = type(module).__name__
     rec = dict(record or dict(source='python'), model_class=name, classes=list(map(str, dls.vocab)), codes=features)
