@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.metrics import accuracy, LossMetrics
@@ -55,10 +56,12 @@ ExplainableModel = XAAEBase # Type of the models `train_xaaenet` accepts: `AAE` 
 # %% ../nbs/04_training.ipynb #3506115a
 @contextmanager
 def _ordered_dl(dls:DataLoaders, ds_idx:int):
-    "DataLoader over split `ds_idx` in dataset order, without shuffling, dropping or random (training-time) transforms."
-    dl = dls[ds_idx].new(shuffle=False, drop_last=False)
-    # the batch pipelines take their split from the dataset when iteration starts
-    with dl.dataset.set_split_idx(1): yield dl
+    "DataLoader over split `ds_idx` in dataset order, without shuffling, dropping or random (training-time) transforms; the global generators are left as they were."
+    # fastai's `no_random` puts the global generators back (a new DataLoader draws its own from them), so that a measurement
+    # (codes, images) between two phases never changes the training that follows
+    with no_random():
+        dl = dls[ds_idx].new(shuffle=False, drop_last=False)
+        with dl.dataset.set_split_idx(1): yield dl  # the batch pipelines take their split from the dataset when iteration starts
 
 def split_items(dls, # fastai `DataLoaders` (or a `Learner`, whose `dls` is used)
                 ds_idx:int=1, # 0 = train, 1 = valid
@@ -142,16 +145,23 @@ def code_norm(model:XAAEBase) -> CodeNorm|None:
     norms = [m for m in model.linear.modules() if isinstance(m, CodeNorm)]
     return norms[-1] if norms else None
 
+def _calibrated(model:XAAEBase, dls:DataLoaders) -> tuple|None:
+    "`calibrate_codes`' moments of the raw codes, and the training split's codes and classes as the calibrated model gives them."
+    cn = code_norm(model)
+    if cn is None: return None
+    cn.reset_to_identity()  # exactly: the codes it lets through are the raw ones
+    raw, y = encode_split(model, dls, 0)  # every rank gets every code: the statistics are the same on all ranks
+    cn.calibrate(raw)
+    dev = cn.running_mean.device  # the eval-mode codes of the same images, without a second pass of the encoder:
+    z = F.batch_norm(raw.to(dev), cn.running_mean, cn.running_var, training=False, eps=cn.eps).cpu()
+    return dict(mean_abs_mean=float(raw.mean(0).abs().mean()), mean_sd=float(raw.std(0).mean()), n=int(len(raw))), (z, y)
+
 def calibrate_codes(model:XAAEBase, # the model, unwrapped
                     dls:DataLoaders, # the learner's data: the training split is read, in eval mode
                    ) -> dict|None: # the raw codes' `mean_abs_mean`, `mean_sd` and `n`; None without a `CodeNorm`
     "Set the model's `CodeNorm` to the exact moments of the training split's eval-mode codes before it."
-    cn = code_norm(model)
-    if cn is None: return None
-    cn.reset_to_identity()
-    raw, _ = encode_split(model, dls, 0)  # every rank gets every code: the statistics are the same on all ranks
-    cn.calibrate(raw)
-    return dict(mean_abs_mean=float(raw.mean(0).abs().mean()), mean_sd=float(raw.std(0).mean()), n=int(len(raw)))
+    res = _calibrated(model, dls)
+    return None if res is None else res[0]
 
 # %% ../nbs/04_training.ipynb #bcd95582
 def split_images(dls:DataLoaders, # fastai `DataLoaders` (or a `Learner`, whose `dls` is used)
@@ -163,7 +173,7 @@ def split_images(dls:DataLoaders, # fastai `DataLoaders` (or a `Learner`, whose 
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, numbers.Integral) or max_images < 1):
         raise ValueError(f"split_images: `max_images` must be a whole number >= 1 or None, got {max_images!r}.")
     xs, n = [], 0
-    with no_random(), _ordered_dl(dls, ds_idx) as dl:  # fastai's: the global generators are put back
+    with _ordered_dl(dls, ds_idx) as dl:
         for b in dl:
             xs.append(b[0].float().cpu().as_subclass(torch.Tensor)); n += len(b[0])
             if max_images is not None and n >= max_images: break
@@ -264,8 +274,6 @@ def _start_decoder_at_mean(model:XAAEBase, dls:DataLoaders, max_images:int=512) 
     return True
 
 # %% ../nbs/04_training.ipynb #edfab77e
-_WEIGHT_ARGS = ('ae_recons_weight', 'ae_adv_weight', 'classif_recons_weight', 'classif_class_weight', 'classif_adv_weight')
-
 def _is_number(v): return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 def check_training_inputs(model, dls, models_dir, **weights):
@@ -559,10 +567,11 @@ def fit_phase(self:XAAELearner,
     if rec is None and phase.epochs == 0:
         print("  0 epochs: phase skipped")
         rec = dict(status='skipped', epochs=0, optimizer_steps=0, discriminator_steps=0)
-    if rec is None: rec = self._train(phase, ckpt, settings, step, cbs)
+    train_codes = None
+    if rec is None: rec, train_codes = self._train(phase, ckpt, settings, step, cbs)
     rec.update(checkpoint=str(ckpt), prior=None, reconstruction=None)
     if rec['status'] != 'skipped':
-        self._check_prior(phase, rec, keep_codes)
+        self._check_prior(phase, rec, keep_codes, train_codes)
         if check_reconstruction: self._check_reconstruction(rec)
     rec['wall_s'] = round(time.perf_counter() - start, 2)  # training, prior and reconstruction checks
     self.records[phase.name] = rec
@@ -599,8 +608,8 @@ def _warn_few_steps(dls, phase:Phase, step:str):
 
 # %% ../nbs/04_training.ipynb #a5846424
 @patch
-def _train(self:XAAELearner, phase:Phase, ckpt:Path, settings:dict, step:str, cbs) -> dict:
-    "Fit `phase`, then write its completion record: only then does it count as finished for `resume`."
+def _train(self:XAAELearner, phase:Phase, ckpt:Path, settings:dict, step:str, cbs) -> tuple:
+    "Fit `phase`, then write its completion record: only then does it count as finished for `resume`. The record, and the calibrated training codes (or None)."
     _warn_few_steps(self.dls, phase, step)
     self.loss_func = phase.loss(self.model)
     self.metrics = [LossAttrMetric(t) for t in phase.terms] + ([accuracy] if phase.classif_weight > 0 else [])  # read from the loss
@@ -614,22 +623,23 @@ def _train(self:XAAELearner, phase:Phase, ckpt:Path, settings:dict, step:str, cb
     _raise_if_nan(roles['nan'], ckpt, phase, step)
     rec = _phase_record(self, phase, roles, start)
     _print_phase(rec, phase)
-    rec['code_calibration'] = self._calibrate_codes(ckpt)
+    rec['code_calibration'], codes = self._calibrate_codes(ckpt)
     if is_main_process(): _write_record(_record_path(ckpt), dict(settings, **{k: rec[k] for k in _RECORD_KEYS if k in rec},
                                                                  finished=time.strftime('%Y-%m-%dT%H:%M:%S'), tmw_xai=tell_me_why.__version__,
                                                                  rng=json.dumps(_rng_state(self.dls))))  # one line
-    return rec
+    return rec, codes
 
 # %% ../nbs/04_training.ipynb #6f6803c1
 @patch
-def _calibrate_codes(self:XAAELearner, ckpt:Path) -> dict|None:
-    "`calibrate_codes` on the kept weights, printed; the checkpoint is written again with the calibrated statistics."
-    before = calibrate_codes(self.model, self.dls)
-    if before is None: return None
+def _calibrate_codes(self:XAAELearner, ckpt:Path) -> tuple:
+    "`calibrate_codes` on the kept weights, printed; the checkpoint is written again with the calibrated statistics. The raw codes' moments and the training codes (or None, None)."
+    res = _calibrated(self.model, self.dls)
+    if res is None: return None, None
+    before, codes = res
     if is_main_process() and ckpt.exists(): atomic_save_state(self.model.state_dict(), ckpt)
     print(f"  codes standardised for eval mode (CodeNorm): the training codes had mean |mean_j| {before['mean_abs_mean']:.2f}, "
           f"mean sd {before['mean_sd']:.2f}")
-    return before
+    return before, codes
 
 # %% ../nbs/04_training.ipynb #ab3f6b2c
 def _raise_if_nan(nan_cb, ckpt, phase, step):
@@ -659,9 +669,9 @@ def _print_phase(rec, phase):
 
 # %% ../nbs/04_training.ipynb #ccfd6033
 @patch
-def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False):
+def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False, train_codes=None):
     "Prior check on the eval-mode codes of the training split (`rec['prior']`) and of the validation split (`rec['prior_valid']`), printed; flags codes far from the prior."
-    z, y = encode_split(self.model, self.dls, 0)  # every rank encodes its share; rank 0 tests and prints
+    z, y = train_codes if train_codes is not None else encode_split(self.model, self.dls, 0)  # the calibration's, or a pass over the split; rank 0 tests and prints
     z_valid, _ = encode_split(self.model, self.dls, 1)
     def check(codes, which):
         try: r = latent_prior_report(codes)
