@@ -1,4 +1,4 @@
-"""One process of a small data-parallel `train_xaaenet` run, for the two-process test (nbs/11_distributed.ipynb) and the
+"""One process of a small data-parallel `train_xaaenet` run, for the two-process test (nbs/05_distributed.ipynb) and the
 benchmark (bench/run.py). Joins a gloo process group through a file:// rendezvous (no port needed), trains in its own
 working directory with a relative `models_dir`, and writes what it saw as JSON.
 
@@ -30,7 +30,7 @@ def tiny_dls(n_per_class:int=16, size:int=32, bs:int=4):
 def tiny_model(seed:int, size:int=32, width:int=4):
     import torch
     from tell_me_why.model_aae import EncoderWithAAEBlocks
-    from tell_me_why.fidelity import small_encoder
+    from tell_me_why.model_aae import small_encoder
     torch.manual_seed(seed)
     return EncoderWithAAEBlocks(small_encoder(width=width, n_layers=3), input_size=size, encoding_dims=4)
 

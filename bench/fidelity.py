@@ -240,8 +240,9 @@ def known_answer_run(cue:str, seed:int, size:int=48, n_per_class:int=100, epochs
     returns is the result's `extra`."""
     torch.set_num_threads(1)
     from tell_me_why.data import two_class_dataloaders
-    from tell_me_why.fidelity import (make_planted_cue_dataset, small_xaaenet, reinitialised_copy, PLANTED_CUES,
-                                      CUE_FEATURES, _shuffled_label_dls)
+    from tell_me_why.fidelity import (make_planted_cue_dataset, reinitialised_copy, PLANTED_CUES, CUE_FEATURES,
+                                      _shuffled_label_dls)
+    from tell_me_why.model_aae import small_xaaenet
     from tell_me_why.feature_scores import compute_feature_score_table
     from tell_me_why.training import train_xaaenet, split_items, quiet_training
     from tell_me_why.interventions import cue_interventions, describe_interventions

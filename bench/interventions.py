@@ -39,7 +39,8 @@ def _best(fn, repeats):
 
 def run(size:int, arch:str, n_images:int=128, repeats:int=3, bs:int=64) -> dict:
     from tell_me_why.data import two_class_dataloaders
-    from tell_me_why.fidelity import make_planted_cue_dataset, small_xaaenet
+    from tell_me_why.fidelity import make_planted_cue_dataset
+    from tell_me_why.model_aae import small_xaaenet
     from tell_me_why.model_aae import AAE
     from tell_me_why.interventions import cue_interventions, model_image_batches, BUILTIN_CUES
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,7 @@ _RE_FM_LINE = re.compile(r'^(?:#\s+\S.*|>\s*\S.*|-\s+\S.*:.*\S)$')
 
 def page_name(nb:Path) -> str:
     "The HTML file nbdev writes for notebook `nb` (numeric prefix dropped)"
-    return re.sub(r'^\d+[a-zA-Z0-9]*_', '', nb.stem.lower()) + '.html'  # nbdev's rule: '05a_cues' -> 'cues.html'
+    return re.sub(r'^\d+[a-zA-Z0-9]*_', '', nb.stem.lower()) + '.html'  # nbdev's rule: '08_cues' -> 'cues.html'
 
 def first_line(cell) -> str:
     "The first non-directive source line of `cell`, shortened, to name it in a report"

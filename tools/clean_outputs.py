@@ -1,6 +1,6 @@
 """Tidy the saved outputs of notebooks so the docs show what a reader needs and nothing of the machine that ran them.
 
-    python tools/clean_outputs.py nbs/08_walkthrough.ipynb ...   # rewrite these notebooks in place
+    python tools/clean_outputs.py nbs/19_walkthrough.ipynb ...   # rewrite these notebooks in place
     python tools/clean_outputs.py --dry-run nbs/*.ipynb          # only say what would change
 
 What it changes, output by output (sources and cell metadata are never touched):

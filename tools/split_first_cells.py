@@ -8,10 +8,10 @@ from pathlib import Path
 
 # New one-line descriptions for the pages whose `>` block ran over several lines (nbdev keeps only the first line).
 SHORT = {
-    '03_latent_figures': "Pictures of the latent code `z` drawn while training: a t-SNE map after the first two phases and a PLS biplot after the classifier phase.",
-    '05_feature_scores': "Eleven hand-crafted image cues (brightness, colour, symmetry, texture, frequency) scored for a list of image files in one pass.",
-    '06_visualization': "Which image cues line up with the model's decision axis, how strongly, in which direction, and whether that beats chance.",
-    '07_fidelity': "Checks that tell whether a cue ranking can be trusted: planted cues, sanity checks against models that learned nothing, and a bootstrap.",
+    '04_latent_figures': "Pictures of the latent code `z` drawn while training: a t-SNE map after the first two phases and a PLS biplot after the classifier phase.",
+    '07_feature_scores': "Eleven hand-crafted image cues (brightness, colour, symmetry, texture, frequency) scored for a list of image files in one pass.",
+    '14_visualization': "Which image cues line up with the model's decision axis, how strongly, in which direction, and whether that beats chance.",
+    '15_fidelity': "Checks that tell whether a cue ranking can be trusted: planted cues, sanity checks against models that learned nothing, and a bootstrap.",
 }
 
 def split_cell(src, short=None):
