@@ -26,7 +26,7 @@ from .distributed import unwrap_model, is_main_process, broadcast_state
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'AddGaussianNoise', 'RandomMasking', 'CorruptionCallback', 'is_critic_param', 'xaae_splitter',
-           'AdversarialGame', 'DeviceMixedPrecision', 'precision_callbacks', 'discriminator_warmup',
+           'AdversarialGame', 'XAAEParts', 'DeviceMixedPrecision', 'precision_callbacks', 'discriminator_warmup',
            'adversarial_schedule', 'UnfreezeFcCritAdaptative', 'LossAttrMetric', 'GetLatentSpace', 'atomic_save_state',
            'load_state', 'AtomicSaveModelCallback', 'StopOnNaN', 'StopOnDivergence']
 
@@ -78,7 +78,7 @@ class RandomMasking:
 
 # %% ../nbs/06_callbacks.ipynb #0b9132bb
 class CorruptionCallback(Callback):
-    "Apply corruption transforms on xb while keeping a clean copy for the loss."
+    "Apply corruption transforms to xb; the clean images go to the model as its second input, the reconstruction's target."
     order = 5
     def __init__(self,
                  corruption_tfms:list, # Callables applied in turn to the image batch
@@ -87,14 +87,9 @@ class CorruptionCallback(Callback):
 
     def before_batch(self):
         if not (self.training or self.corrupt_valid): return
-        clean = self.xb[0]
-        x = clean
+        x = clean = self.xb[0]
         for tfm in self.corruption_tfms: x = tfm(x)
-        unwrap_model(self.learn.model).clean_input = clean
-        self.learn.xb = (x, *self.xb[1:])
-
-    def after_batch(self): unwrap_model(self.learn.model).clean_input = None
-    after_fit = after_batch  # also when the fit was cancelled mid-batch (a NaN loss stops it before `after_batch` runs)
+        self.learn.xb = (x, clean)
 
 # %% ../nbs/06_callbacks.ipynb #e373285b
 def is_critic_param(name:str) -> bool:
@@ -129,7 +124,7 @@ class AdversarialGame(Callback):
         self.learn.opt.param_lists = L(L(p for p in pg if id(p) not in crit_ids) for pg in self.learn.opt.param_lists)
         self.disc_opt = torch.optim.Adam(critic, lr=self.lr, betas=self.betas)
         self.disc_opt.zero_grad(set_to_none=True)
-        self.xaae.return_parts, self.gen_steps, self.disc_steps = True, 0, 0
+        self.gen_steps, self.disc_steps = 0, 0
 
     def after_loss(self):
         disc_loss = getattr(self.learn.loss_func, 'disc_loss', None)
@@ -138,7 +133,6 @@ class AdversarialGame(Callback):
             ga = getattr(self.learn, 'gradient_accumulation', None)
             scale = find_bs(self.learn.yb) / ga.n_acc if ga is not None else 1.
             self.learn.loss_grad = self.learn.loss_grad + disc_loss * scale
-        if isinstance(self.learn.pred, XAAEOutput): self.learn.pred = self.learn.pred.logits  # metrics see logits
 
 # %% ../nbs/06_callbacks.ipynb #bfff7ac4
 @patch
@@ -158,8 +152,17 @@ def after_step(self:AdversarialGame):
         self.disc_steps += 1
     self.disc_opt.zero_grad(set_to_none=True)
 
-@patch
-def after_fit(self:AdversarialGame): self.xaae.return_parts = False
+# %% ../nbs/06_callbacks.ipynb #4aa31ac9
+class XAAEParts(Callback):
+    "Ask the xAAEnet for every part of its forward pass around each batch; after the loss, everything else sees the logits."
+    order = -5  # before the other callbacks' `after_pred`, so that an unlabelled batch reaches them as logits
+    def before_batch(self): unwrap_model(self.learn.model).return_parts = True
+    def _logits(self):
+        if isinstance(self.learn.pred, XAAEOutput): self.learn.pred = self.learn.pred.logits
+    def after_pred(self):
+        if not self.learn.yb: self._logits()  # no labels (a test set): no loss will read the parts
+    def after_loss(self): self._logits()
+    def after_batch(self): unwrap_model(self.learn.model).return_parts = False
 
 # %% ../nbs/06_callbacks.ipynb #98621eaf
 PRECISIONS = ('fp32', 'bf16', 'fp16') # the training precisions `precision_callbacks` (and `train_xaaenet`) accept

@@ -367,13 +367,13 @@ class LatentCritic(nn.Module):
 # %% ../nbs/02_model_aae.ipynb #e6e97831
 class XAAEOutput(tuple):
     "What an xAAEnet's forward pass returns with `return_parts=True`: every tensor the losses read, by name."
-    _fields = ('logits', 'z', 'recons', 'gen_logit', 'fake_logit', 'real_logit')
+    _fields = ('logits', 'z', 'recons', 'gen_logit', 'fake_logit', 'real_logit', 'recons_target')
     def __new__(cls, *parts):
         # fastai's `apply` (`to_float`, `to_detach`, `to_device`) rebuilds a tuple as `type(x)([...])`
         if len(parts) == 1 and isinstance(parts[0], (list, tuple)): parts = tuple(parts[0])
         if len(parts) != len(cls._fields): raise TypeError(f"XAAEOutput takes {len(cls._fields)} tensors {cls._fields}, got {len(parts)}")
         return super().__new__(cls, parts)
-    # the namedtuple protocol: PyTorch's pytree (DistributedDataParallel's output walk) then sees six tensors
+    # the namedtuple protocol: PyTorch's pytree (DistributedDataParallel's output walk) then sees its tensors
     @classmethod
     def _make(cls, parts): return cls(*parts)
     def _asdict(self) -> dict: return dict(zip(self._fields, self))
@@ -453,9 +453,9 @@ class XAAEBase(nn.Module):
         if not isinstance(encoder, nn.Module): raise TypeError(f"`encoder` must be an nn.Module, got {type(encoder).__name__}.")
         self.input_size, self.input_channels = int(input_size), int(input_channels)
         self.encoding_dims, self.classes = int(encoding_dims), int(classes)
-        self.gen_train, self.run_decoder, self.clean_input, self.return_parts = bool(gen_train), True, None, False
+        self.gen_train, self.run_decoder, self.return_parts = bool(gen_train), True, False
         self.adv_grad_ratio = None  # set per phase by the training: see `split_gradient_at`
-        self.input = self.z = self.decoder_output = self.crit_gen = self.crit_fake = self.crit_real = self.parts = None
+        self.z = None  # the codes of the last forward pass (the seed's `model.z`)
         self.encoder = encoder
         child_shapes, self.feature_shape = _probe_encoder(encoder, self.input_size, self.input_channels)
         self._skip_idxs = list(reversed(_skip_indices(child_shapes)))  # deepest first, like the decoder
@@ -528,8 +528,11 @@ def discriminate(self:XAAEBase,
 @patch
 def forward(self:XAAEBase,
             x:torch.Tensor, # images (bs, input_channels, input_size, input_size)
+            clean:torch.Tensor|None=None, # the images the reconstruction should match when `x` is a corrupted copy (default `x`)
            ) -> torch.Tensor|XAAEOutput: # class logits (bs, classes), or an `XAAEOutput` when `return_parts` is set
-    "Class logits; also stores `input`, `z`, `decoder_output` (None unless `run_decoder`), `crit_fake`, `crit_real` (probabilities) and `parts` on the model."
+    "Class logits, or every tensor the losses read (`return_parts`); the codes stay in `z` (the seed's `model.z`)."
+    if clean is not None and (not torch.is_tensor(clean) or clean.shape != x.shape):
+        raise ValueError(f"`clean` must be images of the input's shape {tuple(x.shape)}, got {tuple(getattr(clean, 'shape', ()))}.")
     z = self.encode(x)
     # the decoder's and the discriminator's views of z: the adversary's gradient is capped at `adv_grad_ratio` × the decoder's
     z_dec, z_adv = split_gradient_at(z, self.adv_grad_ratio if self.run_decoder else None)
@@ -540,9 +543,8 @@ def forward(self:XAAEBase,
     frozen_critic = {name: p.detach() for name, p in self.fc_crit.named_parameters()}
     gen_logit = functional_call(self.fc_crit, frozen_critic, (z_adv,), {'logits': True})
     fake_logit, real_logit = self.fc_crit(z.detach(), logits=True), self.fc_crit(torch.randn_like(z), logits=True)
-    out = XAAEOutput(self.classifier(z), z, recons, gen_logit, fake_logit, real_logit)
-    self.input, self.z, self.decoder_output, self.parts = x, z, recons if self.run_decoder else None, out
-    self.crit_gen, self.crit_fake, self.crit_real = torch.sigmoid(gen_logit), torch.sigmoid(fake_logit), torch.sigmoid(real_logit)
+    self.z = z
+    out = XAAEOutput(self.classifier(z), z, recons, gen_logit, fake_logit, real_logit, x if clean is None else clean)
     return out if self.return_parts else out.logits
 
 # %% ../nbs/02_model_aae.ipynb #9ac64cae
@@ -636,7 +638,7 @@ class XAAELoss:
     "Weighted reconstruction, adversarial (generator) and cross-entropy losses of an xAAEnet `model`; also the discriminator's own loss."
     def __init__(self,
                  model:XAAEBase, # the model whose forward pass is scored
-                 recons_weight:float=0., # weight of `recons_func(reconstruction, clean_input or input)`
+                 recons_weight:float=0., # weight of `recons_func(reconstruction, recons_target)`
                  adv_weight:float=0., # weight of the generator's term BCE(D(z), 1); > 0 also computes D's own loss
                  classif_weight:float=0., # weight of the cross-entropy on the logits
                  recons_func:str|callable='ms-ssim', # reconstruction loss: 'ms-ssim' (the seed's `reconstruction_loss`), 'mse', or a function (pred, target)
@@ -658,10 +660,10 @@ class XAAELoss:
 # %% ../nbs/02_model_aae.ipynb #dde55276
 @patch
 def _parts(self:XAAELoss, pred):
-    "`pred` if the model returned an `XAAEOutput`, else the parts of that forward pass, kept on the model (logits-only forward)."
+    "The parts of the forward pass: `pred`, which must be the `XAAEOutput` a model with `return_parts` returns."
     if isinstance(pred, XAAEOutput): return pred
-    if self.model.parts is None: raise RuntimeError("XAAELoss: the model has not run a forward pass yet; call it first.")
-    return self.model.parts._replace(logits=pred)
+    raise TypeError(f"XAAELoss reads every part of the forward pass but got {type(pred).__name__}: set `model.return_parts = True` "
+                    "before the forward pass (an `XAAELearner` does it; with a plain `Learner`, add the `XAAEParts()` callback).")
 
 @patch
 def __call__(self:XAAELoss,
@@ -678,7 +680,7 @@ def __call__(self:XAAELoss,
         if not out.has_recons:
             raise RuntimeError("XAAELoss: `recons_weight` > 0 but the decoder did not run (model.run_decoder is False); "
                                "set `model.run_decoder = True` or `recons_weight=0`.")
-        recons = self.recons_func(out.recons, m.input if m.clean_input is None else m.clean_input)
+        recons = self.recons_func(out.recons, out.recons_target)
         total = total + self.recons_weight * recons
     if self.adv_weight > 0:
         adv = adversarial_loss_from_logits(out.gen_logit, out.real_logit, gen_train=True)
@@ -690,4 +692,3 @@ def __call__(self:XAAELoss,
         total = total + self.classif_weight * classif
     self.recons_loss, self.adv_loss, self.classif_loss = [None if t is None else t.detach() for t in (recons, adv, classif)]
     return total
-

@@ -21,6 +21,7 @@ from fastai.data.core import DataLoaders
 from fastai.learner import Learner
 from fastai.metrics import accuracy, LossMetrics
 from fastcore.basics import patch
+from fastcore.foundation import L
 from fastai.callback.schedule import fit_one_cycle
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.callback.training import GradientAccumulation
@@ -37,7 +38,7 @@ from .data import data_fingerprint
 from .model_aae import XAAEBase, XAAELoss, get_reconstruction_loss, CodeNorm
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
                                    AdversarialGame, xaae_splitter, LossAttrMetric, PRECISIONS, precision_callbacks,
-                                   AtomicSaveModelCallback, StopOnNaN, StopOnDivergence, atomic_save_state, load_state)
+                                   AtomicSaveModelCallback, XAAEParts, StopOnNaN, StopOnDivergence, atomic_save_state, load_state)
 from .core import atomic_write, class_index
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
 from .axes import model_axis
@@ -522,8 +523,9 @@ class XAAELearner(Learner):
                  shuffle_rng:random.Random|None=None, # data-parallel runs: the generator every rank shuffles the training items with
                  **kwargs, # any other `Learner` argument
                 ):
+        cbs = [XAAEParts(), *L(kwargs.pop('cbs', None))]  # the loss reads the parts of every forward pass
         super().__init__(dls, model, loss_func=XAAELoss(model, classif_weight=1.), path=Path('.'), model_dir=Path(models_dir),
-                         splitter=xaae_splitter, **kwargs)
+                         splitter=xaae_splitter, cbs=cbs, **kwargs)
         self.records, self.shuffle_rng = {}, shuffle_rng
 
     def _view(self, key, only_trained=False):
@@ -541,7 +543,6 @@ class XAAELearner(Learner):
 
     def __getstate__(self): # an exported learner leaves out the images the reconstruction check keeps
         return {k: v for k, v in super().__getstate__().items() if k != '_reconstruction_cache'}
-
 
 # %% ../nbs/11_training.ipynb #a54b6384
 @patch
