@@ -164,12 +164,12 @@ def report_phases(learn, meter, fail) -> None:
     from tell_me_why.training import format_prior_report
     trained = [p for p, s in learn.phase_status.items() if s == 'trained']
     for p, m in zip(trained, meter.records):
-        rec = learn.phase_records[p]
+        rec = learn.records[p]
         print(f"  {p:<12} {m['images_per_s']:8.1f} images/s (training batches: {m['train_images']} images in {m['train_batches_s']:.1f} s; "
               f"phase {rec.get('train_s', float('nan')):.1f} s with validation), peak GPU memory {m['peak_gpu_mb']:.0f} MB")
     for p in ('adversarial', 'autoencoder', 'classifier'):
         if learn.phase_status.get(p) != 'trained': fail(f"phase {p}: {learn.phase_status.get(p, 'not run')}, not trained"); continue
-        if learn.phase_records[p].get('diverged'): fail(f"phase {p} diverged: {learn.phase_records[p]['diverged']}")
+        if learn.records[p].get('diverged'): fail(f"phase {p} diverged: {learn.records[p]['diverged']}")
         log = learn.phase_logs[p].select_dtypes('number').to_numpy(dtype=float)
         if not np.isfinite(log).all(): fail(f"phase {p}: non-finite numbers in its log:\n{learn.phase_logs[p]}")
         r = learn.prior_reports.get(p)

@@ -497,7 +497,8 @@ def _explain_given(job:JobSettings, model, source, record, progress, show, t0, u
         print("Scoring image cues")
         with clock('cue table'): table = P.score_cues(codes, progress, cache_dir=work/'cue_cache', cues=user_cues, dls=clf.learn.dls)
         print("Explaining the decision")
-        ex = P.explain_classifier_model(clf, codes, table, data, work/'interpretation', job.n_permutations, job.seed, progress, show,
+        ex = P.explain_classifier_model(clf, codes, table, data, work/'interpretation', n_permutations=job.n_permutations, seed=job.seed,
+                                        progress=progress, show=show,
                                         cues=[*BUILTIN_CUES, *user_cues] if user_cues else None, clock=clock)
         print(_gate_line(ex))
         settings = dict(learner=record.get('file'),

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['renamed_args', 'latent_to_numpy', 'class_index', 'atomic_write']
+__all__ = ['renamed_args', 'deprecated_name', 'latent_to_numpy', 'class_index', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #700a9634
 def renamed_args(**old_to_new): # each old keyword name -> its new name
@@ -29,6 +29,19 @@ def renamed_args(**old_to_new): # each old keyword name -> its new name
             return f(*args, **kwargs)
         return _f
     return wrap
+
+# %% ../nbs/00_core.ipynb #235a059b
+def deprecated_name(f, # the function or class under its current name
+                    old:str, # the name users may still call it by
+                    new:str|None=None, # the name to use instead (default: `f`'s own)
+                   ):
+    "`f` callable under `old` as before, with a DeprecationWarning naming the one to use."
+    @functools.wraps(f)
+    def _old(*args, **kwargs):
+        warnings.warn(f"`{old}` is deprecated: use `{new or f.__name__}`.", DeprecationWarning, stacklevel=2)
+        return f(*args, **kwargs)
+    _old.__name__ = _old.__qualname__ = old
+    return _old
 
 # %% ../nbs/00_core.ipynb #ab2c59f1
 def latent_to_numpy(z, # latent codes: torch tensor or array-like, shape (n, d)

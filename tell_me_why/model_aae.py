@@ -22,12 +22,13 @@ from fastai.callback.hook import hook_outputs
 from pytorch_msssim import ms_ssim
 from pytorch_msssim.ssim import _ssim, _fspecial_gauss_1d
 from fastcore.basics import patch
+from .core import deprecated_name
 
 # %% auto #0
-__all__ = ['RECONSTRUCTION_LOSSES', 'default_device', 'ms_ssim_scales', 'adaptive_ms_ssim', 'reconstruction_loss',
-           'mse_reconstruction_loss', 'get_reconstruction_loss', 'adversarial_loss', 'adversarial_loss_from_logits',
-           'default_linear', 'CodeNorm', 'LatentCritic', 'XAAEOutput', 'split_gradient_at', 'XAAEBase', 'AAE',
-           'EncoderWithAAEBlocks', 'add_xaae_blocks', 'small_encoder', 'small_xaaenet', 'XAAELoss']
+__all__ = ['RECONSTRUCTION_LOSSES', 'add_xaae_blocks', 'default_device', 'ms_ssim_scales', 'adaptive_ms_ssim',
+           'reconstruction_loss', 'mse_reconstruction_loss', 'get_reconstruction_loss', 'adversarial_loss',
+           'adversarial_loss_from_logits', 'default_linear', 'CodeNorm', 'LatentCritic', 'XAAEOutput',
+           'split_gradient_at', 'XAAEBase', 'AAE', 'EncoderWithAAEBlocks', 'small_encoder', 'small_xaaenet', 'XAAELoss']
 
 # %% ../nbs/02_model_aae.ipynb #c5b32a0a
 def default_device() -> torch.device:
@@ -606,11 +607,7 @@ class EncoderWithAAEBlocks(XAAEBase):
         if self.freeze_encoder:
             for p in self.encoder.parameters(): p.requires_grad_(False)
 
-def add_xaae_blocks(encoder:nn.Module, # maps images to a feature map (bs, C, h, w)
-                    **kwargs, # any other `EncoderWithAAEBlocks` argument
-                   ) -> EncoderWithAAEBlocks:
-    "Wrap `encoder` with the xAAEnet heads, decoder and losses: `EncoderWithAAEBlocks(encoder, **kwargs)`."
-    return EncoderWithAAEBlocks(encoder, **kwargs)
+add_xaae_blocks = deprecated_name(EncoderWithAAEBlocks, 'add_xaae_blocks') # the old name of `EncoderWithAAEBlocks`
 
 # %% ../nbs/02_model_aae.ipynb #4c65d56a
 def small_encoder(input_channels:int=3, # channels of the input images

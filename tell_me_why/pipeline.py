@@ -6,7 +6,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/pipeline.html.md"""
 
 # %% ../nbs/17_pipeline.ipynb #987bd48d
 from __future__ import annotations
-import contextlib, datetime, json, math, pickle, platform, time, types, warnings
+import contextlib, datetime, inspect, json, math, pickle, platform, time, types, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import torch, fastai, torchvision.models
 import tell_me_why
+from fastcore.meta import delegates
 from .data import two_class_dataloaders, data_fingerprint
 from .model_aae import AAE, XAAEBase, default_device
-from .training import train_xaaenet, load_latent, XAAELearner, predict_from_codes, optimizer_steps_of
+from .training import train_xaaenet, load_latent, XAAELearner, predict_from_codes, optimizer_steps_of, split_items
 from .feature_scores import compute_feature_score_table
 from .visualization import run_pls_feature_figures, latent_traversal_figure, MIN_POINTS
 from .axes import PLSAxis
@@ -172,7 +173,7 @@ class TrainedModel:
 
 def _json_record(rec:dict) -> dict:
     "A phase record without what run.json does not keep (the epoch table, the prior (kept apart), the codes, local paths)."
-    return {k: v for k, v in rec.items() if k not in ('log', 'prior', 'train_codes', 'checkpoint', 'latent_path', 'figure')}
+    return {k: v for k, v in rec.items() if k not in ('log', 'prior', 'train_codes', 'codes', 'checkpoint', 'latent_path', 'figure')}
 
 # %% ../nbs/17_pipeline.ipynb #43663b3d
 def train_model(model:XAAEBase, # from `build_model`
@@ -206,9 +207,13 @@ class Codes:
     z_train:torch.Tensor; y_train:torch.Tensor; paths_train:list # the split the PLS axis is fitted on
     z_valid:torch.Tensor; y_valid:np.ndarray; paths_valid:list # the report set
 
-def encode_splits(learn:XAAELearner, # a learner from `train_model` (its latent file is read)
+def encode_splits(learn:XAAELearner, # a learner from `train_model`, or one loaded with its latent file
                  ) -> Codes:
-    "Both splits' codes, classes and files, as `train_xaaenet` saved them after the classifier phase."
+    "Both splits' codes, classes and files as the classifier phase encoded them: in memory after training, else from its latent file."
+    kept = learn.records.get('classifier', {}).get('codes')
+    if kept is not None:
+        (z_tr, y_tr, z_va, y_va), paths = kept, lambda i: [str(o) for o in split_items(learn.dls, i)]
+        return Codes(z_tr, y_tr, paths(0), z_va, y_va.numpy(), paths(1))
     lat = load_latent(learn.latent_path)
     tr = np.array([s == 'train' for s in lat['split']])
     paths = lambda keep: [p for p, t in zip(lat['paths'], tr) if t == keep]
@@ -275,9 +280,11 @@ def explain_model(learn:XAAELearner, # from `train_model`
                   data:PreparedData, # from `prepare_data`
                   save_dir, # folder of the interpretation figures
                   n_permutations:int=1000, # shuffles of the permutation tests
-                  seed:int=42, progress:bool=False, show:bool=False,
+                  seed:int=42, # seed of the permutations, the bootstrap and the interventions
+                  progress:bool=False, # progress bars
+                  show:bool=False, # show the figures inline
                   cues:list|None=None, # cues to test: built-in names and `Cue`s of your own; None = every built-in cue
-                  clock:StageClock|None=None, # times the rankings, the interventions and the counterfactuals
+                  clock:StageClock|None=None, # times the stages it runs (rankings, interventions, counterfactuals)
                  ) -> Explanation:
     "Chance test, cue ranking (correlation), interventions and latent walks (the model), and one verdict per cue."
     clock = clock if clock is not None else StageClock()
@@ -455,18 +462,22 @@ def encode_with_classifier(clf:GivenClassifier, # from `given_classifier`
     return Codes(zt, yt, pt, zv, yv.numpy(), pv)
 
 # %% ../nbs/17_pipeline.ipynb #10361492
+def _settings_of(f, given:dict) -> types.SimpleNamespace:
+    "`f`'s keyword defaults with `given` over them: how a function that `delegates` to `f` reads its `**kwargs`."
+    ps = {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not inspect.Parameter.empty}
+    if set(given) - set(ps): raise TypeError(f"unexpected keyword argument(s): {sorted(set(given) - set(ps))}")
+    return types.SimpleNamespace(**(ps | given))
+
+@delegates(explain_model)
 def explain_classifier_model(clf:GivenClassifier, # from `given_classifier`
                              codes:Codes, # from `encode_with_classifier`
                              table:pd.DataFrame, # from `score_cues`
                              data:PreparedData, # from `prepare_data`
                              save_dir, # folder of the interpretation figures
-                             n_permutations:int=1000, # shuffles of the permutation tests
-                             seed:int=42, progress:bool=False, show:bool=False,
-                             cues:list|None=None, # cues to test: built-in names and `Cue`s of your own; None = every built-in cue
-                             clock:StageClock|None=None, # times the ranking and the interventions
-                            ) -> Explanation:
+                             **kwargs) -> Explanation: # the chance test, the ranking against s, the evidence and the figures
     "Chance test, cue ranking against the model's own score s (correlation), and the interventions (the model) with one verdict per cue."
-    clock = clock if clock is not None else StageClock()
+    o = _settings_of(explain_model, kwargs)
+    clock = o.clock if o.clock is not None else StageClock()
     a = clf.axis.target_idx
     preds = np.where(clf.axis.score(codes.z_valid) > 0, a, 1 - a)
     chance = separation_summary(preds, codes.y_valid)  # the chance test, once
@@ -474,11 +485,11 @@ def explain_classifier_model(clf:GivenClassifier, # from `given_classifier`
     valid = table[table.split == 'valid'].drop(columns='split').reset_index(drop=True)
     fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
     with clock('rankings and their figures'): res = run_pls_feature_figures(codes.z_valid, y, valid, target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b,
-                                  save_dir=save_dir, show=show, fit_z=codes.z_train, fit_target=fit_y, n_permutations=n_permutations,
-                                  seed=seed, caution=caution, axis=clf.axis)
+                                  save_dir=save_dir, show=o.show, fit_z=codes.z_train, fit_target=fit_y, n_permutations=o.n_permutations,
+                                  seed=o.seed, caution=caution, axis=clf.axis)
     print("Editing the cues")
     ev = gather_evidence(clf.learn, codes.paths_valid, codes.z_valid, codes.y_valid, ranking=res['importance_rank'], target_idx=a,
-                         fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed, progress=progress, show=show, cues=cues, clock=clock)
+                         fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=o.seed, progress=o.progress, show=o.show, cues=o.cues, clock=clock)
     summary = with_axis_p(chance, res.get('target_perm_p_value'))
     figs = dict(effects=ev['paths'].get('effects'), importance_model_axis=res['paths'].get('importance'),
                 alignment_model_axis=res['paths'].get('alignment'))

@@ -233,7 +233,7 @@ def write_report(path, # Markdown file to write
                  settings:dict, # run settings shown in the report
                  figures:dict, # title → path (relative to the report) of the figures to link
                  alpha:float=0.05, top:int=5,
-                 training:dict|None=None, # `{'phases': {phase: record of `train_xaaenet`'s `phase_records`}, 'plan_line': str}`
+                 training:dict|None=None, # `{'phases': {phase: record of `train_xaaenet`'s `records`}, 'plan_line': str}`
                  prior:dict|None=None, # `{phase: latent_prior_report(z)}` of the training codes, the held-out codes' report under 'valid'; None = section left out
                  skipped:list|None=None, # `(path, reason)` of images left out because they cannot be read
                  evidence:dict|None=None, # from `gather_evidence`: leads the report when given

@@ -39,7 +39,7 @@ from .model_aae import XAAEBase, XAAELoss, get_reconstruction_loss, CodeNorm
 from .callbacks import (AddGaussianNoise, RandomMasking, CorruptionCallback, UnfreezeFcCritAdaptative,
                                    AdversarialGame, xaae_splitter, LossAttrMetric, PRECISIONS, precision_callbacks,
                                    AtomicSaveModelCallback, XAAEParts, StopOnNaN, StopOnDivergence, atomic_save_state, load_state)
-from .core import atomic_write, class_index
+from .core import atomic_write, class_index, deprecated_name
 from .latent_figures import save_latent_tsne_figure, save_latent_pls_figure
 from .axes import model_axis
 from .distributed import (init_distributed, is_distributed, is_main_process, rank, world_size, local_device, on_main,
@@ -530,7 +530,7 @@ class XAAELearner(Learner):
 
     def _view(self, key, only_trained=False):
         return {p: r[key] for p, r in self.records.items() if key in r and (r['status'] == 'trained' or not only_trained)}
-    phase_records = property(lambda self: self.records)
+    phase_records = property(deprecated_name(lambda self: self.records, 'phase_records', 'records')) # the old name of `records`
     phase_status = property(lambda self: self._view('status'))
     phase_logs = property(lambda self: self._view('log'))
     prior_reports = property(lambda self: {p: r for p, r in self._view('prior').items() if r is not None})
@@ -794,6 +794,7 @@ def _figures_and_latent(learn:XAAELearner, train_codes, save_pls, extract_latent
     if save_pls or extract_latent:  # every rank encodes its share of each split
         z_valid, y_valid = encode_split(learn.model, learn.dls, 1)
         if z_train is None: z_train, y_train = encode_split(learn.model, learn.dls, 0)
+        rec['codes'] = (z_train, y_train, z_valid, y_valid)  # in memory for what follows (`encode_splits`); the latent file keeps them
     def draw_and_save():  # rank 0 only
         fig = None
         if save_pls:
