@@ -88,12 +88,6 @@ def _cue_values(x:np.ndarray, names:Sequence[str]=CUE_FEATURES) -> dict:
     "The cues `names` of (n, 3, h, w) float images, by the interventions page's `cue_values` (the cue table's definitions)."
     return {k: v.double().numpy() for k, v in cue_values(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), names).items()}
 
-# %% ../nbs/15_fidelity.ipynb #2d168b47
-def _blur(x:np.ndarray) -> np.ndarray:
-    n, c, h, w = x.shape
-    t = torch.from_numpy(np.ascontiguousarray(x).reshape(n * c, 1, h, w))
-    return F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode='reflect'), 3, 1).numpy().reshape(x.shape)
-
 # %% ../nbs/15_fidelity.ipynb #123b2ebb
 def _plant_brightness(x, a, rng): return x + a
 

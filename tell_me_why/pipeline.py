@@ -26,7 +26,7 @@ from .explanation import gather_evidence, _keep_per_class
 from .counterfactuals import explain_image, _learner_images
 from .axes import model_axis, DecisionAxis
 from .callbacks import load_state
-from .core import atomic_write
+from .core import atomic_write, class_index
 from .distributed import world_size, is_main_process
 from .training import KEEP_CRITERIA, PHASES
 from .statistics import separation_summary, with_axis_p, format_p
@@ -85,6 +85,8 @@ class PreparedData:
     def n_valid(self) -> int: return len(self.dls.valid.items)
     @property
     def vocab(self) -> list: return list(self.dls.vocab)
+    @property
+    def target_idx(self) -> int: return class_index(self.vocab, self.class_a) # index of `class_a` in `vocab`
 
 # %% ../nbs/17_pipeline.ipynb #560a8a77
 def _check_split_sizes(dls, class_a):
@@ -250,7 +252,7 @@ class Explanation:
 # %% ../nbs/17_pipeline.ipynb #5e272b3c
 def _rank_cues(learn, codes:Codes, table, data:PreparedData, save_dir, n_permutations, seed, show, caution):
     "The correlational stage: cue ranking and alignment panels against PLS1 and against the model's own score, and four real images walked along PLS1."
-    a = data.vocab.index(data.class_a)
+    a = data.target_idx
     valid = table[table.split == 'valid'].drop(columns='split').reset_index(drop=True)
     fit_y, y = (codes.y_train.numpy() == a).astype(float), (codes.y_valid == a).astype(float)
     names = dict(target_label=data.class_a, positive_label=data.class_a, negative_label=data.class_b)
@@ -293,7 +295,7 @@ def explain_model(learn:XAAELearner, # from `train_model`
     caution = _caution(chance)  # before the figures: they must not overstate
     with clock('rankings and their figures'): res = _rank_cues(learn, codes, table, data, save_dir, n_permutations, seed, show, caution)
     print("Editing the cues, and adding the decoder's change across the decision boundary")
-    a = data.vocab.index(data.class_a)
+    a = data.target_idx
     ev = gather_evidence(learn, codes.paths_valid, codes.z_valid, codes.y_valid, table[table.split == 'valid'].reset_index(drop=True),
                          res['importance_rank'], target_idx=a, fit_z=codes.z_train, fit_y=codes.y_train, save_dir=save_dir, seed=seed,
                          progress=progress, show=show, cues=cues, clock=clock, pls=res['pls_axis'])
@@ -604,7 +606,7 @@ def run_stages(job, # the job's `JobSettings` (command-line page): model, traini
     _phase_stages(clock, trained.training)
     if not is_main_process(): return dict(learn=trained.learn, out=Path(out))
     if on_trained is not None: on_trained(trained.training)
-    with clock('encoding'): codes = encode_splits(trained.learn)  # saved by train_xaaenet in split_items order: no second encoding pass
+    with clock('encoding'): codes = encode_splits(trained.learn)  # the codes the classifier phase encoded, kept in memory: no second pass
     print("Scoring image cues")
     with clock('cue table'): table = score_cues(codes, progress, cache_dir=Path(work)/'cue_cache', cues=user_cues, dls=trained.learn.dls)
     print("Explaining the decision axis")
@@ -624,7 +626,7 @@ class FinishedRun:
     data:PreparedData # the run's split, re-made from its settings
     record:dict # the run's run.json
     @property
-    def target_idx(self) -> int: return self.data.vocab.index(self.data.class_a)
+    def target_idx(self) -> int: return self.data.target_idx
 
 def _run_folder(out:Path, rec:dict) -> Path:
     "The image folder a run read: its planted set, the folder run.json names, or the bundled sample (runs before `folder` was kept)."
