@@ -156,6 +156,7 @@ def after_step(self:AdversarialGame):
 class XAAEParts(Callback):
     "Ask the xAAEnet for every part of its forward pass around each batch; after the loss, everything else sees the logits."
     order = -5  # before the other callbacks' `after_pred`, so that an unlabelled batch reaches them as logits
+    def __init__(self): super().__init__()
     def before_batch(self): unwrap_model(self.learn.model).return_parts = True
     def _logits(self):
         if isinstance(self.learn.pred, XAAEOutput): self.learn.pred = self.learn.pred.logits
