@@ -31,7 +31,7 @@ def kept_weights_line(training:dict, # `{'phases': {phase: record}}`
     "One line on which classifier weights are explained (None when the phase was not trained in a way that records it)."
     r = training['phases'].get('classifier', {})
     if r.get('kept_epoch') is None: return None
-    acc = (f"; validation accuracy {r['kept_valid_accuracy']:.2f} there, {r['best_valid_accuracy']:.2f} at the phase's best epoch"
+    acc = (f"; validation accuracy {r['kept_valid_accuracy']:.2f} there, {r['best_valid_accuracy']:.2f} at the phase's most accurate epoch"
            if r.get('kept_valid_accuracy') is not None else '')
     return (f"Explained weights: classifier epoch {r['kept_epoch']} of {r.get('epochs_run', r.get('epochs'))} "
             f"(kept for the lowest validation {'cross-entropy' if r.get('kept_by') == 'classif_loss' else r.get('kept_by')}){acc}.")

@@ -656,7 +656,7 @@ def _phase_record(learn, phase:Phase, roles:dict, start:float) -> dict:
     return rec
 
 def _print_phase(rec, phase):
-    acc = (f", validation accuracy {rec['kept_valid_accuracy']:.2f} (best epoch {rec['best_valid_accuracy']:.2f})"
+    acc = (f", validation accuracy {rec['kept_valid_accuracy']:.2f} (the phase's highest: {rec['best_valid_accuracy']:.2f})"
            if 'kept_valid_accuracy' in rec else '')
     print(f"  {rec['optimizer_steps']} optimiser steps of the generator, {rec['discriminator_steps']} of the discriminator; "
           f"kept epoch {rec['kept_epoch']} of {rec['epochs_run']} ({rec['kept_by']}){acc}")
