@@ -103,6 +103,10 @@ def _compare(name:str, old, new) -> tuple[bool, str]:
     if isinstance(old, dict):
         extra = _added(old, new)
         if extra: return True, f"identical but for the added key(s) {', '.join(extra)}"
+    if isinstance(old, str) and name.endswith('.md'):
+        import difflib
+        lines = [l for l in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm='', n=0) if l[:1] in '+-' and l[:3] not in ('+++', '---')]
+        return False, 'DIFFERENT in these lines:\n' + '\n'.join(f'    {l}' for l in lines[:20])
     return False, 'DIFFERENT'
 
 
