@@ -7,6 +7,7 @@ Docs: https://tell-me-why.github.io/tell_me_why/model_aae.html.md"""
 # %% ../nbs/02_model_aae.ipynb #f411fe3f
 from __future__ import annotations
 import inspect, os, socket
+from functools import partial
 from pathlib import Path
 from operator import itemgetter
 
@@ -639,17 +640,19 @@ class XAAELoss:
                  adv_weight:float=0., # weight of the generator's term BCE(D(z), 1); > 0 also computes D's own loss
                  classif_weight:float=0., # weight of the cross-entropy on the logits
                  recons_func:str|callable='ms-ssim', # reconstruction loss: 'ms-ssim' (the seed's `reconstruction_loss`), 'mse', or a function (pred, target)
+                 reduction:str='mean', # 'mean': one loss for the batch; 'none': one per image (fastai's `get_preds(with_loss=True)` sets it)
                 ):
         self.model, self.recons_weight, self.adv_weight, self.classif_weight = model, recons_weight, adv_weight, classif_weight
-        self.recons_func = get_reconstruction_loss(recons_func)
+        self.recons_func, self.reduction = get_reconstruction_loss(recons_func), reduction
         self.recons_loss = self.adv_loss = self.disc_loss = self.classif_loss = None # the last call's terms
-        self._check_weights()
+        self._check_settings()
 
-    def _check_weights(self):
+    def _check_settings(self):
         for name in ('recons_weight', 'adv_weight', 'classif_weight'):
             w = getattr(self, name)
             if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)) or not w >= 0 or not np.isfinite(w):
                 raise ValueError(f"XAAELoss: `{name}` must be a finite number >= 0, got {w!r}.")
+        if self.reduction not in ('mean', 'none'): raise ValueError(f"XAAELoss: `reduction` must be 'mean' or 'none', got {self.reduction!r}.")
 
     def activation(self, x): "Class probabilities, for fastai's `get_preds`/`predict`."; return F.softmax(x, dim=-1)
     def decodes(self, x): "Predicted class indices, for fastai's `predict`."; return x.argmax(dim=-1)
@@ -662,30 +665,39 @@ def _parts(self:XAAELoss, pred):
     raise TypeError(f"XAAELoss reads every part of the forward pass but got {type(pred).__name__}: set `model.return_parts = True` "
                     "before the forward pass (an `XAAELearner` does it; with a plain `Learner`, add the `XAAEParts()` callback).")
 
+def _per_image(f, *ts):
+    "`f` on each image of the batch `ts` alone: one value per image."
+    return torch.stack([f(*(t[i:i+1] for t in ts)) for i in range(len(ts[0]))])
+
+def _batch(f, *ts): return f(*ts)
+def _scalar(t): return t if t.dim() == 0 else t.mean()
+def _cross_entropy(logits, target): return F.cross_entropy(logits.float(), target.long())
+
 @patch
 def __call__(self:XAAELoss,
              pred:torch.Tensor|XAAEOutput, # what the model's forward returned: logits, or an `XAAEOutput`
              target:torch.Tensor, # class indices
             ) -> torch.Tensor:
-    "The generator's weighted objective; keeps each term on the loss (`recons_loss`, `adv_loss`, `classif_loss` detached; `disc_loss` with its graph)."
-    self._check_weights()
+    "The generator's weighted objective (per image with `reduction='none'`); keeps each term's batch mean on the loss (`recons_loss`, `adv_loss`, `classif_loss` detached; `disc_loss` with its graph)."
+    self._check_settings()
     if self.recons_weight == self.adv_weight == self.classif_weight == 0:
         raise ValueError("XAAELoss: all weights are 0; set `recons_weight`, `adv_weight` or `classif_weight`.")
     m, out, total = self.model, self._parts(pred), 0.
+    red = _per_image if self.reduction == 'none' else _batch
     recons = adv = classif = self.disc_loss = None
     if self.recons_weight > 0:
         if not out.has_recons:
             raise RuntimeError("XAAELoss: `recons_weight` > 0 but the decoder did not run (model.run_decoder is False); "
                                "set `model.run_decoder = True` or `recons_weight=0`.")
-        recons = self.recons_func(out.recons, out.recons_target)
+        recons = red(self.recons_func, out.recons, out.recons_target)
         total = total + self.recons_weight * recons
     if self.adv_weight > 0:
-        adv = adversarial_loss_from_logits(out.gen_logit, out.real_logit, gen_train=True)
-        self.disc_loss = adversarial_loss_from_logits(out.fake_logit, out.real_logit, gen_train=False)
+        adv = red(partial(adversarial_loss_from_logits, gen_train=True), out.gen_logit, out.real_logit)
+        disc = red(partial(adversarial_loss_from_logits, gen_train=False), out.fake_logit, out.real_logit)
         # a discriminator-only step (gen_train False) optimises D's loss; otherwise the generator's term
-        total = total + self.adv_weight * (adv if m.gen_train else self.disc_loss)
+        total, self.disc_loss = total + self.adv_weight * (adv if m.gen_train else disc), _scalar(disc)
     if self.classif_weight > 0:
-        classif = F.cross_entropy(out.logits.float(), target.long())
+        classif = red(_cross_entropy, out.logits, target)
         total = total + self.classif_weight * classif
-    self.recons_loss, self.adv_loss, self.classif_loss = [None if t is None else t.detach() for t in (recons, adv, classif)]
+    self.recons_loss, self.adv_loss, self.classif_loss = [None if t is None else _scalar(t.detach()) for t in (recons, adv, classif)]
     return total
