@@ -159,6 +159,12 @@ def check_site(notebooks:list) -> list:
         probs.append('README.md is out of date with nbs/index.ipynb: run `python tools/make_readme.py`')
     return probs, n_links
 
+def proc_warnings(log:str) -> list:
+    "nbdev-proc-nbs' warnings about cells that mix imports with other code (the site would show them as they are)"
+    cells = re.findall(r"Found cells containing imports and other code\. See FAQ\.\n---\n(.*?)\n---", log, re.S)
+    return [f"a cell mixes imports with other code (put the imports in a `#| hide` cell of their own): "
+            f"{' / '.join(l for l in c.splitlines() if not l.startswith('#|'))[:100]}" for c in cells]
+
 def self_test():
     "The checks catch what they are meant to catch, on small made-up notebooks"
     md = lambda s: {'cell_type': 'markdown', 'metadata': {}, 'source': s}
@@ -181,6 +187,9 @@ def self_test():
     html = {'output_type': 'display_data', 'data': {'text/html': '<div><progress value="3" max="4"></progress></div>'}}
     assert 'progress-bar frames' in check_outputs({'cells': [out(html)]})[0]
     assert check_outputs({'cells': [out({'output_type': 'execute_result', 'data': {'text/plain': "'<tmp>/models/x.pt'"}})]}) == []
+    warned = "UserWarning: Found cells containing imports and other code. See FAQ.\n---\n#| hide: true\nimport re\nx = 1\n---\n"
+    assert proc_warnings(warned) == ['a cell mixes imports with other code (put the imports in a `#| hide` cell of their own): import re / x = 1']
+    assert proc_warnings('Cancelled. Please download and install Quarto') == []
     print('check_docs self-test passed')
 
 def main(argv=None):
@@ -192,6 +201,7 @@ def main(argv=None):
     if not args.no_proc:
         r = subprocess.run(['nbdev-proc-nbs'], cwd=ROOT, capture_output=True, text=True)
         if r.returncode: sys.exit(f'nbdev-proc-nbs failed:\n{r.stdout}\n{r.stderr}')
+    mixed = [] if args.no_proc else proc_warnings(r.stdout + r.stderr)
     notebooks = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
     n_bad = 0
     for nb_path in notebooks:
@@ -212,6 +222,7 @@ def main(argv=None):
         else: print(f'ok   {rel}')
         for p in probs + notes: print(f'     - {p}')
     site, n_links = check_site(notebooks)
+    site += mixed
     print(f'site: {n_links} symbol cross-links to API entries')
     for p in site: print(f'FAIL site: {p}')
     if n_bad or site:
