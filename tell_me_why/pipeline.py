@@ -616,7 +616,8 @@ def run_stages(job, # the job's `JobSettings` (command-line page): model, traini
     write_outputs(work, out, data, trained, table, ex, settings, time.perf_counter() - t0, clock)
     out = Path(out)
     return dict(learn=trained.learn, summary=ex.summary, ranking=ex.ranking, evidence=ex.evidence, feature_table=table, report=out/'report.md',
-                record=out/'run.json', out=out, traversal=out/'interpretation'/'latent_traversal.png', training=trained.training, prior=trained.prior)
+                record=out/'run.json', out=out, traversal=out/'interpretation'/'latent_traversal.png', training=trained.training, prior=trained.prior,
+                reconstruction=trained.reconstruction)
 
 # %% ../nbs/17_pipeline.ipynb #4568bd3f
 @dataclass
