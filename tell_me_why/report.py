@@ -72,7 +72,8 @@ def _prior_lines(prior:dict) -> list[str]:
         return L + ["Not measured: this version of `train_xaaenet` keeps no prior check (`learn.prior_reports`).", ""]
     L += ["Codes after each phase against draws of N(0, I): the prior asks for mean 0, standard deviation 1 and an AUC "
           "near 0.5. At the end of each phase the codes are standardised on the training images (`calibrate_codes`), so "
-          "the training row is close to mean 0 and sd 1 by construction; the held-out validation codes are the test.", "",
+          "the training row is close to mean 0 and sd 1 by construction, and its AUC falls below 0.5 even for true N(0, I) draws "
+          "standardised the same way: it is no test. The held-out validation codes are the test.", "",
           "| after phase | codes of | mean abs(mean of z_j) | mean abs(sd of z_j − 1) | two-sample AUC | codes |",
           "|---|---|---:|---:|---:|---:|"]
     for ph, r in prior.items():

@@ -137,10 +137,13 @@ def latent_prior_report(z, # latent codes (n, encoding_dims), tensor or array
     return dict(mean_abs_mean=float(np.abs(z.mean(0)).mean()), mean_abs_sd_error=float(np.abs(sd - 1).mean()),
                 mean_sd=float(sd.mean()), two_sample_auc=float(auc), n=int(len(z)), dims=int(z.shape[1]))
 
-def format_prior_report(r:dict) -> str:
+def format_prior_report(r:dict, # from `latent_prior_report`
+                        calibrated:bool=False, # the codes were standardised on themselves (`calibrate_codes`): their AUC is no test
+                       ) -> str:
     "One line of `latent_prior_report` numbers."
+    auc = "no test: these codes set the standardisation" if calibrated else "0.5 = indistinguishable"
     return (f"mean |mean_j| {r['mean_abs_mean']:.2f}, mean |sd_j − 1| {r['mean_abs_sd_error']:.2f}, "
-            f"two-sample AUC {r['two_sample_auc']:.2f} (0.5 = indistinguishable; {r['n']} codes)")
+            f"two-sample AUC {r['two_sample_auc']:.2f} ({auc}; {r['n']} codes)")
 
 # %% ../nbs/11_training.ipynb #0043de6a
 def code_norm(model:XAAEBase) -> CodeNorm|None:
@@ -668,12 +671,12 @@ def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False,
     "Prior check on the eval-mode codes of the training split (`rec['prior']`) and of the validation split (`rec['prior_valid']`), printed; flags codes far from the prior."
     z, y = train_codes if train_codes is not None else encode_split(self.model, self.dls, 0)  # the calibration's, or a pass over the split; rank 0 tests and prints
     z_valid, _ = encode_split(self.model, self.dls, 1)
-    def check(codes, which):
+    def check(codes, which, own=False):
         try: r = latent_prior_report(codes)
         except ValueError as e: print(f"  z vs N(0, I), {which} codes: not checked ({e})"); return None
-        print(f"  z vs N(0, I) after this phase ({which} codes, eval mode): {format_prior_report(r)}")
+        print(f"  z vs N(0, I) after this phase ({which} codes, eval mode): {format_prior_report(r, calibrated=own)}")
         return r
-    r = rec['prior'] = on_main(check, z, 'training')
+    r = rec['prior'] = on_main(check, z, 'training', train_codes is not None)  # codes from the calibration were standardised on themselves
     rec['prior_valid'] = on_main(check, z_valid, 'validation')
     if keep_codes: rec['train_codes'] = (z, y)
     if r is not None and r['mean_abs_mean'] > DIVERGED_MEAN and not rec.get('diverged'):
