@@ -463,7 +463,7 @@ def _write_record(path, record):
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
 
 _RECORD_KEYS = ('epochs', 'epochs_run', 'kept_epoch', 'kept_by', 'optimizer_steps', 'discriminator_steps', 'diverged',
-                'kept_valid_accuracy', 'best_valid_accuracy')
+                'kept_valid_accuracy', 'best_valid_accuracy', 'code_calibration')
 
 def _rng_state(dls) -> dict:
     "The random number generators' states at the end of a phase (JSON): a resumed run restores them and goes on as an uninterrupted one."
