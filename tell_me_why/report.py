@@ -33,9 +33,11 @@ def kept_weights_line(training:dict, # `{'phases': {phase: record}}`
     if r.get('kept_epoch') is None: return None
     acc = (f"; validation accuracy {r['kept_valid_accuracy']:.2f} there, {r['best_valid_accuracy']:.2f} at the phase's most accurate epoch"
            if r.get('kept_valid_accuracy') is not None else '')
+    after = r.get('explained_valid_accuracy')
     if acc and r.get('code_calibration'): acc += (", both measured during training; the codes were standardised for eval mode afterwards "
-                                                  "(`calibrate_codes`), which can change decisions, so the report's first lines give the "
-                                                  "explained model's own accuracy")
+                                                  "(`calibrate_codes`), which can change decisions: "
+                                                  + (f"{after:.2f} with the weights explained here" if after is not None
+                                                     else "the report's first lines give the explained model's own accuracy"))
     return (f"Explained weights: classifier epoch {r['kept_epoch']} of {r.get('epochs_run', r.get('epochs'))} "
             f"(kept for the lowest validation {'cross-entropy' if r.get('kept_by') == 'classif_loss' else r.get('kept_by')}){acc}.")
 

@@ -666,11 +666,22 @@ def _print_phase(rec, phase):
     if rec['diverged']: print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase.name)}")
 
 # %% ../nbs/11_training.ipynb #ccfd6033
+def _explained_accuracy(model:XAAEBase, z_valid, y_valid, rec:dict):
+    "The validation accuracy of the weights a phase ends with, on their eval-mode codes (after `calibrate_codes`): `rec['explained_valid_accuracy']`, printed."
+    if not len(y_valid): return
+    modes = {m: m.training for m in model.modules()}
+    try: acc = float((predict_from_codes(model, z_valid) == np.asarray(y_valid)).mean())
+    finally:
+        for m, mode in modes.items(): m.training = mode
+    rec['explained_valid_accuracy'] = acc
+    on_main(print, f"  validation accuracy of these weights as the explanation reads them (eval mode, codes standardised): {acc:.2f} on {len(y_valid)} images")
+
 @patch
 def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False, train_codes=None):
     "Prior check on the eval-mode codes of the training split (`rec['prior']`) and of the validation split (`rec['prior_valid']`), printed; flags codes far from the prior."
     z, y = train_codes if train_codes is not None else encode_split(self.model, self.dls, 0)  # the calibration's, or a pass over the split; rank 0 tests and prints
-    z_valid, _ = encode_split(self.model, self.dls, 1)
+    z_valid, y_valid = encode_split(self.model, self.dls, 1)
+    if phase.classif_weight > 0: _explained_accuracy(self.model, z_valid, y_valid, rec)
     def check(codes, which, own=False):
         try: r = latent_prior_report(codes)
         except ValueError as e: print(f"  z vs N(0, I), {which} codes: not checked ({e})"); return None
