@@ -16,7 +16,7 @@ from .statistics import format_p
 from .training import PHASES
 
 # %% auto #0
-__all__ = ['SAME_DB', 'training_status', 'kept_weights_line', 'write_report']
+__all__ = ['training_status', 'kept_weights_line', 'write_report']
 
 # %% ../nbs/16_report.ipynb #b134baa7
 def training_status(ph:str, # phase name
@@ -88,11 +88,11 @@ def _prior_lines(prior:dict) -> list[str]:
 
 
 # %% ../nbs/16_report.ipynb #29ff1a20
-SAME_DB = 0.05 # PSNR differences smaller than this print as 0.0 dB: the report calls them "within 0.05 dB", not better or worse
+_SAME_DB = 0.05 # PSNR differences smaller than this print as 0.0 dB: the report calls them "within 0.05 dB", not better or worse
 
 def _than(d:float, what:str) -> str:
     "'x dB better than `what`', 'worse', or 'within 0.05 dB of' it, from the PSNR difference `d`."
-    if abs(d) < SAME_DB: return f"within {SAME_DB} dB of {what}"
+    if abs(d) < _SAME_DB: return f"within {_SAME_DB} dB of {what}"
     return f"{abs(d):.1f} dB {'better' if d > 0 else 'worse'} than {what}"
 
 def _reconstruction_lines(r:dict|None, # `reconstruction_report` numbers, with the model's `encoding_dims` when known; None = no line
@@ -105,7 +105,7 @@ def _reconstruction_lines(r:dict|None, # `reconstruction_report` numbers, with t
     d_mean = r['psnr'] - r['psnr_mean_image']
     s = (f"The decoder draws the report images at {r['psnr']:.1f} dB PSNR (SSIM {r['ssim']:.2f}), "
          f"{_than(d_mean, 'the average training image')} and {_than(r['psnr'] - r['psnr_pca'], pca)}")
-    return [s + (": it draws nothing the average image does not; its walk figures are no evidence." if d_mean < SAME_DB else "."), ""]
+    return [s + (": it draws nothing the average image does not; its walk figures are no evidence." if d_mean < _SAME_DB else "."), ""]
 
 # %% ../nbs/16_report.ipynb #f2d1df0c
 def _counterfactual_lines(ev:dict) -> list[str]:
