@@ -175,7 +175,7 @@ class TrainedModel:
 
 def _json_record(rec:dict) -> dict:
     "A phase record without what run.json does not keep (the epoch table, the prior (kept apart), the codes, local paths)."
-    return {k: v for k, v in rec.items() if k not in ('log', 'prior', 'train_codes', 'codes', 'checkpoint', 'latent_path', 'figure')}
+    return {k: v for k, v in rec.items() if k not in ('log', 'prior', 'train_codes', 'valid_codes', 'codes', 'checkpoint', 'latent_path', 'figure')}
 
 # %% ../nbs/17_pipeline.ipynb #43663b3d
 def train_model(model:XAAEBase, # from `build_model`

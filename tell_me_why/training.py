@@ -107,13 +107,21 @@ def encode_split(model:XAAEBase, # the model, unwrapped
     return torch.cat([z for z, _ in parts]), torch.cat([y for _, y in parts])
 
 # %% ../nbs/11_training.ipynb #0beca442
-def predict_from_codes(model:XAAEBase, # the model (eval mode is set)
+@contextmanager
+def _eval_modes(model:torch.nn.Module):
+    "`model` in eval mode for the duration; every module's own mode is restored afterwards."
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try: yield model
+    finally:
+        for m, mode in modes.items(): m.training = mode
+
+def predict_from_codes(model:XAAEBase, # the model (read in eval mode; its modes are left as they were)
                        z, # codes (n, encoding_dims), e.g. from `encode_split`
                       ) -> np.ndarray: # predicted class index per row
     "The classifier's decisions on codes already computed."
-    model.eval()
     p = next(model.parameters())
-    with torch.no_grad(): return model.classifier(torch.as_tensor(z).to(p.device, p.dtype)).argmax(1).cpu().numpy()
+    with _eval_modes(model), torch.no_grad(): return model.classifier(torch.as_tensor(z).to(p.device, p.dtype)).argmax(1).cpu().numpy()
 
 # %% ../nbs/11_training.ipynb #048fe871
 def latent_prior_report(z, # latent codes (n, encoding_dims), tensor or array
@@ -239,15 +247,11 @@ def _baseline_scores(images:torch.Tensor, train_images:torch.Tensor, n_component
 @torch.no_grad()
 def _decoder_scores(model:XAAEBase, images:torch.Tensor, batch_size:int) -> dict:
     "Mean PSNR and SSIM of the decoder's reconstructions of `images` in eval mode; every module's mode is restored."
-    modes, p = {m: m.training for m in model.modules()}, next(model.parameters())
-    model.eval()
-    win, sums = _ssim_window(min(images.shape[-2:])), np.zeros(2)
-    try:
+    p, win, sums = next(model.parameters()), _ssim_window(min(images.shape[-2:])), np.zeros(2)
+    with _eval_modes(model):
         for xb in images.split(batch_size):
             r = model.decode(model.encode(xb.to(p.device, p.dtype))).float().cpu()
             sums += [float(s.sum()) for s in _psnr_ssim(xb.float().cpu(), r, win)]
-    finally:
-        for m, mode in modes.items(): m.training = mode
     psnr, ssim_ = (sums / len(images)).tolist()
     return dict(psnr=psnr, ssim=ssim_)
 
@@ -554,7 +558,7 @@ def fit_phase(self:XAAELearner,
               resume:bool=False, # load the phase instead if it finished in `models_dir` with the same data and settings
               step:str='', # position shown in the header, e.g. '2/3'
               cbs:list|None=None, # extra callbacks for this fit (e.g. the user's)
-              keep_codes:bool=False, # also return the training codes of the prior check under 'train_codes'
+              keep_codes:bool=False, # also return the codes of the prior check under 'train_codes' and 'valid_codes'
               check_reconstruction:bool=True, # measure the decoder on the validation images after the phase (`reconstruction_report`)
              ) -> dict: # the phase's record
     "Fit one `phase` (or resume or skip it); return its record, also kept in `self.records`."
@@ -669,11 +673,7 @@ def _print_phase(rec, phase):
 def _explained_accuracy(model:XAAEBase, z_valid, y_valid, rec:dict):
     "The validation accuracy of the weights a phase ends with, on their eval-mode codes (after `calibrate_codes`): `rec['explained_valid_accuracy']`, printed."
     if not len(y_valid): return
-    modes = {m: m.training for m in model.modules()}
-    try: acc = float((predict_from_codes(model, z_valid) == np.asarray(y_valid)).mean())
-    finally:
-        for m, mode in modes.items(): m.training = mode
-    rec['explained_valid_accuracy'] = acc
+    rec['explained_valid_accuracy'] = acc = float((predict_from_codes(model, z_valid) == np.asarray(y_valid)).mean())
     on_main(print, f"  validation accuracy of these weights as the explanation reads them (eval mode, codes standardised): {acc:.2f} on {len(y_valid)} images")
 
 @patch
@@ -689,7 +689,7 @@ def _check_prior(self:XAAELearner, phase:Phase, rec:dict, keep_codes:bool=False,
         return r
     r = rec['prior'] = on_main(check, z, 'training', train_codes is not None)  # codes from the calibration were standardised on themselves
     rec['prior_valid'] = on_main(check, z_valid, 'validation')
-    if keep_codes: rec['train_codes'] = (z, y)
+    if keep_codes: rec['train_codes'], rec['valid_codes'] = (z, y), (z_valid, y_valid)
     if r is not None and r['mean_abs_mean'] > DIVERGED_MEAN and not rec.get('diverged'):
         rec['diverged'] = f"the codes left the N(0, I) prior (mean abs(mean of z_j) {r['mean_abs_mean']:.3g} > {DIVERGED_MEAN:g})"
         print(f"  WARNING: {rec['diverged']}: {_divergence_advice(phase.name)}")
@@ -800,13 +800,13 @@ def _tsne_after(learn:XAAELearner, phase:Phase, max_points=5000, perplexity=30, 
 
 # %% ../nbs/11_training.ipynb #97ee167a
 def _figures_and_latent(learn:XAAELearner, train_codes, save_pls, extract_latent, latent_path, classif_fname, pls_target_class,
-                        pls_max_points, show, color_by_class):
-    "After the classifier phase: the PLS figure and the latent file (every item encoded once, in `split_items` order)."
+                        pls_max_points, show, color_by_class, valid_codes=None):
+    "After the classifier phase: the PLS figure and the latent file (every item encoded once, in `split_items` order; the prior check's codes are reused)."
     start, rec = time.perf_counter(), learn.records['classifier']
     z_train, y_train = train_codes or (None, None)
     z_valid = y_valid = None
     if save_pls or extract_latent:  # every rank encodes its share of each split
-        z_valid, y_valid = encode_split(learn.model, learn.dls, 1)
+        z_valid, y_valid = valid_codes or encode_split(learn.model, learn.dls, 1)
         if z_train is None: z_train, y_train = encode_split(learn.model, learn.dls, 0)
         rec['codes'] = (z_train, y_train, z_valid, y_valid)  # in memory for what follows (`encode_splits`); the latent file keeps them
     def draw_and_save():  # rank 0 only
@@ -834,7 +834,7 @@ def fit_phases(self:XAAELearner,
                cbs:list|None=None, # extra callbacks for every phase
                after_phase=None, # called as `after_phase(learn, phase)` after each phase but the last that was not skipped (e.g. a figure)
                check_reconstruction:bool=True, # measure the decoder on the validation images after each phase
-              ) -> dict: # each phase's record by name (also in `records`); the last one's training codes under 'train_codes'
+              ) -> dict: # each phase's record by name (also in `records`); the last one's codes under 'train_codes' and 'valid_codes'
     "Fit a curriculum of phases one after another."
     for i, phase in enumerate(phases, 1):
         last = i == len(phases)
@@ -897,6 +897,7 @@ def train_xaaenet(
                                 patience=patience, precision=precision, recons_func=recons_func)
         tsne = partial(_tsne_after, max_points=tsne_max_points, perplexity=tsne_perplexity, show=show_latent_figures, color_by_class=color_by_class)
         recs = learn.fit_phases(phases, resume, cbs, after_phase=tsne if save_tsne else None, check_reconstruction=check_reconstruction)
-        _figures_and_latent(learn, recs[phases[-1].name].pop('train_codes', None), save_pls, extract_latent, latent_path, classif_fname,
-                            pls_target_class, pls_max_points, show_latent_figures, color_by_class)
+        last = recs[phases[-1].name]
+        _figures_and_latent(learn, last.pop('train_codes', None), save_pls, extract_latent, latent_path, classif_fname,
+                            pls_target_class, pls_max_points, show_latent_figures, color_by_class, valid_codes=last.pop('valid_codes', None))
         return learn
